@@ -1,1 +1,40 @@
-//! placeholder
+//! Bayeux semantics, independent of transport and storage.
+//!
+//! The [`Engine`] handles batches of messages (`process`) exactly as Faye's protocol server
+//! does (handshake, connect hold and release, subscribe, unsubscribe, publish, disconnect,
+//! session expiry), with the improvements listed in `docs/protocol-notes.md`. Storage and
+//! cross-node fan-out sit behind the [`Backend`] trait; [`MemoryBackend`] is the single-node
+//! implementation, and [`conformance`] (feature `test-util`) is the suite every backend runs.
+//!
+//! Messages for a session attached to this node wait in its bounded queue until a held
+//! long-poll takes them or a socket's [`Pump`] pushes them.
+
+mod backend;
+mod clock;
+mod config;
+mod context;
+mod delivery;
+mod engine;
+mod events;
+mod extension;
+mod hub;
+mod memory;
+mod meta;
+mod metrics;
+mod pump;
+mod session;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
+
+pub use backend::{Backend, BackendError, DeliverySink, Millis};
+pub use clock::Clock;
+pub use config::{EngineConfig, OverflowPolicy};
+pub use context::{RequestContext, RequestInfo, Transport};
+pub use delivery::{Delivery, Outgoing, encode_outgoing};
+pub use engine::{Engine, EngineBuilder};
+pub use events::Event;
+pub use extension::{Extension, Verdict};
+pub use memory::MemoryBackend;
+pub use metrics::Metrics;
+pub use pump::Pump;

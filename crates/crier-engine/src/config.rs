@@ -1,0 +1,69 @@
+//! Engine settings. The binary loads them; this crate only defines and documents them.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What happens when a session's outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Drop the oldest queued message to make room (counted in `queue_dropped`).
+    #[default]
+    DropOldest,
+    /// Destroy the session: its next connect gets `401` and `reconnect: handshake` advice.
+    Disconnect,
+}
+
+/// Bayeux semantics settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Seconds a `/meta/connect` may be held; advertised as `advice.timeout`. A session
+    /// lives for twice this after its last connect.
+    pub timeout_secs: u64,
+    /// Milliseconds a client should wait between connects (`advice.interval`).
+    pub interval_ms: u64,
+    /// Most messages queued for one session before the overflow policy applies.
+    pub max_queue: usize,
+    /// What to do when a session's queue is full.
+    pub overflow: OverflowPolicy,
+    /// Most subscriptions one session may hold.
+    pub max_subscriptions: usize,
+    /// Seconds between sweeps for expired sessions (0: a quarter of the timeout, at least 1 s).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            timeout_secs: 25,
+            interval_ms: 0,
+            max_queue: 1000,
+            overflow: OverflowPolicy::DropOldest,
+            max_subscriptions: 1000,
+            sweep_interval_secs: 0,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The connect hold time.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+
+    /// How long a session lives after its last connect (2 × timeout, as Faye).
+    pub fn session_lifetime(&self) -> Duration {
+        self.timeout() * 2
+    }
+
+    /// Time between sweeps for expired sessions.
+    pub fn sweep_interval(&self) -> Duration {
+        if self.sweep_interval_secs > 0 {
+            Duration::from_secs(self.sweep_interval_secs)
+        } else {
+            (self.timeout() / 4).max(Duration::from_secs(1))
+        }
+    }
+}

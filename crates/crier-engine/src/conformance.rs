@@ -1,0 +1,279 @@
+//! The conformance suite every [`Backend`] runs, ported from Faye's engine spec
+//! ("faye engine" examples) and driven through the [`Engine`] with wire messages.
+//!
+//! Use it from a backend's tests:
+//!
+//! ```ignore
+//! async fn make() -> Arc<dyn Backend> { Arc::new(MemoryBackend::new()) }
+//! crier_engine::conformance_suite!(make, (start_paused = true));
+//! ```
+//!
+//! Each case takes a fresh backend from the factory (a backend shared between cases must
+//! isolate them, e.g. with a key prefix per call).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crier_protocol::{ChannelPattern, ClientId, Message};
+use serde_json::{Value, json};
+
+use crate::{Backend, Engine, EngineConfig, Event, RequestContext, RequestInfo, Transport};
+
+/// A small driver around an engine for the suite.
+pub struct Harness {
+    /// The engine under test.
+    pub engine: Engine,
+}
+
+fn msg(v: Value) -> Message {
+    match v {
+        Value::Object(m) => Message(m),
+        _ => Message::new(),
+    }
+}
+
+fn lp() -> RequestContext {
+    RequestContext::new(Transport::LongPolling, RequestInfo::default())
+}
+
+impl Harness {
+    /// An engine on `backend` with a 2 s timeout.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        let config = EngineConfig { timeout_secs: 2, ..EngineConfig::default() };
+        Harness { engine: Engine::builder(config, backend).build() }
+    }
+
+    /// Sends a batch over long-polling; returns the replies as messages.
+    pub async fn send(&self, batch: Vec<Value>) -> Vec<Message> {
+        let out = self.engine.process(batch.into_iter().map(msg).collect(), &lp()).await;
+        out.iter().map(|o| o.to_message()).collect()
+    }
+
+    /// Handshakes and makes the first (immediate) connect; returns the client id.
+    pub async fn client(&self) -> String {
+        let r = self
+            .send(vec![json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]})])
+            .await;
+        let id = r[0].client_id().unwrap_or_default().to_owned();
+        assert!(!id.is_empty(), "handshake failed: {r:?}");
+        let c = self.connect(&id, Some(0)).await;
+        assert_eq!(c[0].successful(), Some(true), "{c:?}");
+        id
+    }
+
+    /// A connect with an optional `advice.timeout` in ms.
+    pub async fn connect(&self, id: &str, timeout_ms: Option<u64>) -> Vec<Message> {
+        let mut m = json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"});
+        if let Some(t) = timeout_ms {
+            m["advice"] = json!({"timeout": t});
+        }
+        self.send(vec![m]).await
+    }
+
+    /// Subscribes and asserts success.
+    pub async fn subscribe(&self, id: &str, sub: &str) {
+        let r = self.send(vec![json!({"channel":"/meta/subscribe","clientId":id,"subscription":sub})]).await;
+        assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    }
+
+    /// Publishes and asserts success.
+    pub async fn publish(&self, channel: &str, data: Value) {
+        let r = self.send(vec![json!({"channel":channel,"data":data})]).await;
+        assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    }
+
+    /// The deliveries (messages after the connect reply) of a non-held connect.
+    pub async fn poll(&self, id: &str) -> Vec<Message> {
+        let mut r = self.connect(id, Some(0)).await;
+        assert_eq!(r.first().and_then(|m| m.successful()), Some(true), "{r:?}");
+        r.remove(0);
+        r
+    }
+}
+
+fn data_of(ms: &[Message]) -> Vec<Value> {
+    ms.iter().filter_map(|m| m.data().cloned()).collect()
+}
+
+/// Handshake creates distinct sessions that exist in the backend.
+pub async fn creates_distinct_sessions(b: Arc<dyn Backend>) {
+    let h = Harness::new(b.clone());
+    let a = h.client().await;
+    let c = h.client().await;
+    assert_ne!(a, c);
+    for id in [&a, &c] {
+        let cid = ClientId::parse(id).expect("server ids parse");
+        assert!(b.session_exists(&cid).await.expect("backend"));
+    }
+}
+
+/// A destroyed session no longer exists, and destroy reports it to exactly one caller.
+pub async fn destroy_is_claimed_once(b: Arc<dyn Backend>) {
+    let h = Harness::new(b.clone());
+    let a = h.client().await;
+    h.subscribe(&a, "/foo").await;
+    let id = ClientId::parse(&a).expect("id");
+    let (x, y) = tokio::join!(b.destroy_session(&id), b.destroy_session(&id));
+    let wins = [x.expect("backend"), y.expect("backend")];
+    assert_eq!(wins.iter().filter(|w| w.is_some()).count(), 1, "{wins:?}");
+    let subs = wins.into_iter().flatten().next().unwrap_or_default();
+    assert_eq!(subs, vec![ChannelPattern::parse("/foo").expect("valid")]);
+    assert!(!b.session_exists(&id).await.expect("backend"));
+}
+
+/// Subscribe reports new subscriptions only; unsubscribe reports existing ones only.
+pub async fn subscribe_reports_changes(b: Arc<dyn Backend>) {
+    let h = Harness::new(b.clone());
+    let a = h.client().await;
+    let id = ClientId::parse(&a).expect("id");
+    let p = ChannelPattern::parse("/foo/*").expect("valid");
+    assert!(b.subscribe(&id, &p).await.expect("backend"));
+    assert!(!b.subscribe(&id, &p).await.expect("backend"));
+    assert_eq!(b.subscriptions(&id).await.expect("backend"), vec![p.clone()]);
+    assert!(b.unsubscribe(&id, &p).await.expect("backend"));
+    assert!(!b.unsubscribe(&id, &p).await.expect("backend"));
+}
+
+/// A publish reaches subscribers of the channel and of matching patterns, once per session
+/// even when several of its subscriptions match, and not sessions with no matching one.
+pub async fn delivers_once_per_session(b: Arc<dyn Backend>) {
+    let h = Harness::new(b);
+    let alice = h.client().await;
+    let bob = h.client().await;
+    let carol = h.client().await;
+    for s in ["/messages/*", "/messages/**", "/**", "/messages/foo"] {
+        h.subscribe(&alice, s).await;
+    }
+    h.subscribe(&bob, "/messages/bar").await;
+    h.subscribe(&carol, "/*").await;
+    h.publish("/messages/foo", json!("hello")).await;
+    assert_eq!(data_of(&h.poll(&alice).await), vec![json!("hello")]);
+    assert!(h.poll(&bob).await.is_empty());
+    assert!(h.poll(&carol).await.is_empty());
+}
+
+/// Publishing twice delivers twice, in order; messages queue while the session is not
+/// connected and arrive on its next connect.
+pub async fn queues_between_connects_in_order(b: Arc<dyn Backend>) {
+    let h = Harness::new(b);
+    let a = h.client().await;
+    h.subscribe(&a, "/q").await;
+    for i in 0..20 {
+        h.publish("/q", json!(i)).await;
+    }
+    let got = data_of(&h.poll(&a).await);
+    assert_eq!(got, (0..20).map(|i| json!(i)).collect::<Vec<_>>());
+    assert!(h.poll(&a).await.is_empty());
+}
+
+/// A held connect returns as soon as a message arrives.
+pub async fn held_connect_returns_on_publish(b: Arc<dyn Backend>) {
+    let h = Arc::new(Harness::new(b));
+    let a = h.client().await;
+    h.subscribe(&a, "/held").await;
+    let h2 = h.clone();
+    let a2 = a.clone();
+    let held = tokio::spawn(async move { h2.connect(&a2, None).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!held.is_finished(), "connect should be held");
+    h.publish("/held", json!({"n":1})).await;
+    let r = tokio::time::timeout(Duration::from_secs(1), held).await.expect("released").expect("task");
+    assert_eq!(r[0].successful(), Some(true));
+    assert_eq!(data_of(&r[1..]), vec![json!({"n":1})]);
+}
+
+/// Unsubscribing stops deliveries.
+pub async fn unsubscribe_stops_delivery(b: Arc<dyn Backend>) {
+    let h = Harness::new(b);
+    let a = h.client().await;
+    h.subscribe(&a, "/u/**").await;
+    let r = h.send(vec![json!({"channel":"/meta/unsubscribe","clientId":a,"subscription":"/u/**"})]).await;
+    assert_eq!(r[0].successful(), Some(true));
+    h.publish("/u/x", json!(1)).await;
+    assert!(h.poll(&a).await.is_empty());
+}
+
+/// A disconnect releases a held connect (with a successful reply) and ends the session,
+/// firing unsubscribe events for its subscriptions and one disconnect event.
+pub async fn disconnect_releases_and_fires_events(b: Arc<dyn Backend>) {
+    let h = Arc::new(Harness::new(b));
+    let mut events = h.engine.events();
+    let a = h.client().await;
+    h.subscribe(&a, "/d").await;
+    let h2 = h.clone();
+    let a2 = a.clone();
+    let held = tokio::spawn(async move { h2.connect(&a2, None).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = h.send(vec![json!({"channel":"/meta/disconnect","clientId":a})]).await;
+    assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    let c = tokio::time::timeout(Duration::from_secs(1), held).await.expect("released").expect("task");
+    assert_eq!(c[0].successful(), Some(true));
+    let again = h.connect(&a, Some(0)).await;
+    assert_eq!(again[0].error(), Some(format!("401:{a}:Unknown client").as_str()));
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    let id = ClientId::parse(&a).expect("id");
+    let unsub = Event::Unsubscribe(id.clone(), ChannelPattern::parse("/d").expect("valid"));
+    assert_eq!(seen.iter().filter(|e| **e == unsub).count(), 1, "{seen:?}");
+    assert_eq!(seen.iter().filter(|e| **e == Event::Disconnect(id.clone())).count(), 1, "{seen:?}");
+}
+
+/// A session not seen for longer than its lifetime is destroyed by the sweep.
+pub async fn expires_idle_sessions(b: Arc<dyn Backend>) {
+    let h = Harness::new(b.clone());
+    let a = h.client().await;
+    let keep = h.client().await;
+    h.subscribe(&a, "/e").await;
+    // Lifetime is 2 × timeout = 4 s; keep one session alive past it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    h.connect(&keep, Some(0)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    h.engine.sweep().await;
+    let r = h.connect(&a, Some(0)).await;
+    assert_eq!(r[0].error(), Some(format!("401:{a}:Unknown client").as_str()));
+    let k = h.connect(&keep, Some(0)).await;
+    assert_eq!(k[0].successful(), Some(true), "{k:?}");
+    assert!(!b.session_exists(&ClientId::parse(&a).expect("id")).await.expect("backend"));
+}
+
+/// Generates one `#[tokio::test]` per conformance case for a backend factory.
+///
+/// `$make` is an async function (or closure returning a future) that yields a fresh
+/// `Arc<dyn Backend>`; an optional second argument is the `tokio::test` attribute
+/// arguments in parentheses, e.g. `(start_paused = true)`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr $(, $attr:tt)?) => {
+        $crate::conformance_suite!(@case $make, ($($attr)?), creates_distinct_sessions);
+        $crate::conformance_suite!(@case $make, ($($attr)?), destroy_is_claimed_once);
+        $crate::conformance_suite!(@case $make, ($($attr)?), subscribe_reports_changes);
+        $crate::conformance_suite!(@case $make, ($($attr)?), delivers_once_per_session);
+        $crate::conformance_suite!(@case $make, ($($attr)?), queues_between_connects_in_order);
+        $crate::conformance_suite!(@case $make, ($($attr)?), held_connect_returns_on_publish);
+        $crate::conformance_suite!(@case $make, ($($attr)?), unsubscribe_stops_delivery);
+        $crate::conformance_suite!(@case $make, ($($attr)?), disconnect_releases_and_fires_events);
+        $crate::conformance_suite!(@case $make, ($($attr)?), expires_idle_sessions);
+    };
+    (@case $make:expr, ($($attr:tt)?), $case:ident) => {
+        #[tokio::test $($attr)?]
+        async fn $case() {
+            let backend = ($make)().await;
+            $crate::conformance::$case(backend).await;
+        }
+    };
+}
+
+#[cfg(test)]
+mod memory {
+    use std::sync::Arc;
+
+    use crate::{Backend, MemoryBackend};
+
+    async fn make() -> Arc<dyn Backend> {
+        Arc::new(MemoryBackend::new())
+    }
+
+    crate::conformance_suite!(make, (start_paused = true));
+}

@@ -1,0 +1,71 @@
+//! A published message on its way to subscribers, encoded once for all of them.
+
+use std::sync::Arc;
+
+use crier_protocol::{ChannelName, Message};
+
+/// A message accepted for delivery. It is shared (`Arc`) by every recipient's queue and
+/// carries its JSON encoding, made once, so fan-out costs no per-recipient encoding.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Server-assigned identity, unique per publish; lets a session reached through several
+    /// matching names (or through a log and a live stream) receive it once.
+    pub seq: u64,
+    /// The channel it was published to.
+    pub channel: ChannelName,
+    /// The message as subscribers see it (no `clientId`, no `id`).
+    pub message: Message,
+    /// `message` encoded as a JSON object.
+    pub json: Arc<str>,
+}
+
+impl Delivery {
+    /// Builds a delivery from a publish message (after incoming extensions ran).
+    pub fn new(seq: u64, channel: ChannelName, message: Message) -> Arc<Self> {
+        let message = message.for_delivery();
+        let json: Arc<str> = serde_json::to_string(&message).unwrap_or_else(|_| "{}".to_owned()).into();
+        Arc::new(Delivery { seq, channel, message, json })
+    }
+}
+
+/// One element of a reply array: a reply built for this request, or a delivery whose
+/// shared encoding is written as is.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A reply (or a delivery rewritten by an outgoing extension).
+    Message(Message),
+    /// A delivery, written with its shared encoding.
+    Delivery(Arc<Delivery>),
+}
+
+impl Outgoing {
+    /// Appends this element's JSON to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Outgoing::Message(m) => out.push_str(&serde_json::to_string(m).unwrap_or_else(|_| "{}".to_owned())),
+            Outgoing::Delivery(d) => out.push_str(&d.json),
+        }
+    }
+
+    /// The element as a message (clones a delivery's message).
+    pub fn to_message(&self) -> Message {
+        match self {
+            Outgoing::Message(m) => m.clone(),
+            Outgoing::Delivery(d) => d.message.clone(),
+        }
+    }
+}
+
+/// Encodes a reply array: `[a,b,c]`.
+pub fn encode_outgoing(items: &[Outgoing]) -> String {
+    let mut out = String::with_capacity(64 + items.len() * 64);
+    out.push('[');
+    for (i, it) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        it.write_json(&mut out);
+    }
+    out.push(']');
+    out
+}

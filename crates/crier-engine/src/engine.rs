@@ -1,0 +1,295 @@
+//! The engine: routes each message of a batch to its handler, runs the extensions pipeline,
+//! owns the sessions attached to this node and the background sweep for expired sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crier_protocol::{BayeuxError, ClientId, Message, meta};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::Backend;
+use crate::clock::Clock;
+use crate::config::EngineConfig;
+use crate::context::RequestContext;
+use crate::delivery::Outgoing;
+use crate::events::Event;
+use crate::extension::{Extension, Pipeline, Verdict};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::pump::Pump;
+use crate::session::Session;
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    config: EngineConfig,
+    backend: Arc<dyn Backend>,
+    extensions: Vec<Arc<dyn Extension>>,
+}
+
+impl EngineBuilder {
+    /// Adds an extension; extensions run in the order they were added.
+    pub fn extension(mut self, e: Arc<dyn Extension>) -> Self {
+        self.extensions.push(e);
+        self
+    }
+
+    /// Starts the engine (its sweep task runs on the current tokio runtime).
+    pub fn build(self) -> Engine {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(self.config.max_queue, self.config.overflow, metrics.clone()));
+        self.backend.bind(hub.clone());
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            config: self.config,
+            backend: self.backend,
+            hub,
+            pipeline: Pipeline::new(self.extensions),
+            clock: Clock::new(),
+            metrics,
+            events,
+            seq: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let sweeper = inner.clone();
+        inner.tasks.spawn(async move { sweeper.sweep_loop().await });
+        Engine { inner }
+    }
+}
+
+/// The Bayeux engine. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) pipeline: Pipeline,
+    pub(crate) clock: Clock,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) seq: AtomicU64,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Engine {
+    /// Starts building an engine on `backend`.
+    pub fn builder(config: EngineConfig, backend: Arc<dyn Backend>) -> EngineBuilder {
+        EngineBuilder { config, backend, extensions: Vec::new() }
+    }
+
+    /// Handles one batch (an HTTP body or a WebSocket frame) and returns the reply array:
+    /// every reply, and for a long-poll connect the messages delivered with it.
+    ///
+    /// A `/meta/connect` may be held (up to the timeout) until messages arrive, so the
+    /// future may take that long. Messages other than connects are handled first, in order,
+    /// so that a connect batched with a subscribe and a publish returns what they caused.
+    pub async fn process(&self, batch: Vec<Message>, ctx: &RequestContext) -> Vec<Outgoing> {
+        let batched = batch.len() > 1;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut connects = Vec::new();
+        for m in batch {
+            if m.channel() == Some(meta::CONNECT) {
+                connects.push(m);
+                continue;
+            }
+            out.extend(self.inner.handle(m, ctx, batched).await);
+        }
+        for m in connects {
+            out.extend(self.inner.handle(m, ctx, batched).await);
+        }
+        out
+    }
+
+    /// A pump that delivers a session's messages to a socket (WebSocket or EventSource), or
+    /// `None` if no such session exists. No state is created for an unknown id.
+    pub async fn pump(&self, client_id: &str, ctx: &RequestContext) -> Option<Pump> {
+        let id = ClientId::parse(client_id)?;
+        let session = self.inner.session(&id).await.ok()??;
+        Some(Pump::new(self.inner.clone(), session, ctx.clone()))
+    }
+
+    /// Monitoring events (handshake, subscribe, unsubscribe, publish, disconnect).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Number of sessions attached to this node.
+    pub fn attached_sessions(&self) -> usize {
+        self.inner.hub.len()
+    }
+
+    /// Starts draining: held connects return at once (with `retry` advice, so clients
+    /// reconnect, to another node behind a load balancer), new connects are not held, and
+    /// pumps stop.
+    pub fn drain(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.hub.close_all();
+    }
+
+    /// Whether [`Engine::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// Drains, then waits for the engine's background tasks to finish.
+    pub async fn close(&self) {
+        self.drain();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// Runs one expiry sweep now (the background task runs it periodically).
+    pub async fn sweep(&self) -> usize {
+        self.inner.sweep().await
+    }
+}
+
+impl Inner {
+    /// Handles one message: incoming extensions, the handler, outgoing extensions.
+    async fn handle(&self, mut m: Message, ctx: &RequestContext, batched: bool) -> Vec<Outgoing> {
+        if self.pipeline.incoming(&mut m, ctx).await == Verdict::Drop {
+            return Vec::new();
+        }
+        let channel = m.channel().unwrap_or("").to_owned();
+        let replies: Vec<Outgoing> = if channel == "/meta" || channel.starts_with("/meta/") {
+            match channel.as_str() {
+                meta::HANDSHAKE => vec![Outgoing::Message(self.handshake(&m).await)],
+                meta::CONNECT => self.connect(&m, ctx, batched).await,
+                meta::SUBSCRIBE => vec![Outgoing::Message(self.subscribe(&m, ctx, true).await)],
+                meta::UNSUBSCRIBE => vec![Outgoing::Message(self.subscribe(&m, ctx, false).await)],
+                meta::DISCONNECT => vec![Outgoing::Message(self.disconnect(&m).await)],
+                // Exact matching only: `/meta/subscribe/x` is not `/meta/subscribe` (CVE-2020-11020).
+                _ => {
+                    let mut r = m.response();
+                    r.fail(BayeuxError::forbidden(&channel));
+                    vec![Outgoing::Message(r)]
+                }
+            }
+        } else {
+            vec![Outgoing::Message(self.publish(m).await)]
+        };
+        let mut out = Vec::with_capacity(replies.len());
+        for item in replies {
+            match item {
+                Outgoing::Message(mut r) => {
+                    if r.successful() == Some(false) {
+                        Metrics::inc(&self.metrics.errors);
+                    }
+                    if self.pipeline.outgoing(&mut r, ctx).await == Verdict::Pass {
+                        out.push(Outgoing::Message(r));
+                    }
+                }
+                Outgoing::Delivery(d) => {
+                    if let Some(o) = self.outgoing_delivery(d, ctx).await {
+                        out.push(o);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs outgoing extensions on a delivery for one recipient. Without outgoing
+    /// extensions the shared encoding is used as is.
+    pub(crate) async fn outgoing_delivery(
+        &self,
+        d: Arc<crate::delivery::Delivery>,
+        ctx: &RequestContext,
+    ) -> Option<Outgoing> {
+        if !self.pipeline.has_outgoing() {
+            return Some(Outgoing::Delivery(d));
+        }
+        let mut m = d.message.clone();
+        (self.pipeline.outgoing(&mut m, ctx).await == Verdict::Pass).then_some(Outgoing::Message(m))
+    }
+
+    /// The session attached here, attaching it if the backend knows it (a session created
+    /// on another node, or before this node restarted). `Ok(None)`: unknown session.
+    pub(crate) async fn session(&self, id: &ClientId) -> Result<Option<Arc<Session>>, crate::BackendError> {
+        if let Some(s) = self.hub.get(id) {
+            return Ok(Some(s));
+        }
+        if self.backend.session_exists(id).await? {
+            return Ok(Some(self.hub.attach(id)));
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn emit(&self, e: Event) {
+        // No receivers is fine: events are for whoever listens.
+        let _ = self.events.send(e);
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Destroys a session everywhere; fires the unsubscribe and disconnect events once.
+    pub(crate) async fn destroy(&self, id: &ClientId) -> Result<bool, crate::BackendError> {
+        let removed = self.backend.destroy_session(id).await?;
+        self.hub.remove(id);
+        let Some(subs) = removed else { return Ok(false) };
+        self.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+        for p in subs {
+            self.emit(Event::Unsubscribe(id.clone(), p));
+        }
+        self.emit(Event::Disconnect(id.clone()));
+        Ok(true)
+    }
+
+    async fn sweep(&self) -> usize {
+        let cutoff = self.clock.now().saturating_sub(self.config.session_lifetime().as_millis() as u64);
+        let expired = match self.backend.expired_sessions(cutoff).await {
+            Ok(v) => v,
+            Err(e) => {
+                Metrics::inc(&self.metrics.backend_errors);
+                tracing::warn!(error = %e, "session sweep failed");
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for id in expired {
+            match self.destroy(&id).await {
+                Ok(true) => {
+                    n += 1;
+                    Metrics::inc(&self.metrics.sessions_expired);
+                    tracing::debug!(client_id = %id, "session expired");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    Metrics::inc(&self.metrics.backend_errors);
+                    tracing::warn!(client_id = %id, error = %e, "destroying expired session failed");
+                }
+            }
+        }
+        n
+    }
+
+    async fn sweep_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.sweep_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => { self.sweep().await; }
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `/meta/connect`: the heartbeat, and the long-poll that carries deliveries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crier_protocol::{Advice, BayeuxError, ClientId, Message};
+use tokio::time::Instant;
+
+use crate::context::RequestContext;
+use crate::delivery::{Delivery, Outgoing};
+use crate::engine::Inner;
+use crate::metrics::Metrics;
+use crate::session::Session;
+
+impl Inner {
+    pub(crate) async fn connect(&self, m: &Message, ctx: &RequestContext, batched: bool) -> Vec<Outgoing> {
+        let mut r = m.response();
+        let conntype = m.connection_type();
+        let raw_id = m.client_id();
+        let session = match raw_id.and_then(ClientId::parse) {
+            Some(id) => match self.session(&id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    Metrics::inc(&self.metrics.backend_errors);
+                    return vec![Outgoing::Message(fail(r, super::backend_error(&e).to_string()))];
+                }
+            },
+            None => None,
+        };
+        let error = if conntype.is_none() {
+            Some(BayeuxError::missing("connectionType").to_string())
+        } else if !conntype.is_some_and(super::handshake::server_supports) {
+            Some(BayeuxError::conntype_mismatch([conntype.unwrap_or_default()]).to_string())
+        } else if raw_id.is_none() {
+            Some(BayeuxError::missing("clientId").to_string())
+        } else if session.is_none() {
+            Some(BayeuxError::unknown_client(raw_id.unwrap_or_default()).to_string())
+        } else {
+            m.error().map(str::to_owned)
+        };
+        let session = match (error, session) {
+            (None, Some(s)) => s,
+            (Some(e), _) => return vec![Outgoing::Message(fail(r, e))],
+            (None, None) => {
+                let e = BayeuxError::unknown_client(raw_id.unwrap_or_default()).to_string();
+                return vec![Outgoing::Message(fail(r, e))];
+            }
+        };
+
+        // A session whose queue overflowed under the `disconnect` policy ends here.
+        if session.overflowed() {
+            let _ = self.destroy(&session.id).await;
+            return vec![Outgoing::Message(fail(r, BayeuxError::unknown_client(session.id.as_str()).to_string()))];
+        }
+        match self.backend.touch(&session.id, self.clock.now()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.hub.remove(&session.id);
+                return vec![Outgoing::Message(fail(r, BayeuxError::unknown_client(session.id.as_str()).to_string()))];
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.backend_errors);
+                return vec![Outgoing::Message(fail(r, super::backend_error(&e).to_string()))];
+            }
+        }
+
+        let eventsource = conntype == Some("eventsource");
+        let (generation, first) = session.begin_connect();
+        let timeout = self.config.timeout();
+        // Not held: the first connect after a handshake (CometD's rule, so clients learn
+        // quickly that they are connected), a connect batched with other messages (its
+        // replies would wait), EventSource connects (the stream carries the messages), and
+        // anything while draining.
+        let hold = if first || batched || eventsource || self.shutdown.is_cancelled() {
+            Duration::ZERO
+        } else {
+            m.advice_timeout_ms().map(Duration::from_millis).unwrap_or(timeout).min(timeout)
+        };
+        let drain = !ctx.transport.is_socket();
+        let delivered = self.hold(&session, generation, hold, drain).await;
+
+        let advice = if eventsource {
+            Advice::retry(timeout.as_millis() as u64, 0)
+        } else {
+            Advice::retry(self.config.interval_ms, timeout.as_millis() as u64)
+        };
+        r.set_advice(&advice);
+        let mut out = Vec::with_capacity(1 + delivered.len());
+        out.push(Outgoing::Message(r));
+        out.extend(delivered.into_iter().map(Outgoing::Delivery));
+        out
+    }
+
+    /// Holds a connect until messages are queued (when `drain`), the hold time passes, a
+    /// newer connect supersedes it, the session ends, or the engine drains.
+    ///
+    /// If the request goes away while held (the client closed the connection), this future
+    /// is dropped before anything is taken from the queue, so nothing is lost: the next
+    /// connect gets the messages. Faye loses them (its §2.11).
+    async fn hold(&self, s: &Arc<Session>, generation: u64, hold: Duration, drain: bool) -> Vec<Arc<Delivery>> {
+        let deadline = Instant::now() + hold;
+        loop {
+            let notified = s.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !s.is_current(generation) {
+                return Vec::new();
+            }
+            if drain {
+                let items = s.drain();
+                if !items.is_empty() {
+                    return items;
+                }
+            }
+            if s.closed().is_cancelled() || self.shutdown.is_cancelled() || Instant::now() >= deadline {
+                return Vec::new();
+            }
+            tokio::select! {
+                _ = notified => {
+                    // Let messages published in the same burst share this response.
+                    tokio::task::yield_now().await;
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = s.closed().cancelled() => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// A failed connect reply: no `clientId`, and `reconnect: handshake` advice.
+fn fail(mut r: Message, e: String) -> Message {
+    r.remove("clientId");
+    r.fail(e);
+    r.set_advice(&Advice::handshake());
+    r
+}

@@ -1,0 +1,73 @@
+//! `/meta/handshake`: creates a session.
+
+use std::sync::atomic::Ordering;
+
+use crier_protocol::{Advice, BayeuxError, ClientId, ConnectionType, Message};
+use serde_json::Value;
+
+use crate::engine::Inner;
+use crate::events::Event;
+use crate::metrics::Metrics;
+
+/// The connection types this server implements, in Faye's order (Faye also lists
+/// `in-process`, which only its own Node client can use).
+pub(crate) const SERVER_TYPES: [ConnectionType; 5] = [
+    ConnectionType::LongPolling,
+    ConnectionType::CrossOriginLongPolling,
+    ConnectionType::CallbackPolling,
+    ConnectionType::WebSocket,
+    ConnectionType::EventSource,
+];
+
+pub(crate) fn server_supports(t: &str) -> bool {
+    SERVER_TYPES.iter().any(|s| s.as_str() == t)
+}
+
+fn value_label(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Inner {
+    pub(crate) async fn handshake(&self, m: &Message) -> Message {
+        let mut r = m.response();
+        r.set("version", crier_protocol::BAYEUX_VERSION);
+        r.set("supportedConnectionTypes", SERVER_TYPES.iter().map(|t| t.as_str()).collect::<Vec<_>>());
+
+        let conntype_error = match m.supported_connection_types() {
+            None | Some(Value::Null) => Some(BayeuxError::missing("supportedConnectionTypes")),
+            Some(Value::Array(types)) => {
+                let names: Vec<String> = types.iter().map(value_label).collect();
+                let overlap = types.iter().filter_map(Value::as_str).any(server_supports);
+                (!overlap).then(|| BayeuxError::conntype_mismatch(names))
+            }
+            Some(other) => Some(BayeuxError::conntype_mismatch([value_label(other)])),
+        };
+        let error = conntype_error
+            .map(|e| e.to_string())
+            .or_else(|| m.version().is_none().then(|| BayeuxError::missing("version").to_string()))
+            .or_else(|| m.error().map(str::to_owned));
+        if let Some(e) = error {
+            r.fail(e);
+            r.set_advice(&Advice::handshake());
+            return r;
+        }
+
+        let id = ClientId::from_random(rand::random());
+        if let Err(e) = self.backend.create_session(&id, self.clock.now()).await {
+            Metrics::inc(&self.metrics.backend_errors);
+            r.fail(super::backend_error(&e));
+            r.set_advice(&Advice::handshake());
+            return r;
+        }
+        self.hub.attach(&id);
+        Metrics::inc(&self.metrics.handshakes);
+        self.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+        self.emit(Event::Handshake(id.clone()));
+        r.set("clientId", id.as_str());
+        r.set_advice(&Advice::retry(self.config.interval_ms, self.config.timeout().as_millis() as u64));
+        r
+    }
+}

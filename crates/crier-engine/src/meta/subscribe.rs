@@ -1,0 +1,127 @@
+//! `/meta/subscribe` and `/meta/unsubscribe`, which validate the same way.
+
+use crier_protocol::{BayeuxError, ChannelKind, ChannelPattern, ClientId, ErrorCode, Message};
+use serde_json::Value;
+
+use crate::context::RequestContext;
+use crate::engine::Inner;
+use crate::events::Event;
+use crate::metrics::Metrics;
+
+fn label(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a value is missing in Faye's sense (`!message.subscription`).
+fn falsy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        _ => false,
+    }
+}
+
+impl Inner {
+    pub(crate) async fn subscribe(&self, m: &Message, ctx: &RequestContext, subscribe: bool) -> Message {
+        let mut r = m.response();
+        r.set("subscription", m.subscription().cloned().unwrap_or_else(|| Value::Array(Vec::new())));
+        let raw_id = m.client_id();
+        let id = raw_id.and_then(ClientId::parse);
+        let exists = match &id {
+            Some(id) => match self.session(id).await {
+                Ok(s) => s.is_some(),
+                Err(e) => {
+                    Metrics::inc(&self.metrics.backend_errors);
+                    r.fail(super::backend_error(&e));
+                    return r;
+                }
+            },
+            None => false,
+        };
+        let error = if falsy(m.subscription()) {
+            Some(BayeuxError::missing("subscription").to_string())
+        } else if raw_id.is_none() {
+            Some(BayeuxError::missing("clientId").to_string())
+        } else if !exists {
+            Some(BayeuxError::unknown_client(raw_id.unwrap_or_default()).to_string())
+        } else {
+            m.error().map(str::to_owned)
+        };
+        if let Some(e) = error {
+            r.fail(e);
+            return r;
+        }
+        let Some(id) = id else { return r };
+
+        let items: Vec<&Value> = match m.subscription() {
+            Some(Value::Array(a)) => a.iter().collect(),
+            Some(v) => vec![v],
+            None => Vec::new(),
+        };
+        // Validate everything first, so a bad entry has no partial effect (Faye subscribes the
+        // entries before the bad one; all-or-nothing is what a client can reason about).
+        let mut patterns = Vec::with_capacity(items.len());
+        for v in &items {
+            let name = label(v);
+            let parsed = v.as_str().and_then(|s| ChannelPattern::parse(s).ok());
+            let Some(p) = parsed else {
+                r.fail(BayeuxError::invalid_channel(&name));
+                return r;
+            };
+            if !ctx.is_local() && p.kind() != ChannelKind::Broadcast {
+                r.fail(BayeuxError::forbidden(&name));
+                return r;
+            }
+            patterns.push(p);
+        }
+        if subscribe {
+            let max = self.config.max_subscriptions;
+            let current = match self.backend.subscriptions(&id).await {
+                Ok(v) => v,
+                Err(e) => {
+                    Metrics::inc(&self.metrics.backend_errors);
+                    r.fail(super::backend_error(&e));
+                    return r;
+                }
+            };
+            let new = patterns.iter().filter(|p| !current.contains(p)).count();
+            if current.len() + new > max {
+                tracing::warn!(client_id = %id, limit = max, requested = new, "subscription limit reached");
+                r.fail(BayeuxError::with_text(
+                    ErrorCode::ChannelForbidden,
+                    Vec::<String>::new(),
+                    format!("Too many subscriptions (limit {max})"),
+                ));
+                return r;
+            }
+        }
+        for p in patterns {
+            let res = if subscribe {
+                self.backend.subscribe(&id, &p).await
+            } else {
+                self.backend.unsubscribe(&id, &p).await
+            };
+            match res {
+                Ok(true) => {
+                    if subscribe {
+                        Metrics::inc(&self.metrics.subscribes);
+                        self.emit(Event::Subscribe(id.clone(), p));
+                    } else {
+                        self.emit(Event::Unsubscribe(id.clone(), p));
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    Metrics::inc(&self.metrics.backend_errors);
+                    r.fail(super::backend_error(&e));
+                    return r;
+                }
+            }
+        }
+        r
+    }
+}

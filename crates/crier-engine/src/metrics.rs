@@ -1,0 +1,52 @@
+//! Engine counters. Plain atomics, read by the server's metrics endpoint; no labels per
+//! client or channel.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Counters and gauges kept by the engine.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Sessions created.
+    pub handshakes: AtomicU64,
+    /// Sessions currently known to this node.
+    pub sessions: AtomicI64,
+    /// Sessions destroyed by the expiry sweep.
+    pub sessions_expired: AtomicU64,
+    /// Publishes accepted.
+    pub published: AtomicU64,
+    /// Messages queued for sessions (one per recipient).
+    pub delivered: AtomicU64,
+    /// Messages dropped because a session's queue was full.
+    pub queue_dropped: AtomicU64,
+    /// Sessions disconnected because their queue was full.
+    pub queue_disconnects: AtomicU64,
+    /// Subscriptions added.
+    pub subscribes: AtomicU64,
+    /// Messages refused by an error (any code).
+    pub errors: AtomicU64,
+    /// Backend calls that failed.
+    pub backend_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot as `(name, help, value)` triples, for exposition.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, i64)> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed) as i64;
+        vec![
+            ("crier_handshakes_total", "Sessions created.", g(&self.handshakes)),
+            ("crier_sessions", "Sessions known to this node.", self.sessions.load(Ordering::Relaxed)),
+            ("crier_sessions_expired_total", "Sessions destroyed by the expiry sweep.", g(&self.sessions_expired)),
+            ("crier_messages_published_total", "Publishes accepted.", g(&self.published)),
+            ("crier_messages_delivered_total", "Messages queued for sessions.", g(&self.delivered)),
+            ("crier_queue_dropped_total", "Messages dropped because a session queue was full.", g(&self.queue_dropped)),
+            ("crier_queue_disconnects_total", "Sessions disconnected because their queue was full.", g(&self.queue_disconnects)),
+            ("crier_subscribes_total", "Subscriptions added.", g(&self.subscribes)),
+            ("crier_errors_total", "Messages answered with a Bayeux error.", g(&self.errors)),
+            ("crier_backend_errors_total", "Backend calls that failed.", g(&self.backend_errors)),
+        ]
+    }
+}

@@ -1,0 +1,74 @@
+//! Pumps deliver a session's messages to a socket (WebSocket or EventSource) as they
+//! arrive, independently of the held `/meta/connect`.
+
+use std::sync::Arc;
+
+use crate::context::RequestContext;
+use crate::delivery::Outgoing;
+use crate::engine::Inner;
+use crate::session::Session;
+
+/// Delivers one session's messages to the socket that owns this pump.
+pub struct Pump {
+    inner: Arc<Inner>,
+    session: Arc<Session>,
+    ctx: RequestContext,
+}
+
+impl Pump {
+    pub(crate) fn new(inner: Arc<Inner>, session: Arc<Session>, ctx: RequestContext) -> Self {
+        Pump { inner, session, ctx }
+    }
+
+    /// The session's client id.
+    pub fn client_id(&self) -> &str {
+        self.session.id.as_str()
+    }
+
+    /// Waits for messages and returns them (after outgoing extensions, for this socket's
+    /// request). `None` once the session has ended or the engine is draining.
+    ///
+    /// Cancel safety: messages are taken from the queue only after the wait completes, so
+    /// dropping this future loses nothing.
+    pub async fn next(&mut self) -> Option<Vec<Outgoing>> {
+        loop {
+            let notified = self.session.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let items = self.session.drain();
+            if !items.is_empty() {
+                let mut out = Vec::with_capacity(items.len());
+                for d in items {
+                    if let Some(o) = self.inner.outgoing_delivery(d, &self.ctx).await {
+                        out.push(o);
+                    }
+                }
+                if !out.is_empty() {
+                    return Some(out);
+                }
+                continue;
+            }
+            if self.session.closed().is_cancelled() || self.inner.shutdown.is_cancelled() {
+                return None;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.session.closed().cancelled() => {}
+                _ = self.inner.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Puts messages that could not be written back at the front of the session's queue,
+    /// so the next connect (on any transport) delivers them.
+    pub fn requeue(&self, items: Vec<Outgoing>) {
+        let ds = items
+            .into_iter()
+            .filter_map(|o| match o {
+                Outgoing::Delivery(d) => Some(d),
+                Outgoing::Message(_) => None,
+            })
+            .collect();
+        self.session.requeue(ds);
+    }
+}

@@ -1,0 +1,140 @@
+//! A session attached to this node: its bounded outbound queue and the wake-ups for
+//! whoever delivers it (a held long-poll or a socket pump).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crier_protocol::ClientId;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OverflowPolicy;
+use crate::delivery::Delivery;
+
+/// What happened when a message was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued.
+    Queued,
+    /// Queued after dropping the oldest message.
+    DroppedOldest,
+    /// The queue was full and the policy is to disconnect: the session is now closed.
+    Overflowed,
+    /// The session is closed; nothing was queued.
+    Closed,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Arc<Delivery>>,
+    /// Incremented by every connect; a held connect whose number is no longer current has
+    /// been superseded and returns at once.
+    connect_gen: u64,
+    /// Whether a connect has been answered since the handshake (the first is not held).
+    connected_once: bool,
+    /// The queue overflowed under the `disconnect` policy.
+    overflowed: bool,
+}
+
+/// A session attached to this node.
+pub(crate) struct Session {
+    pub(crate) id: ClientId,
+    state: Mutex<State>,
+    notify: Notify,
+    closed: CancellationToken,
+}
+
+impl Session {
+    pub(crate) fn new(id: ClientId) -> Arc<Self> {
+        Arc::new(Session { id, state: Mutex::new(State::default()), notify: Notify::new(), closed: CancellationToken::new() })
+    }
+
+    /// Queues a delivery, applying the overflow policy, and wakes the deliverer.
+    pub(crate) fn push(&self, d: &Arc<Delivery>, max: usize, policy: OverflowPolicy) -> Pushed {
+        if self.closed.is_cancelled() {
+            return Pushed::Closed;
+        }
+        let result = {
+            let mut st = self.state.lock();
+            if st.queue.len() < max.max(1) {
+                st.queue.push_back(d.clone());
+                Pushed::Queued
+            } else {
+                match policy {
+                    OverflowPolicy::DropOldest => {
+                        st.queue.pop_front();
+                        st.queue.push_back(d.clone());
+                        Pushed::DroppedOldest
+                    }
+                    OverflowPolicy::Disconnect => {
+                        st.overflowed = true;
+                        st.queue.clear();
+                        Pushed::Overflowed
+                    }
+                }
+            }
+        };
+        if result == Pushed::Overflowed {
+            self.closed.cancel();
+        }
+        self.notify.notify_waiters();
+        result
+    }
+
+    /// Takes everything queued.
+    pub(crate) fn drain(&self) -> Vec<Arc<Delivery>> {
+        let mut st = self.state.lock();
+        st.queue.drain(..).collect()
+    }
+
+    /// Puts messages back at the front of the queue (a response that could not be sent).
+    pub(crate) fn requeue(&self, items: Vec<Arc<Delivery>>) {
+        if items.is_empty() {
+            return;
+        }
+        {
+            let mut st = self.state.lock();
+            for it in items.into_iter().rev() {
+                st.queue.push_front(it);
+            }
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Starts a connect: supersedes any held one. Returns its number and whether it is the
+    /// first connect of the session.
+    pub(crate) fn begin_connect(&self) -> (u64, bool) {
+        let r = {
+            let mut st = self.state.lock();
+            st.connect_gen += 1;
+            let first = !st.connected_once;
+            st.connected_once = true;
+            (st.connect_gen, first)
+        };
+        self.notify.notify_waiters();
+        r
+    }
+
+    pub(crate) fn is_current(&self, generation: u64) -> bool {
+        self.state.lock().connect_gen == generation
+    }
+
+    pub(crate) fn overflowed(&self) -> bool {
+        self.state.lock().overflowed
+    }
+
+    pub(crate) fn notify(&self) -> &Notify {
+        &self.notify
+    }
+
+    pub(crate) fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    /// Ends the session locally: held connects return and pumps stop.
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
+        self.notify.notify_waiters();
+    }
+}
