@@ -1,1 +1,94 @@
-//! placeholder
+//! The HTTP edge of Crier: every Bayeux transport on one mount path, plus health, metrics
+//! and the Faye browser client.
+//!
+//! [`serve`] takes a bound listener, an [`Engine`] and a shutdown future, so the binary and
+//! the tests share one code path. On shutdown the engine drains (held connects are answered
+//! at once with `retry` advice), sockets get a close frame, and the server stops within
+//! `shutdown_grace_secs`.
+
+mod config;
+mod cors;
+mod error;
+mod health;
+mod request;
+mod routes;
+mod state;
+mod static_js;
+mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::ServerConfig;
+use crier_engine::Engine;
+pub use error::ServerError;
+pub use state::ServerMetrics;
+use tokio::net::TcpListener;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid (the message names the key).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The browser client file could not be read.
+    #[error("cannot read server.client_js {path}: {source}")]
+    ClientJs {
+        /// The configured path.
+        path: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The listener failed.
+    #[error("server IO error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds the router (for tests that drive it without sockets).
+pub fn router(engine: Engine, config: ServerConfig) -> Result<axum::Router, ServeError> {
+    let state = state::AppState::new(engine, config)?;
+    Ok(routes::router(Arc::new(state)))
+}
+
+/// Serves until `shutdown` completes, then drains and returns within the grace period.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let state = Arc::new(state::AppState::new(engine.clone(), config)?);
+    let app = routes::router(state.clone());
+    let stop = state.shutdown.clone();
+    let drain_engine = engine.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutdown: draining");
+        // Order matters: readiness goes false and held connects are answered first, then
+        // sockets are told to close, then axum stops accepting and waits for requests.
+        drain_engine.drain();
+        stop.cancel();
+    };
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(signal);
+    let tracker = state.tasks.clone();
+    let stopped = state.shutdown.clone();
+    let run = async move {
+        server.await?;
+        tracker.close();
+        tracker.wait().await;
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => r?,
+        _ = async { stopped.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; closing remaining connections");
+        }
+    }
+    engine.close().await;
+    Ok(())
+}

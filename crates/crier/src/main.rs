@@ -1,1 +1,157 @@
-fn main() {}
+//! `crier`: a Faye-compatible Bayeux server.
+//!
+//! `crier serve` runs a complete single-node server on the in-memory engine with no other
+//! setup. `crier check-config` validates a configuration; `crier print-config` prints the
+//! effective one.
+
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crier_engine::{Engine, MemoryBackend};
+use settings::{LogFormat, Overrides, Settings};
+
+/// Exit code for invalid configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(name = "crier", version, about = "A horizontally scalable, Faye-compatible Bayeux pub/sub server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Address and port to listen on (overrides `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Bayeux mount path (overrides `server.mount`).
+    #[arg(long)]
+    mount: Option<String>,
+    /// Bayeux connect timeout in seconds (overrides `engine.timeout_secs`).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// The Faye browser client file to serve at `<mount>/client.js` (overrides `server.client_js`).
+    #[arg(long)]
+    client_js: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(ConfigArgs),
+    /// Validate the configuration and exit (non-zero naming the bad key).
+    CheckConfig(ConfigArgs),
+    /// Print the effective configuration as TOML.
+    PrintConfig(ConfigArgs),
+}
+
+fn load(args: &ConfigArgs) -> Result<Settings, String> {
+    let o = Overrides {
+        listen: args.listen.clone(),
+        mount: args.mount.clone(),
+        timeout: args.timeout,
+        client_js: args.client_js.clone(),
+    };
+    settings::load(settings::figment(args.config.as_deref(), settings::env(), &o))
+}
+
+fn init_logging(s: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&s.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match s.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+async fn serve(s: Settings) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| format!("binding {}", s.listen))?;
+    let addr = listener.local_addr()?;
+    let engine = Engine::builder(s.engine.clone(), Arc::new(MemoryBackend::new())).build();
+    tracing::info!(%addr, mount = %s.server.mount, timeout_secs = s.engine.timeout_secs, backend = "memory", "crier listening");
+    crier_server::serve(listener, engine, s.server, shutdown_signal()).await?;
+    tracing::info!("crier stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (args, cmd) = match &cli.command {
+        Command::Serve(a) => (a, "serve"),
+        Command::CheckConfig(a) => (a, "check"),
+        Command::PrintConfig(a) => (a, "print"),
+    };
+    let settings = match load(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("crier: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cmd {
+        "check" => {
+            println!("configuration ok");
+            ExitCode::SUCCESS
+        }
+        "print" => match toml::to_string_pretty(&settings) {
+            Ok(t) => {
+                print!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("crier: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            init_logging(&settings);
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("crier: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(serve(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "crier failed");
+                    eprintln!("crier: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

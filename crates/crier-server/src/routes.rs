@@ -1,0 +1,90 @@
+//! Dispatch: health and metrics routes, and Faye's order of checks on the mount path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::cors;
+use crate::error::ServerError;
+use crate::health;
+use crate::state::AppState;
+use crate::static_js;
+use crate::transport::{eventsource, jsonp, polling, websocket};
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+/// Requests outside the mount path get a plain answer (Faye's Node adapter would leave
+/// them hanging; its Ruby adapter answers 404 the same way).
+fn not_ours(state: &AppState) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("Not found. This is a Bayeux server; its endpoint is {}\n", state.config.mount),
+    )
+        .into_response()
+}
+
+fn wants_event_stream(req: &Request) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+fn is_upgrade(req: &Request) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Faye's order inside the mount: static client file, CORS preflight, EventSource,
+/// WebSocket, JSONP GET, POST; anything else is a 400.
+async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    if !state.is_bayeux_path(&path) {
+        return not_ours(&state);
+    }
+    if path.ends_with(".js") || path.ends_with(".map") {
+        return static_js::serve(&state, &path, req.headers());
+    }
+    if let Err(e) = cors::check_origin(&state, req.headers()) {
+        state.metrics.reject();
+        return e.into_response();
+    }
+    if req.method() == Method::OPTIONS || req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        return cors::preflight(req.headers());
+    }
+    let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    if req.method() == Method::GET && wants_event_stream(&req) {
+        return eventsource::handle(state, req, remote).await;
+    }
+    if req.method() == Method::GET && is_upgrade(&req) {
+        let (mut parts, _body) = req.into_parts();
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(ws) => websocket::handle(state, ws, &parts.headers, remote, &path),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    match *req.method() {
+        Method::GET => jsonp::handle(state, req, remote).await,
+        Method::POST => polling::handle(state, req, remote).await,
+        _ => {
+            state.metrics.reject();
+            ServerError::Method.into_response()
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Shared state of the edge.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crier_engine::Engine;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ServeError;
+use crate::config::ServerConfig;
+use crate::static_js::ClientJs;
+
+/// Counters of the edge, exposed on `/metrics`.
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    /// Open WebSocket connections.
+    pub websockets: AtomicI64,
+    /// Open EventSource streams.
+    pub eventsources: AtomicI64,
+    /// Long-poll and JSONP requests in progress.
+    pub polls: AtomicI64,
+    /// Requests refused with HTTP 4xx before reaching the engine.
+    pub rejected: AtomicU64,
+    /// WebSocket frames refused (malformed, too large).
+    pub bad_frames: AtomicU64,
+}
+
+impl ServerMetrics {
+    pub(crate) fn reject(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) config: ServerConfig,
+    pub(crate) client_js: Option<ClientJs>,
+    pub(crate) metrics: ServerMetrics,
+    /// Cancelled when the server starts shutting down; sockets close on it.
+    pub(crate) shutdown: CancellationToken,
+    /// Owns every socket task, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+}
+
+impl AppState {
+    pub(crate) fn new(engine: Engine, config: ServerConfig) -> Result<Self, ServeError> {
+        config.validate().map_err(ServeError::Config)?;
+        let client_js = match &config.client_js {
+            Some(p) => Some(ClientJs::load(p).map_err(|source| ServeError::ClientJs { path: p.display().to_string(), source })?),
+            None => None,
+        };
+        Ok(AppState {
+            engine,
+            config,
+            client_js,
+            metrics: ServerMetrics::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Whether `path` is the Bayeux endpoint: the mount, any sub-path, or the mount with an
+    /// extension (`/faye.js`), as Faye's `^<mount>(/[^/]*)*(\.[^\.]+)?$`.
+    pub(crate) fn is_bayeux_path(&self, path: &str) -> bool {
+        let mount = self.config.mount.as_str();
+        let Some(rest) = path.strip_prefix(mount) else { return false };
+        if rest.is_empty() || rest.starts_with('/') {
+            return true;
+        }
+        // `/faye.js`, `/faye.json`: one extension with no further dots or slashes.
+        rest.starts_with('.') && rest.len() > 1 && !rest[1..].contains(['.', '/'])
+    }
+}

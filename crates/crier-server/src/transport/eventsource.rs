@@ -1,0 +1,66 @@
+//! EventSource: `GET <mount>/<clientId>` with `Accept: text/event-stream` streams the
+//! session's deliveries as `data: [msg]` events; the client's messages, connects included,
+//! arrive by POST with `connectionType: "eventsource"`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use crier_engine::{Pump, Transport, encode_outgoing};
+
+use crate::error::ServerError;
+use crate::request::context;
+use crate::state::AppState;
+
+struct Stream {
+    state: Arc<AppState>,
+    pump: Pump,
+    ping: tokio::time::Interval,
+    started: bool,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.state.metrics.eventsources.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn handle(state: Arc<AppState>, req: Request, remote: Option<SocketAddr>) -> Response {
+    let path = req.uri().path().to_owned();
+    let client_id = path.rsplit('/').next().unwrap_or("");
+    let ctx = context(Transport::EventSource, req.headers(), remote, &path);
+    // No stream (and no state) for a client id this server did not issue.
+    let Some(pump) = state.engine.pump(client_id, &ctx).await else {
+        state.metrics.reject();
+        return ServerError::UnknownClient.into_response();
+    };
+    state.metrics.eventsources.fetch_add(1, Ordering::Relaxed);
+    let every = Duration::from_secs(state.config.eventsource_ping_secs.max(1));
+    let ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let s = Stream { state, pump, ping, started: false };
+    let body = futures::stream::unfold(s, |mut s| async move {
+        if !s.started {
+            s.started = true;
+            return Some((Ok::<Bytes, std::convert::Infallible>(Bytes::from_static(b"retry: 5000\r\n\r\n")), s));
+        }
+        tokio::select! {
+            items = s.pump.next() => {
+                let items = items?;
+                let chunk = format!("data: {}\r\n\r\n", encode_outgoing(&items));
+                Some((Ok(Bytes::from(chunk)), s))
+            }
+            _ = s.ping.tick() => Some((Ok(Bytes::from_static(b":\r\n\r\n")), s)),
+        }
+    });
+    let mut resp = Body::from_stream(body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    resp
+}

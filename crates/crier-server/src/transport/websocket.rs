@@ -1,0 +1,174 @@
+//! WebSocket: each text frame is a batch; replies go back as one frame; deliveries are
+//! pushed as they arrive by the pump of the session the socket is bound to.
+//!
+//! A socket is bound to a session only by the `clientId` of a `/meta/connect` it carries,
+//! and only if that session exists (no state for ids taken from a frame). Frames are
+//! handled concurrently, so a held connect does not delay the frames behind it.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use crier_engine::{Outgoing, Pump, RequestContext, Transport, encode_outgoing};
+use crier_protocol::{Message, meta};
+use futures::stream::FuturesUnordered;
+use futures::{Future, SinkExt, StreamExt};
+
+use super::decode;
+use crate::request::context;
+use crate::state::AppState;
+
+/// Most batches handled at once on one socket; beyond it the socket is not read until one
+/// finishes (backpressure instead of unbounded work).
+const MAX_INFLIGHT: usize = 32;
+
+type Inflight = Pin<Box<dyn Future<Output = (bool, Vec<Outgoing>)> + Send>>;
+
+/// Close codes (RFC 6455).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+pub(crate) fn handle(
+    state: Arc<AppState>,
+    ws: WebSocketUpgrade,
+    headers: &HeaderMap,
+    remote: Option<SocketAddr>,
+    path: &str,
+) -> Response {
+    // Accept and ignore a requested subprotocol: echo the first one, because browsers fail
+    // the handshake when they asked for one and none comes back.
+    let first_protocol = headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty());
+    let mut ws = ws.max_message_size(state.config.max_frame_bytes).max_frame_size(state.config.max_frame_bytes);
+    if let Some(p) = first_protocol {
+        ws = ws.protocols([p]);
+    }
+    let ctx = context(Transport::WebSocket, headers, remote, path);
+    let tracker = state.tasks.clone();
+    ws.on_upgrade(move |socket| tracker.track_future(run(state, socket, ctx)))
+}
+
+fn close(code: u16, reason: &'static str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+/// The `clientId` of the last `/meta/connect` in a batch.
+fn connect_client_id(batch: &[Message]) -> Option<String> {
+    batch.iter().rev().find(|m| m.channel() == Some(meta::CONNECT)).and_then(|m| m.client_id()).map(str::to_owned)
+}
+
+async fn pump_next(pump: &mut Option<Pump>) -> Option<Vec<Outgoing>> {
+    match pump {
+        Some(p) => p.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
+    state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let mut inflight: FuturesUnordered<Inflight> = FuturesUnordered::new();
+    let mut pump: Option<Pump> = None;
+    let ping_every = Duration::from_secs(state.config.ws_ping_secs.max(1));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let pinging = state.config.ws_ping_secs > 0;
+    let mut ping_n: u64 = 0;
+
+    let close_with = loop {
+        tokio::select! {
+            frame = stream.next(), if inflight.len() < MAX_INFLIGHT => {
+                let bytes = match frame {
+                    None => break None,
+                    Some(Err(e)) => {
+                        let text = e.to_string();
+                        state.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        let too_big = text.contains("too long") || text.contains("Space limit") || text.contains("size");
+                        tracing::debug!(error = %text, "websocket read failed");
+                        break too_big.then(|| close(CLOSE_TOO_BIG, "message too big"));
+                    }
+                    Some(Ok(WsMessage::Text(t))) => bytes::Bytes::from(t),
+                    Some(Ok(WsMessage::Binary(b))) => b,
+                    Some(Ok(WsMessage::Close(_))) => break None,
+                    Some(Ok(_)) => continue,
+                };
+                let batch = match decode(&state, &bytes) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        state.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(error = %e, "closing websocket after a malformed frame");
+                        let code = match e {
+                            crier_protocol::DecodeError::TooMany { .. } | crier_protocol::DecodeError::TooDeep(_) => CLOSE_POLICY,
+                            _ => CLOSE_INVALID_PAYLOAD,
+                        };
+                        break Some(close(code, "malformed Bayeux message"));
+                    }
+                };
+                if let Some(id) = connect_client_id(&batch)
+                    && pump.as_ref().map(|p| p.client_id()) != Some(id.as_str())
+                    && let Some(p) = state.engine.pump(&id, &ctx).await
+                {
+                    pump = Some(p);
+                }
+                let empty = batch.is_empty();
+                let engine = state.engine.clone();
+                let ctx = ctx.clone();
+                inflight.push(Box::pin(async move { (empty, engine.process(batch, &ctx).await) }));
+            }
+            Some((empty, replies)) = inflight.next(), if !inflight.is_empty() => {
+                // An empty batch (old Faye clients' keep-alive `[]`) is answered with `[]`;
+                // a batch whose replies were all dropped by extensions gets nothing.
+                if (empty || !replies.is_empty()) && sink.send(WsMessage::Text(encode_outgoing(&replies).into())).await.is_err() {
+                    break None;
+                }
+            }
+            items = pump_next(&mut pump) => {
+                match items {
+                    Some(items) => {
+                        let frame = encode_outgoing(&items);
+                        if sink.send(WsMessage::Text(frame.into())).await.is_err() {
+                            // Not written: keep them for the session's next connect.
+                            if let Some(p) = &pump { p.requeue(items); }
+                            break None;
+                        }
+                    }
+                    None => pump = None,
+                }
+            }
+            _ = ping.tick(), if pinging => {
+                ping_n += 1;
+                if sink.send(WsMessage::Ping(ping_n.to_string().into_bytes().into())).await.is_err() {
+                    break None;
+                }
+            }
+            _ = state.shutdown.cancelled() => {
+                // The engine is draining, so held connects return at once: send those
+                // replies (with their retry advice) before closing.
+                let flush = async {
+                    while let Some((_, replies)) = inflight.next().await {
+                        if !replies.is_empty() {
+                            let _ = sink.send(WsMessage::Text(encode_outgoing(&replies).into())).await;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+                break Some(close(CLOSE_GOING_AWAY, "server shutting down"));
+            }
+        }
+    };
+    if let Some(frame) = close_with {
+        let _ = sink.send(frame).await;
+    }
+    let _ = sink.close().await;
+    state.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
+}

@@ -1,0 +1,168 @@
+//! The whole configuration: defaults, then an optional TOML file, then `CRIER_*`
+//! environment variables (nested keys joined with `__`), then command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use crier_engine::EngineConfig;
+use crier_server::ServerConfig;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Log output settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LogConfig {
+    /// Level filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive list).
+    pub(crate) level: String,
+    /// `human` or `json`.
+    pub(crate) format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".to_owned(), format: LogFormat::Human }
+    }
+}
+
+/// Everything `crier serve` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Settings {
+    /// Address and port to listen on.
+    pub(crate) listen: String,
+    /// Logging.
+    pub(crate) log: LogConfig,
+    /// The HTTP edge.
+    pub(crate) server: ServerConfig,
+    /// Bayeux semantics.
+    pub(crate) engine: EngineConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "0.0.0.0:8000".to_owned(),
+            log: LogConfig::default(),
+            server: ServerConfig::default(),
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// Values given as flags; each overrides every other source.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Overrides {
+    pub(crate) listen: Option<String>,
+    pub(crate) mount: Option<String>,
+    pub(crate) timeout: Option<u64>,
+    pub(crate) client_js: Option<PathBuf>,
+}
+
+/// Builds the figment: defaults, file, env, flags. `env` is injected so tests never touch
+/// the process environment.
+pub(crate) fn figment(file: Option<&Path>, env: Env, o: &Overrides) -> Figment {
+    let mut f = Figment::from(Serialized::defaults(Settings::default()));
+    if let Some(p) = file {
+        f = f.merge(Toml::file_exact(p));
+    }
+    f = f.merge(env);
+    if let Some(v) = &o.listen {
+        f = f.merge(Serialized::default("listen", v));
+    }
+    if let Some(v) = &o.mount {
+        f = f.merge(Serialized::default("server.mount", v));
+    }
+    if let Some(v) = o.timeout {
+        f = f.merge(Serialized::default("engine.timeout_secs", v));
+    }
+    if let Some(v) = &o.client_js {
+        f = f.merge(Serialized::default("server.client_js", v));
+    }
+    f
+}
+
+/// The `CRIER_` environment provider (`CRIER_SERVER__MOUNT` is `server.mount`).
+pub(crate) fn env() -> Env {
+    Env::prefixed("CRIER_").split("__")
+}
+
+/// Extracts and validates; the error names the offending key.
+pub(crate) fn load(f: Figment) -> Result<Settings, String> {
+    let s: Settings = f.extract().map_err(|e| {
+        e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+    })?;
+    s.validate()?;
+    Ok(s)
+}
+
+impl Settings {
+    fn validate(&self) -> Result<(), String> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("listen: {e} (got {:?}; expected ADDR:PORT)", self.listen))?;
+        self.server.validate()?;
+        if self.engine.timeout_secs == 0 {
+            return Err("engine.timeout_secs: must be at least 1".to_owned());
+        }
+        if self.engine.max_queue == 0 {
+            return Err("engine.max_queue: must be at least 1".to_owned());
+        }
+        if self.engine.max_subscriptions == 0 {
+            return Err("engine.max_subscriptions: must be at least 1".to_owned());
+        }
+        if self.log.level.trim().is_empty() {
+            return Err("log.level: must not be empty".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("crier.toml", "listen = \"127.0.0.1:9000\"\n[server]\nmount = \"/bayeux\"\n[engine]\ntimeout_secs = 30\n")?;
+            jail.set_env("CRIER_ENGINE__TIMEOUT_SECS", "40");
+            jail.set_env("CRIER_SERVER__MAX_BATCH", "7");
+            let o = Overrides { timeout: Some(50), ..Overrides::default() };
+            let s = load(figment(Some(Path::new("crier.toml")), env(), &o)).map_err(figment::Error::from)?;
+            assert_eq!(s.listen, "127.0.0.1:9000");
+            assert_eq!(s.server.mount, "/bayeux");
+            assert_eq!(s.server.max_batch, 7);
+            assert_eq!(s.engine.timeout_secs, 50);
+            let s = load(figment(Some(Path::new("crier.toml")), env(), &Overrides::default())).map_err(figment::Error::from)?;
+            assert_eq!(s.engine.timeout_secs, 40);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[server]\nmoutn = \"/x\"\n")?;
+            let e = load(figment(Some(Path::new("bad.toml")), env(), &Overrides::default())).err().unwrap_or_default();
+            assert!(e.contains("moutn"), "{e}");
+            jail.create_file("bad2.toml", "[engine]\ntimeout_secs = \"soon\"\n")?;
+            let e = load(figment(Some(Path::new("bad2.toml")), env(), &Overrides::default())).err().unwrap_or_default();
+            assert!(e.contains("timeout_secs"), "{e}");
+            jail.set_env("CRIER_SERVER__MOUNT", "no-slash");
+            let e = load(figment(None, env(), &Overrides::default())).err().unwrap_or_default();
+            assert!(e.contains("server.mount"), "{e}");
+            Ok(())
+        });
+    }
+}
