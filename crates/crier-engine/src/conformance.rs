@@ -52,7 +52,9 @@ impl Harness {
     /// Handshakes and makes the first (immediate) connect; returns the client id.
     pub async fn client(&self) -> String {
         let r = self
-            .send(vec![json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]})])
+            .send(vec![
+                json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}),
+            ])
             .await;
         let id = r[0].client_id().unwrap_or_default().to_owned();
         assert!(!id.is_empty(), "handshake failed: {r:?}");

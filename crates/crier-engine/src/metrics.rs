@@ -43,7 +43,11 @@ impl Metrics {
             ("crier_messages_published_total", "Publishes accepted.", g(&self.published)),
             ("crier_messages_delivered_total", "Messages queued for sessions.", g(&self.delivered)),
             ("crier_queue_dropped_total", "Messages dropped because a session queue was full.", g(&self.queue_dropped)),
-            ("crier_queue_disconnects_total", "Sessions disconnected because their queue was full.", g(&self.queue_disconnects)),
+            (
+                "crier_queue_disconnects_total",
+                "Sessions disconnected because their queue was full.",
+                g(&self.queue_disconnects),
+            ),
             ("crier_subscribes_total", "Subscriptions added.", g(&self.subscribes)),
             ("crier_errors_total", "Messages answered with a Bayeux error.", g(&self.errors)),
             ("crier_backend_errors_total", "Backend calls that failed.", g(&self.backend_errors)),

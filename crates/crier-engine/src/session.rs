@@ -47,7 +47,12 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn new(id: ClientId) -> Arc<Self> {
-        Arc::new(Session { id, state: Mutex::new(State::default()), notify: Notify::new(), closed: CancellationToken::new() })
+        Arc::new(Session {
+            id,
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            closed: CancellationToken::new(),
+        })
     }
 
     /// Queues a delivery, applying the overflow policy, and wakes the deliverer.

@@ -138,9 +138,6 @@ mod tests {
     #[test]
     fn batch_length_limit() {
         let limits = DecodeLimits { max_depth: 64, max_messages: 2 };
-        assert!(matches!(
-            decode_batch(b"[{},{},{}]", &limits),
-            Err(DecodeError::TooMany { got: 3, limit: 2 })
-        ));
+        assert!(matches!(decode_batch(b"[{},{},{}]", &limits), Err(DecodeError::TooMany { got: 3, limit: 2 })));
     }
 }

@@ -83,11 +83,7 @@ pub struct BayeuxError {
 impl BayeuxError {
     /// An error with Faye's default text for `code`.
     pub fn new(code: ErrorCode, params: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        BayeuxError {
-            code,
-            params: params.into_iter().map(Into::into).collect(),
-            text: code.text().to_owned(),
-        }
+        BayeuxError { code, params: params.into_iter().map(Into::into).collect(), text: code.text().to_owned() }
     }
 
     /// An error with its own text (e.g. `403::Password required`).
@@ -146,8 +142,7 @@ mod tests {
             "301:iframe,flash:Connection types not supported"
         );
         assert_eq!(
-            BayeuxError::with_text(ErrorCode::ChannelForbidden, Vec::<String>::new(), "Password required")
-                .to_string(),
+            BayeuxError::with_text(ErrorCode::ChannelForbidden, Vec::<String>::new(), "Password required").to_string(),
             "403::Password required"
         );
     }

@@ -1,5 +1,7 @@
 //! Property tests for the channel grammar: expansion and matching agree.
 
+#![allow(clippy::unwrap_used)] // proptest bodies are closures, outside `allow-unwrap-in-tests`
+
 use crier_protocol::{ChannelName, ChannelPattern};
 use proptest::prelude::*;
 

@@ -31,10 +31,26 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.metrics;
     series.push(("crier_websocket_connections", "Open WebSocket connections.", m.websockets.load(Ordering::Relaxed)));
     series.push(("crier_eventsource_connections", "Open EventSource streams.", m.eventsources.load(Ordering::Relaxed)));
-    series.push(("crier_polls_in_flight", "Long-poll and JSONP requests in progress.", m.polls.load(Ordering::Relaxed)));
-    series.push(("crier_http_rejected_total", "Requests refused before reaching the engine.", m.rejected.load(Ordering::Relaxed) as i64));
-    series.push(("crier_websocket_bad_frames_total", "WebSocket frames refused.", m.bad_frames.load(Ordering::Relaxed) as i64));
-    series.push(("crier_sessions_attached", "Sessions attached to this node.", state.engine.attached_sessions() as i64));
+    series.push((
+        "crier_polls_in_flight",
+        "Long-poll and JSONP requests in progress.",
+        m.polls.load(Ordering::Relaxed),
+    ));
+    series.push((
+        "crier_http_rejected_total",
+        "Requests refused before reaching the engine.",
+        m.rejected.load(Ordering::Relaxed) as i64,
+    ));
+    series.push((
+        "crier_websocket_bad_frames_total",
+        "WebSocket frames refused.",
+        m.bad_frames.load(Ordering::Relaxed) as i64,
+    ));
+    series.push((
+        "crier_sessions_attached",
+        "Sessions attached to this node.",
+        state.engine.attached_sessions() as i64,
+    ));
     for (name, help, value) in series {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");

@@ -46,7 +46,9 @@ impl AppState {
     pub(crate) fn new(engine: Engine, config: ServerConfig) -> Result<Self, ServeError> {
         config.validate().map_err(ServeError::Config)?;
         let client_js = match &config.client_js {
-            Some(p) => Some(ClientJs::load(p).map_err(|source| ServeError::ClientJs { path: p.display().to_string(), source })?),
+            Some(p) => Some(
+                ClientJs::load(p).map_err(|source| ServeError::ClientJs { path: p.display().to_string(), source })?,
+            ),
             None => None,
         };
         Ok(AppState {

@@ -99,9 +99,7 @@ pub(crate) fn env() -> Env {
 
 /// Extracts and validates; the error names the offending key.
 pub(crate) fn load(f: Figment) -> Result<Settings, String> {
-    let s: Settings = f.extract().map_err(|e| {
-        e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
-    })?;
+    let s: Settings = f.extract().map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))?;
     s.validate()?;
     Ok(s)
 }
@@ -129,13 +127,17 @@ impl Settings {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
 mod tests {
     use super::*;
 
     #[test]
     fn precedence_defaults_file_env_flags() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("crier.toml", "listen = \"127.0.0.1:9000\"\n[server]\nmount = \"/bayeux\"\n[engine]\ntimeout_secs = 30\n")?;
+            jail.create_file(
+                "crier.toml",
+                "listen = \"127.0.0.1:9000\"\n[server]\nmount = \"/bayeux\"\n[engine]\ntimeout_secs = 30\n",
+            )?;
             jail.set_env("CRIER_ENGINE__TIMEOUT_SECS", "40");
             jail.set_env("CRIER_SERVER__MAX_BATCH", "7");
             let o = Overrides { timeout: Some(50), ..Overrides::default() };
@@ -144,7 +146,8 @@ mod tests {
             assert_eq!(s.server.mount, "/bayeux");
             assert_eq!(s.server.max_batch, 7);
             assert_eq!(s.engine.timeout_secs, 50);
-            let s = load(figment(Some(Path::new("crier.toml")), env(), &Overrides::default())).map_err(figment::Error::from)?;
+            let s = load(figment(Some(Path::new("crier.toml")), env(), &Overrides::default()))
+                .map_err(figment::Error::from)?;
             assert_eq!(s.engine.timeout_secs, 40);
             Ok(())
         });

@@ -100,11 +100,8 @@ impl Inner {
             }
         }
         for p in patterns {
-            let res = if subscribe {
-                self.backend.subscribe(&id, &p).await
-            } else {
-                self.backend.unsubscribe(&id, &p).await
-            };
+            let res =
+                if subscribe { self.backend.subscribe(&id, &p).await } else { self.backend.unsubscribe(&id, &p).await };
             match res {
                 Ok(true) => {
                     if subscribe {
