@@ -28,6 +28,16 @@ pub enum ChannelKind {
     Broadcast,
 }
 
+/// The longest channel name or pattern accepted, in bytes. Faye sets no limit, but a
+/// publish expands its channel into one name per ancestor ([`ChannelName::expand`]), which
+/// costs O(depth × length) in memory and hashing: unbounded, a single 200 KB publish to
+/// `/a/a/a/...` allocated gigabytes. Longer names are invalid channels (405).
+pub const MAX_CHANNEL_LEN: usize = 1024;
+
+/// The most segments a channel name or pattern may have (same reason as
+/// [`MAX_CHANNEL_LEN`]: it bounds the expansion of a publish to 66 names).
+pub const MAX_CHANNEL_DEPTH: usize = 64;
+
 fn valid_segment_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'!' | b'~' | b'(' | b')' | b'$' | b'@')
 }
@@ -111,12 +121,16 @@ impl AsRef<str> for ChannelName {
 pub struct ChannelPattern(String);
 
 impl ChannelPattern {
-    /// Parses a channel name or a wildcard pattern.
+    /// Parses a channel name or a wildcard pattern (at most [`MAX_CHANNEL_LEN`] bytes and
+    /// [`MAX_CHANNEL_DEPTH`] segments).
     pub fn parse(s: &str) -> Result<Self, ChannelError> {
-        if !s.starts_with('/') || s.len() < 2 {
+        if !s.starts_with('/') || s.len() < 2 || s.len() > MAX_CHANNEL_LEN {
             return Err(ChannelError::Invalid);
         }
         let segments: Vec<&str> = s[1..].split('/').collect();
+        if segments.len() > MAX_CHANNEL_DEPTH {
+            return Err(ChannelError::Invalid);
+        }
         let (last, init) = segments.split_last().ok_or(ChannelError::Invalid)?;
         if !init.iter().all(|seg| valid_segment(seg)) {
             return Err(ChannelError::Invalid);
@@ -212,6 +226,18 @@ mod tests {
         {
             assert_eq!(ChannelPattern::parse(bad), Err(ChannelError::Invalid), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn length_and_depth_are_bounded() {
+        let deepest = "/a".repeat(MAX_CHANNEL_DEPTH);
+        assert!(ChannelName::parse(&deepest).is_ok());
+        assert!(ChannelPattern::parse(&format!("{}/**", "/a".repeat(MAX_CHANNEL_DEPTH - 1))).is_ok());
+        assert_eq!(ChannelName::parse(&format!("{deepest}/a")), Err(ChannelError::Invalid));
+        assert_eq!(ChannelPattern::parse(&format!("{deepest}/*")), Err(ChannelError::Invalid));
+        let longest = format!("/{}", "x".repeat(MAX_CHANNEL_LEN - 1));
+        assert!(ChannelName::parse(&longest).is_ok());
+        assert_eq!(ChannelName::parse(&format!("{longest}x")), Err(ChannelError::Invalid));
     }
 
     #[test]

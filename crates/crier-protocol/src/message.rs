@@ -76,8 +76,9 @@ impl ConnectionType {
 pub struct Message(pub Map<String, Value>);
 
 /// Whether a value is "truthy" in JavaScript's sense; Faye echoes `id`, `clientId`,
-/// `channel` and `error` only when they are.
-fn truthy(v: &Value) -> bool {
+/// `channel` and `error` only when they are, and treats a falsy required parameter
+/// (`version`, `subscription`, ...) as missing.
+pub fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -127,9 +128,10 @@ impl Message {
         self.0.get("subscription")
     }
 
-    /// `connectionType`, if it is a string.
+    /// `connectionType`, if it is a non-empty string.
     pub fn connection_type(&self) -> Option<&str> {
-        self.str_field("connectionType")
+        // `""` is missing, as in Faye (`!message.connectionType`), not an unsupported type.
+        self.str_field("connectionType").filter(|s| !s.is_empty())
     }
 
     /// `version`, any type (its value is never checked, as in Faye).
@@ -165,9 +167,9 @@ impl Message {
         }
     }
 
-    /// `error`, if it is a string.
+    /// `error`, if it is a non-empty string (Faye ignores a falsy `error`).
     pub fn error(&self) -> Option<&str> {
-        self.str_field("error")
+        self.str_field("error").filter(|s| !s.is_empty())
     }
 
     /// `successful`, if it is a boolean.
@@ -192,12 +194,19 @@ impl Message {
 
     /// Builds the reply skeleton Faye's `_makeResponse` builds: `id`, `clientId`, `channel`
     /// and `error` copied when truthy, then `successful = !error`.
+    ///
+    /// `error` is copied only when it is a non-empty string: the handlers read any other
+    /// value as absent ([`Message::error`]) and go ahead, so the reply must not claim a
+    /// failure for a message that was in fact handled (e.g. published).
     pub fn response(&self) -> Message {
         let mut r = Map::new();
-        for k in ["id", "clientId", "channel", "error"] {
+        for k in ["id", "clientId", "channel"] {
             if let Some(v) = self.0.get(k).filter(|v| truthy(v)) {
                 r.insert(k.to_owned(), v.clone());
             }
+        }
+        if let Some(e) = self.error() {
+            r.insert("error".to_owned(), Value::String(e.to_owned()));
         }
         let ok = !r.contains_key("error");
         r.insert("successful".to_owned(), Value::Bool(ok));
@@ -262,6 +271,13 @@ mod tests {
         assert_eq!(m.client_id(), None);
         assert_eq!(m.connection_type(), None);
         assert_eq!(m.advice_timeout_ms(), None);
+        assert_eq!(msg(json!({"connectionType": ""})).connection_type(), None);
+    }
+
+    #[test]
+    fn response_ignores_an_error_that_is_not_a_string() {
+        let r = msg(json!({"channel": "/foo", "error": 5})).response();
+        assert_eq!(serde_json::to_value(&r).ok(), Some(json!({"channel": "/foo", "successful": true})));
     }
 
     #[test]

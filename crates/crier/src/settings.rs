@@ -99,9 +99,21 @@ pub(crate) fn env() -> Env {
 
 /// Extracts and validates; the error names the offending key.
 pub(crate) fn load(f: Figment) -> Result<Settings, String> {
-    let s: Settings = f.extract().map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))?;
+    let s: Settings = f.extract().map_err(|e| e.into_iter().map(describe).collect::<Vec<_>>().join("; "))?;
     s.validate()?;
     Ok(s)
+}
+
+/// One figment error as `key.path: what is wrong (source)`, the key in the lowercase dotted
+/// form the docs use, whichever source (file or `CRIER_*` env) it came from.
+fn describe(e: figment::Error) -> String {
+    if e.path.is_empty() {
+        return e.to_string();
+    }
+    // Profile names ("default") are figment's, not ours.
+    let key = e.path.iter().filter(|p| *p != "default").cloned().collect::<Vec<_>>().join(".").to_lowercase();
+    let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+    format!("{key}: {}{source}", e.kind)
 }
 
 impl Settings {

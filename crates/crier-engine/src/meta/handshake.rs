@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
+use crier_protocol::message::truthy;
 use crier_protocol::{Advice, BayeuxError, ClientId, ConnectionType, Message};
 use serde_json::Value;
 
@@ -36,8 +37,11 @@ impl Inner {
         r.set("version", crier_protocol::BAYEUX_VERSION);
         r.set("supportedConnectionTypes", SERVER_TYPES.iter().map(|t| t.as_str()).collect::<Vec<_>>());
 
+        // Faye tests `!message.supportedConnectionTypes` and `!message.version`: any
+        // JavaScript-falsy value (`null`, `""`, `0`, `false`) is a missing parameter.
         let conntype_error = match m.supported_connection_types() {
-            None | Some(Value::Null) => Some(BayeuxError::missing("supportedConnectionTypes")),
+            None => Some(BayeuxError::missing("supportedConnectionTypes")),
+            Some(v) if !truthy(v) => Some(BayeuxError::missing("supportedConnectionTypes")),
             Some(Value::Array(types)) => {
                 let names: Vec<String> = types.iter().map(value_label).collect();
                 let overlap = types.iter().filter_map(Value::as_str).any(server_supports);
@@ -47,7 +51,7 @@ impl Inner {
         };
         let error = conntype_error
             .map(|e| e.to_string())
-            .or_else(|| m.version().is_none().then(|| BayeuxError::missing("version").to_string()))
+            .or_else(|| (!m.version().is_some_and(truthy)).then(|| BayeuxError::missing("version").to_string()))
             .or_else(|| m.error().map(str::to_owned));
         if let Some(e) = error {
             r.fail(e);

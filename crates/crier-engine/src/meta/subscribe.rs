@@ -1,5 +1,8 @@
 //! `/meta/subscribe` and `/meta/unsubscribe`, which validate the same way.
 
+use std::collections::HashSet;
+
+use crier_protocol::message::truthy;
 use crier_protocol::{BayeuxError, ChannelKind, ChannelPattern, ClientId, ErrorCode, Message};
 use serde_json::Value;
 
@@ -12,16 +15,6 @@ fn label(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-/// Whether a value is missing in Faye's sense (`!message.subscription`).
-fn falsy(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => true,
-        Some(Value::String(s)) => s.is_empty(),
-        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
-        _ => false,
     }
 }
 
@@ -42,7 +35,8 @@ impl Inner {
             },
             None => false,
         };
-        let error = if falsy(m.subscription()) {
+        // Missing in Faye's sense (`!message.subscription`): absent or JavaScript-falsy.
+        let error = if !m.subscription().is_some_and(truthy) {
             Some(BayeuxError::missing("subscription").to_string())
         } else if raw_id.is_none() {
             Some(BayeuxError::missing("clientId").to_string())
@@ -88,7 +82,10 @@ impl Inner {
                     return r;
                 }
             };
-            let new = patterns.iter().filter(|p| !current.contains(p)).count();
+            // Count distinct new names: an entry repeated in the list, or one the session
+            // already holds, adds no subscription, so it must not count towards the limit.
+            let current: HashSet<&ChannelPattern> = current.iter().collect();
+            let new = patterns.iter().filter(|p| !current.contains(p)).collect::<HashSet<_>>().len();
             if current.len() + new > max {
                 tracing::warn!(client_id = %id, limit = max, requested = new, "subscription limit reached");
                 r.fail(BayeuxError::with_text(

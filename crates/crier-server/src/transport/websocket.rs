@@ -63,6 +63,20 @@ fn close(code: u16, reason: &'static str) -> WsMessage {
     WsMessage::Close(Some(CloseFrame { code, reason: reason.into() }))
 }
 
+/// The close frame for a failed read, classified by the error's text (axum does not expose
+/// tungstenite's error type): 1009 for an over-size message, 1007 for a text frame that is
+/// not UTF-8 (RFC 6455 §8.1), like a frame that is not JSON; nothing for IO errors (the
+/// peer is gone) or protocol violations.
+fn read_error_close(text: &str) -> Option<WsMessage> {
+    if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+        Some(close(CLOSE_TOO_BIG, "message too big"))
+    } else if text.contains("UTF-8") {
+        Some(close(CLOSE_INVALID_PAYLOAD, "invalid UTF-8"))
+    } else {
+        None
+    }
+}
+
 /// The `clientId` of the last `/meta/connect` in a batch.
 fn connect_client_id(batch: &[Message]) -> Option<String> {
     batch.iter().rev().find(|m| m.channel() == Some(meta::CONNECT)).and_then(|m| m.client_id()).map(str::to_owned)
@@ -93,9 +107,8 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
                     Some(Err(e)) => {
                         let text = e.to_string();
                         state.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        let too_big = text.contains("too long") || text.contains("Space limit") || text.contains("size");
                         tracing::debug!(error = %text, "websocket read failed");
-                        break too_big.then(|| close(CLOSE_TOO_BIG, "message too big"));
+                        break read_error_close(&text);
                     }
                     Some(Ok(WsMessage::Text(t))) => bytes::Bytes::from(t),
                     Some(Ok(WsMessage::Binary(b))) => b,
@@ -171,4 +184,26 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
     }
     let _ = sink.close().await;
     state.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> Option<u16> {
+        match read_error_close(text) {
+            Some(WsMessage::Close(Some(f))) => Some(f.code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn read_errors_map_to_close_codes() {
+        assert_eq!(code("Space limit exceeded: Message too long: 8000 > 4096"), Some(CLOSE_TOO_BIG));
+        assert_eq!(
+            code("UTF-8 encoding error: invalid utf-8 sequence of 1 bytes from index 2"),
+            Some(CLOSE_INVALID_PAYLOAD)
+        );
+        assert_eq!(code("IO error: Connection reset by peer (os error 104)"), None);
+    }
 }

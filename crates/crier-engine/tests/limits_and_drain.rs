@@ -1,0 +1,102 @@
+//! Queue overflow policies, subscription limits and draining, through the engine's API.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crier_engine::conformance::Harness;
+use crier_engine::{Engine, EngineConfig, MemoryBackend, OverflowPolicy};
+use serde_json::json;
+
+fn harness(config: EngineConfig) -> Harness {
+    Harness { engine: Engine::builder(config, Arc::new(MemoryBackend::new())).build() }
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_queue_drops_oldest_and_counts_it() {
+    let h = harness(EngineConfig { max_queue: 3, overflow: OverflowPolicy::DropOldest, ..EngineConfig::default() });
+    let a = h.client().await;
+    h.subscribe(&a, "/q").await;
+    for i in 0..5 {
+        h.publish("/q", json!(i)).await;
+    }
+    let got: Vec<_> = h.poll(&a).await.iter().filter_map(|m| m.data().cloned()).collect();
+    assert_eq!(got, vec![json!(2), json!(3), json!(4)]);
+    assert_eq!(h.engine.metrics().queue_dropped.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_queue_disconnects_under_disconnect_policy() {
+    let h = harness(EngineConfig { max_queue: 2, overflow: OverflowPolicy::Disconnect, ..EngineConfig::default() });
+    let a = h.client().await;
+    let b = h.client().await;
+    h.subscribe(&a, "/q").await;
+    h.subscribe(&b, "/other").await;
+    for i in 0..3 {
+        h.publish("/q", json!(i)).await;
+    }
+    let r = h.connect(&a, Some(0)).await;
+    assert_eq!(r[0].error(), Some(format!("401:{a}:Unknown client").as_str()));
+    assert_eq!(r[0].0.get("advice"), Some(&json!({"reconnect":"handshake"})));
+    assert_eq!(h.engine.metrics().queue_disconnects.load(Ordering::Relaxed), 1);
+    // Another session is unaffected.
+    h.publish("/other", json!("fine")).await;
+    assert_eq!(h.poll(&b).await.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscription_limit_refuses_the_whole_message() {
+    let h = harness(EngineConfig { max_subscriptions: 3, ..EngineConfig::default() });
+    let a = h.client().await;
+    h.subscribe(&a, "/one").await;
+    let r =
+        h.send(vec![json!({"channel":"/meta/subscribe","clientId":a,"subscription":["/a","/b","/c"],"id":"9"})]).await;
+    assert_eq!(r[0].error(), Some("403::Too many subscriptions (limit 3)"));
+    assert_eq!(r[0].0.get("id"), Some(&json!("9")));
+    // Nothing from the refused message was subscribed.
+    h.publish("/a", json!(1)).await;
+    assert!(h.poll(&a).await.is_empty());
+    // Re-subscribing to an existing channel does not count twice.
+    h.subscribe(&a, "/one").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_answers_held_connects_at_once_with_retry_advice() {
+    let h = Arc::new(harness(EngineConfig { timeout_secs: 60, ..EngineConfig::default() }));
+    let a = h.client().await;
+    let h2 = h.clone();
+    let a2 = a.clone();
+    let started = tokio::time::Instant::now();
+    let held = tokio::spawn(async move { h2.connect(&a2, None).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!held.is_finished());
+    h.engine.drain();
+    let r = held.await.expect("task");
+    assert!(started.elapsed() < Duration::from_secs(1), "released at once");
+    assert_eq!(r[0].successful(), Some(true));
+    assert_eq!(r[0].0.get("advice").and_then(|a| a.get("reconnect")), Some(&json!("retry")));
+    assert!(h.engine.is_draining());
+    // New connects are not held while draining.
+    let again = h.connect(&a, None).await;
+    assert_eq!(again[0].successful(), Some(true));
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn second_concurrent_connect_releases_the_first() {
+    let h = Arc::new(harness(EngineConfig { timeout_secs: 30, ..EngineConfig::default() }));
+    let a = h.client().await;
+    h.subscribe(&a, "/c").await;
+    let (h1, a1) = (h.clone(), a.clone());
+    let first = tokio::spawn(async move { h1.connect(&a1, None).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (h2, a2) = (h.clone(), a.clone());
+    let second = tokio::spawn(async move { h2.connect(&a2, None).await });
+    let r1 = tokio::time::timeout(Duration::from_millis(500), first).await.expect("first released").expect("task");
+    assert_eq!(r1.len(), 1, "the superseded connect carries no messages: {r1:?}");
+    assert_eq!(r1[0].successful(), Some(true));
+    assert!(!second.is_finished());
+    h.publish("/c", json!("to the newest")).await;
+    let r2 = tokio::time::timeout(Duration::from_millis(500), second).await.expect("second released").expect("task");
+    assert_eq!(r2[1].data(), Some(&json!("to the newest")));
+}

@@ -1,0 +1,241 @@
+//! Server extensions seen from the wire: faye-behaviour.md §6.3 item 26 (an incoming
+//! extension that refuses a subscription, one that requires `ext.password` to publish, an
+//! outgoing one that sees the recipient's request), plus dropping a message silently.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{poll, send, send1, subscriber, until_fence};
+use crier_engine::{EngineConfig, Extension, RequestContext, Verdict};
+use crier_protocol::Message;
+use crier_tests::{Options, TestServer, connected_client, http};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Refuses subscriptions to anything under `/private`, as Faye's docs' subscription
+/// authoriser does: it sets `error`, and the server answers with it.
+struct NoPrivate;
+
+#[async_trait]
+impl Extension for NoPrivate {
+    async fn incoming(&self, m: &mut Message, _ctx: &RequestContext) -> Verdict {
+        let private = |v: &Value| v.as_str().is_some_and(|s| s.starts_with("/private"));
+        let wants_private = match m.subscription() {
+            Some(Value::Array(items)) => items.iter().any(private),
+            Some(v) => private(v),
+            None => false,
+        };
+        if m.channel() == Some("/meta/subscribe") && wants_private {
+            m.set_error("403::Access denied");
+        }
+        Verdict::Pass
+    }
+
+    fn has_outgoing(&self) -> bool {
+        false
+    }
+}
+
+/// Requires `ext.password == "secret"` on publishes to `/guarded/**`, and removes the
+/// password before the message is forwarded (as Faye's security docs advise).
+struct Password;
+
+#[async_trait]
+impl Extension for Password {
+    async fn incoming(&self, m: &mut Message, _ctx: &RequestContext) -> Verdict {
+        if !m.channel().is_some_and(|c| c.starts_with("/guarded/")) {
+            return Verdict::Pass;
+        }
+        let ok = m.ext().and_then(|e| e.get("password")).and_then(Value::as_str) == Some("secret");
+        if ok {
+            m.ext_mut().remove("password");
+        } else {
+            m.set_error("403::Password required");
+        }
+        Verdict::Pass
+    }
+
+    fn has_outgoing(&self) -> bool {
+        false
+    }
+}
+
+/// Drops incoming messages that carry `ext.drop`, with no reply (a Faye extension calling
+/// back `null`).
+struct Dropper;
+
+#[async_trait]
+impl Extension for Dropper {
+    async fn incoming(&self, m: &mut Message, _ctx: &RequestContext) -> Verdict {
+        if m.ext().and_then(|e| e.get("drop")).is_some() { Verdict::Drop } else { Verdict::Pass }
+    }
+
+    fn has_outgoing(&self) -> bool {
+        false
+    }
+}
+
+/// Records, for every delivered message, the `X-Recipient` header of the request it goes
+/// out on, and stamps it into the message.
+#[derive(Default)]
+struct Recorder {
+    /// (channel, recipient header) per delivery.
+    seen: Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait]
+impl Extension for Recorder {
+    async fn outgoing(&self, m: &mut Message, ctx: &RequestContext) -> Verdict {
+        // Replies carry `successful`; deliveries do not.
+        if m.successful().is_some() {
+            return Verdict::Pass;
+        }
+        let who = ctx.request.as_ref().and_then(|r| r.header("x-recipient")).unwrap_or("?").to_owned();
+        let channel = m.channel().unwrap_or_default().to_owned();
+        self.seen.lock().expect("lock").push((channel, who.clone()));
+        m.set("recipient", who);
+        Verdict::Pass
+    }
+}
+
+async fn start(extensions: Vec<Arc<dyn Extension>>) -> TestServer {
+    TestServer::start_with(Options {
+        engine: Some(EngineConfig { timeout_secs: 3, ..EngineConfig::default() }),
+        extensions,
+        ..Options::default()
+    })
+    .await
+}
+
+// §6.3 item 26: an incoming extension that sets `error` on a subscribe: the error is the
+// reply and nothing is subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_extension_refuses_a_subscription() {
+    let s = start(vec![Arc::new(NoPrivate)]).await;
+    let url = s.url();
+    let id = subscriber(&url, "/fence").await;
+    let r = send1(&url, json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/private/x","id":"7"})).await;
+    assert_eq!(
+        r,
+        json!({"id":"7","clientId":id,"channel":"/meta/subscribe","successful":false,
+               "error":"403::Access denied","subscription":"/private/x"})
+    );
+    let r =
+        send1(&url, json!({"channel":"/meta/subscribe","clientId":id,"subscription":["/public","/private/y"]})).await;
+    assert_eq!(r["error"], "403::Access denied", "{r}");
+    common::publish(&url, "/private/x", json!("secret")).await;
+    common::publish(&url, "/public", json!("not subscribed either")).await;
+    assert_eq!(until_fence(&url, &id, "/fence").await, Vec::<Value>::new());
+    // A real 401 overrides the extension's error (Faye's precedence).
+    let unknown = "u".repeat(31);
+    let r = send1(&url, json!({"channel":"/meta/subscribe","clientId":unknown,"subscription":"/private/x"})).await;
+    assert_eq!(r["error"], format!("401:{unknown}:Unknown client"), "{r}");
+}
+
+// §6.3 item 26: an extension requiring `ext.password` blocks publishes without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_extension_requires_a_password_to_publish() {
+    let s = start(vec![Arc::new(Password)]).await;
+    let url = s.url();
+    let id = subscriber(&url, "/guarded/**").await;
+    for ext in [json!(null), json!({}), json!({"password":"wrong"}), json!(3)] {
+        let r = send1(&url, json!({"channel":"/guarded/a","data":1,"ext":ext,"id":"p"})).await;
+        assert_eq!(
+            r,
+            json!({"id":"p","channel":"/guarded/a","successful":false,"error":"403::Password required"}),
+            "ext {ext}"
+        );
+    }
+    assert!(poll(&url, &id).await.is_empty());
+    let r = send1(&url, json!({"channel":"/guarded/a","data":2,"ext":{"password":"secret","keep":true}})).await;
+    assert_eq!(r["successful"], json!(true), "{r}");
+    // Delivered, without the password.
+    assert_eq!(poll(&url, &id).await, vec![json!({"channel":"/guarded/a","data":2,"ext":{"keep":true}})]);
+    // Meta messages are not affected.
+    assert_eq!(
+        send1(&url, json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/x"})).await["successful"],
+        json!(true)
+    );
+}
+
+// An incoming extension that drops a message: no reply at all, and no effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_extension_can_drop_silently() {
+    let s = start(vec![Arc::new(Dropper)]).await;
+    let url = s.url();
+    let id = subscriber(&url, "/d").await;
+    let r =
+        send(&url, json!([{"channel":"/d","data":1,"ext":{"drop":true},"id":"x"},{"channel":"/d","data":2,"id":"y"}]))
+            .await;
+    assert_eq!(r, vec![json!({"id":"y","channel":"/d","successful":true})]);
+    assert_eq!(poll(&url, &id).await, vec![json!({"channel":"/d","data":2})]);
+    assert_eq!(send(&url, json!({"channel":"/d","data":3,"ext":{"drop":1}})).await, Vec::<Value>::new());
+}
+
+// §6.3 item 26: an outgoing extension sees the *recipient's* request for a delivery: the
+// held long-poll's request, or the WebSocket upgrade request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_extension_sees_the_recipients_request() {
+    let rec = Arc::new(Recorder::default());
+    let s = start(vec![rec.clone()]).await;
+    let url = s.url();
+
+    // Long-polling recipient.
+    let lp = connected_client(&url).await;
+    crier_tests::subscribe(&url, &lp, "/rec").await;
+    // WebSocket recipient, whose upgrade request carries its own header.
+    // (Handshake only, so the connect on the socket is the first, answered at once.)
+    let ws_id = crier_tests::handshake(&url).await;
+    crier_tests::subscribe(&url, &ws_id, "/rec").await;
+    let mut req = s.ws_url().into_client_request().expect("ws request");
+    req.headers_mut().insert("x-recipient", "ws-subscriber".parse().expect("header"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
+    let connect = json!({"channel":"/meta/connect","clientId":ws_id,"connectionType":"websocket"});
+    ws.send(WsMessage::Text(connect.to_string().into())).await.expect("send");
+    let first = tokio::time::timeout(Duration::from_secs(2), ws.next()).await.expect("connect reply");
+    assert!(matches!(first, Some(Ok(WsMessage::Text(_)))), "{first:?}");
+
+    let r = http()
+        .post(&url)
+        .header("x-recipient", "the-publisher")
+        .json(&json!({"channel":"/rec","data":"hello"}))
+        .send()
+        .await
+        .expect("publish");
+    let reply: Value = r.json().await.expect("json");
+    assert_eq!(reply[0]["successful"], json!(true), "{reply}");
+    assert!(reply[0].get("recipient").is_none(), "replies are not deliveries: {reply}");
+
+    // The WebSocket recipient gets a push stamped with its own header.
+    let pushed = loop {
+        match tokio::time::timeout(Duration::from_secs(2), ws.next()).await.expect("push") {
+            Some(Ok(WsMessage::Text(t))) => break serde_json::from_str::<Value>(t.as_str()).expect("json"),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    };
+    assert_eq!(pushed, json!([{"channel":"/rec","data":"hello","recipient":"ws-subscriber"}]));
+
+    // The long-poll recipient's delivery goes out on its connect request.
+    let r = http()
+        .post(&url)
+        .header("x-recipient", "lp-subscriber")
+        .json(&json!({"channel":"/meta/connect","clientId":lp,"connectionType":"long-polling","advice":{"timeout":0}}))
+        .send()
+        .await
+        .expect("connect");
+    let reply: Value = r.json().await.expect("json");
+    assert_eq!(reply[1], json!({"channel":"/rec","data":"hello","recipient":"lp-subscriber"}), "{reply}");
+
+    let mut seen = rec.seen.lock().expect("lock").clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![("/rec".to_owned(), "lp-subscriber".to_owned()), ("/rec".to_owned(), "ws-subscriber".to_owned())]
+    );
+}
