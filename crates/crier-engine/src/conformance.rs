@@ -3,7 +3,7 @@
 //!
 //! Use it from a backend's tests:
 //!
-//! ```ignore
+//! ```text
 //! async fn make() -> Arc<dyn Backend> { Arc::new(MemoryBackend::new()) }
 //! crier_engine::conformance_suite!(make, (start_paused = true));
 //! ```

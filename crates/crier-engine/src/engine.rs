@@ -232,6 +232,17 @@ impl Inner {
         Ok(None)
     }
 
+    /// The session named by a message's `clientId`. `Ok(None)` when the id is missing,
+    /// malformed (not one this server could have issued) or unknown; no state is created for
+    /// it. A backend failure is counted and mapped to the Bayeux error the client sees.
+    pub(crate) async fn session_of(&self, m: &Message) -> Result<Option<Arc<Session>>, BayeuxError> {
+        let Some(id) = m.client_id().and_then(ClientId::parse) else { return Ok(None) };
+        self.session(&id).await.map_err(|e| {
+            Metrics::inc(&self.metrics.backend_errors);
+            crate::meta::backend_error(&e)
+        })
+    }
+
     pub(crate) fn emit(&self, e: Event) {
         // No receivers is fine: events are for whoever listens.
         let _ = self.events.send(e);

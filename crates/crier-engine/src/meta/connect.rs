@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crier_protocol::{Advice, BayeuxError, ClientId, Message};
+use crier_protocol::{Advice, BayeuxError, Message};
 use tokio::time::Instant;
 
 use crate::context::RequestContext;
@@ -17,15 +17,9 @@ impl Inner {
         let mut r = m.response();
         let conntype = m.connection_type();
         let raw_id = m.client_id();
-        let session = match raw_id.and_then(ClientId::parse) {
-            Some(id) => match self.session(&id).await {
-                Ok(s) => s,
-                Err(e) => {
-                    Metrics::inc(&self.metrics.backend_errors);
-                    return vec![Outgoing::Message(fail(r, super::backend_error(&e).to_string()))];
-                }
-            },
-            None => None,
+        let session = match self.session_of(m).await {
+            Ok(s) => s,
+            Err(e) => return vec![Outgoing::Message(fail(r, e.to_string()))],
         };
         let error = if conntype.is_none() {
             Some(BayeuxError::missing("connectionType").to_string())

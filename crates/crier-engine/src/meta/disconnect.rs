@@ -1,6 +1,6 @@
 //! `/meta/disconnect`: ends a session; a connect held for it returns at once.
 
-use crier_protocol::{BayeuxError, ClientId, Message};
+use crier_protocol::{BayeuxError, Message};
 
 use crate::engine::Inner;
 use crate::metrics::Metrics;
@@ -9,19 +9,15 @@ impl Inner {
     pub(crate) async fn disconnect(&self, m: &Message) -> Message {
         let mut r = m.response();
         let raw_id = m.client_id();
-        let id = raw_id.and_then(ClientId::parse);
-        let exists = match &id {
-            Some(id) => match self.session(id).await {
-                Ok(s) => s.is_some(),
-                Err(e) => {
-                    Metrics::inc(&self.metrics.backend_errors);
-                    r.remove("clientId");
-                    r.fail(super::backend_error(&e));
-                    return r;
-                }
-            },
-            None => false,
+        let session = match self.session_of(m).await {
+            Ok(s) => s,
+            Err(e) => {
+                r.remove("clientId");
+                r.fail(e);
+                return r;
+            }
         };
+        let exists = session.is_some();
         let error = if raw_id.is_none() {
             Some(BayeuxError::missing("clientId").to_string())
         } else if !exists {
@@ -34,7 +30,7 @@ impl Inner {
             r.fail(e);
             return r;
         }
-        if let Some(id) = id
+        if let Some(id) = session.map(|s| s.id.clone())
             && let Err(e) = self.destroy(&id).await
         {
             Metrics::inc(&self.metrics.backend_errors);

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use crier_protocol::message::truthy;
-use crier_protocol::{BayeuxError, ChannelKind, ChannelPattern, ClientId, ErrorCode, Message};
+use crier_protocol::{BayeuxError, ChannelKind, ChannelPattern, ErrorCode, Message};
 use serde_json::Value;
 
 use crate::context::RequestContext;
@@ -23,18 +23,14 @@ impl Inner {
         let mut r = m.response();
         r.set("subscription", m.subscription().cloned().unwrap_or_else(|| Value::Array(Vec::new())));
         let raw_id = m.client_id();
-        let id = raw_id.and_then(ClientId::parse);
-        let exists = match &id {
-            Some(id) => match self.session(id).await {
-                Ok(s) => s.is_some(),
-                Err(e) => {
-                    Metrics::inc(&self.metrics.backend_errors);
-                    r.fail(super::backend_error(&e));
-                    return r;
-                }
-            },
-            None => false,
+        let session = match self.session_of(m).await {
+            Ok(s) => s,
+            Err(e) => {
+                r.fail(e);
+                return r;
+            }
         };
+        let exists = session.is_some();
         // Missing in Faye's sense (`!message.subscription`): absent or JavaScript-falsy.
         let error = if !m.subscription().is_some_and(truthy) {
             Some(BayeuxError::missing("subscription").to_string())
@@ -49,7 +45,7 @@ impl Inner {
             r.fail(e);
             return r;
         }
-        let Some(id) = id else { return r };
+        let Some(id) = session.map(|s| s.id.clone()) else { return r };
 
         let items: Vec<&Value> = match m.subscription() {
             Some(Value::Array(a)) => a.iter().collect(),
