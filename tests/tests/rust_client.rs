@@ -100,6 +100,6 @@ async fn batching_publisher_delivers_everything_in_order() {
         let m = tokio::time::timeout(LIMIT, sub.recv()).await.expect("delivered").expect("open");
         assert_eq!(m.data(), Some(&json!(i)));
     }
-    publisher.close();
+    publisher.close().await;
     sub_client.disconnect().await.expect("disconnect");
 }
