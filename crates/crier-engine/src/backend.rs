@@ -29,6 +29,30 @@ impl BackendError {
 pub trait DeliverySink: Send + Sync + 'static {
     /// Queues `delivery` for each of `sessions` that is attached to this node.
     fn deliver(&self, sessions: &[ClientId], delivery: &Arc<Delivery>);
+
+    /// Ends the session's presence on this node: a held connect returns, a socket pump
+    /// stops. Used when the session was destroyed or attached to another node elsewhere.
+    fn close(&self, session: &ClientId);
+}
+
+/// Where a delivery sits in a backend's per-name log: the subscription name it came
+/// through and its offset there (a Redis stream id, `ms-seq`). Lets the backend record
+/// what a session was actually sent, so another node can resume from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPosition {
+    /// The subscription name (channel or pattern) whose log holds the message.
+    pub name: ChannelPattern,
+    /// The offset in that log; offsets of one log increase.
+    pub offset: (u64, u64),
+}
+
+/// How [`Backend::sent`] must record positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Stored before the call returns (a long-poll response is about to be sent).
+    Now,
+    /// Stored soon, in the background (a socket streams messages continuously).
+    Soon,
 }
 
 /// Times are milliseconds on the engine's clock (see [`crate::Clock`]); every node of a
@@ -71,4 +95,39 @@ pub trait Backend: Send + Sync + 'static {
     /// Fans a message out to every session subscribed to a name matching `channel`, once per
     /// session, wherever it is attached. Returns once the message is accepted for delivery.
     async fn publish(&self, channel: &ChannelName, delivery: Arc<Delivery>) -> Result<(), BackendError>;
+
+    /// This node becomes the one that delivers the session's messages (a handshake, or a
+    /// connect or socket for a session not attached here). Returns once anything the session
+    /// missed since its last delivery elsewhere is queued through the sink. Single-node
+    /// backends have nothing to do.
+    async fn attach(&self, _id: &ClientId) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// The session is no longer attached here (the engine dropped it locally).
+    fn detach(&self, _id: &ClientId) {}
+
+    /// Deliveries taken from the session's queue to be sent to the client, so the backend
+    /// can remember how far the session got (see [`LogPosition`]).
+    async fn sent(
+        &self,
+        _id: &ClientId,
+        _items: &[Arc<Delivery>],
+        _durability: Durability,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Whether the backend can serve requests now (for `/readyz`).
+    async fn ready(&self) -> bool {
+        true
+    }
+
+    /// The backend's own counters and gauges as `(name, help, value)`, for `/metrics`.
+    fn metrics(&self) -> Vec<(&'static str, &'static str, i64)> {
+        Vec::new()
+    }
+
+    /// Stops background work (listeners, flushers) and stores what must survive, bounded.
+    async fn close(&self) {}
 }

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use crier_protocol::{ChannelName, Message};
 
+use crate::backend::LogPosition;
+
 /// A message accepted for delivery. It is shared (`Arc`) by every recipient's queue and
 /// carries its JSON encoding, made once, so fan-out costs no per-recipient encoding.
 #[derive(Debug)]
@@ -17,6 +19,8 @@ pub struct Delivery {
     pub message: Message,
     /// `message` encoded as a JSON object.
     pub json: Arc<str>,
+    /// Where the backend's log holds it, if the backend keeps logs.
+    pub position: Option<LogPosition>,
 }
 
 impl Delivery {
@@ -24,7 +28,19 @@ impl Delivery {
     pub fn new(seq: u64, channel: ChannelName, message: Message) -> Arc<Self> {
         let message = message.for_delivery();
         let json: Arc<str> = serde_json::to_string(&message).unwrap_or_else(|_| "{}".to_owned()).into();
-        Arc::new(Delivery { seq, channel, message, json })
+        Arc::new(Delivery { seq, channel, message, json, position: None })
+    }
+
+    /// A delivery read back from a backend (a log or a pub/sub payload): `json` is the
+    /// encoding made once by the publishing node, kept as is.
+    pub fn from_backend(
+        seq: u64,
+        channel: ChannelName,
+        message: Message,
+        json: Arc<str>,
+        position: Option<LogPosition>,
+    ) -> Arc<Self> {
+        Arc::new(Delivery { seq, channel, message, json, position })
     }
 }
 

@@ -49,7 +49,9 @@ impl EngineBuilder {
             clock: Clock::new(),
             metrics,
             events,
-            seq: AtomicU64::new(1),
+            // A random start makes ids from different nodes of a cluster distinct in practice
+            // (ranges of 2^63 / publishes-per-node-lifetime), with no coordination.
+            seq: AtomicU64::new(rand::random::<u64>() >> 1),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -148,11 +150,23 @@ impl Engine {
         self.inner.shutdown.is_cancelled()
     }
 
-    /// Drains, then waits for the engine's background tasks to finish.
+    /// Drains, then waits for the engine's background tasks to finish and lets the backend
+    /// stop its own (storing delivery positions it still holds).
     pub async fn close(&self) {
         self.drain();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        self.inner.backend.close().await;
+    }
+
+    /// Whether the backend can serve requests (`/readyz`).
+    pub async fn backend_ready(&self) -> bool {
+        self.inner.backend.ready().await
+    }
+
+    /// The backend's counters and gauges, for `/metrics`.
+    pub fn backend_metrics(&self) -> Vec<(&'static str, &'static str, i64)> {
+        self.inner.backend.metrics()
     }
 
     /// Runs one expiry sweep now (the background task runs it periodically).
@@ -221,26 +235,61 @@ impl Inner {
     }
 
     /// The session attached here, attaching it if the backend knows it (a session created
-    /// on another node, or before this node restarted). `Ok(None)`: unknown session.
+    /// on another node, or before this node restarted): the backend then queues what the
+    /// session missed elsewhere before this returns. `Ok(None)`: unknown session.
     pub(crate) async fn session(&self, id: &ClientId) -> Result<Option<Arc<Session>>, crate::BackendError> {
         if let Some(s) = self.hub.get(id) {
             return Ok(Some(s));
         }
-        if self.backend.session_exists(id).await? {
-            return Ok(Some(self.hub.attach(id)));
+        if !self.backend.session_exists(id).await? {
+            return Ok(None);
         }
-        Ok(None)
+        self.attach(id).await.map(Some)
     }
 
-    /// The session named by a message's `clientId`. `Ok(None)` when the id is missing,
-    /// malformed (not one this server could have issued) or unknown; no state is created for
-    /// it. A backend failure is counted and mapped to the Bayeux error the client sees.
+    /// Attaches a session to this node (the hub first, so what the backend bridges finds it).
+    pub(crate) async fn attach(&self, id: &ClientId) -> Result<Arc<Session>, crate::BackendError> {
+        let s = self.hub.attach(id);
+        if let Err(e) = self.backend.attach(id).await {
+            self.detach(id);
+            return Err(e);
+        }
+        Ok(s)
+    }
+
+    /// Drops a session from this node only (it lives on in the backend).
+    pub(crate) fn detach(&self, id: &ClientId) {
+        self.hub.remove(id);
+        self.backend.detach(id);
+    }
+
+    /// The session named by a message's `clientId`, attaching it here (connects). `Ok(None)`
+    /// when the id is missing, malformed (not one this server could have issued) or unknown;
+    /// no state is created for it. A backend failure is counted and mapped to the Bayeux
+    /// error the client sees.
     pub(crate) async fn session_of(&self, m: &Message) -> Result<Option<Arc<Session>>, BayeuxError> {
         let Some(id) = m.client_id().and_then(ClientId::parse) else { return Ok(None) };
-        self.session(&id).await.map_err(|e| {
-            Metrics::inc(&self.metrics.backend_errors);
-            crate::meta::backend_error(&e)
-        })
+        self.session(&id).await.map_err(|e| self.backend_failure(&e))
+    }
+
+    /// The known session named by a message's `clientId`, without attaching it here:
+    /// subscribe, unsubscribe and disconnect may reach any node, and must not move the
+    /// session away from the node that holds its connect.
+    pub(crate) async fn client_of(&self, m: &Message) -> Result<Option<ClientId>, BayeuxError> {
+        let Some(id) = m.client_id().and_then(ClientId::parse) else { return Ok(None) };
+        if self.hub.get(&id).is_some() {
+            return Ok(Some(id));
+        }
+        match self.backend.session_exists(&id).await {
+            Ok(true) => Ok(Some(id)),
+            Ok(false) => Ok(None),
+            Err(e) => Err(self.backend_failure(&e)),
+        }
+    }
+
+    fn backend_failure(&self, e: &crate::BackendError) -> BayeuxError {
+        Metrics::inc(&self.metrics.backend_errors);
+        crate::meta::backend_error(e)
     }
 
     pub(crate) fn emit(&self, e: Event) {
@@ -255,7 +304,7 @@ impl Inner {
     /// Destroys a session everywhere; fires the unsubscribe and disconnect events once.
     pub(crate) async fn destroy(&self, id: &ClientId) -> Result<bool, crate::BackendError> {
         let removed = self.backend.destroy_session(id).await?;
-        self.hub.remove(id);
+        self.detach(id);
         let Some(subs) = removed else { return Ok(false) };
         self.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
         for p in subs {

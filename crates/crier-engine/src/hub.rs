@@ -87,4 +87,8 @@ impl DeliverySink for Hub {
             }
         }
     }
+
+    fn close(&self, session: &ClientId) {
+        self.remove(session);
+    }
 }

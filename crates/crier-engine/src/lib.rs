@@ -27,7 +27,7 @@ mod session;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
-pub use backend::{Backend, BackendError, DeliverySink, Millis};
+pub use backend::{Backend, BackendError, DeliverySink, Durability, LogPosition, Millis};
 pub use clock::Clock;
 pub use config::{EngineConfig, OverflowPolicy};
 pub use context::{RequestContext, RequestInfo, Transport};

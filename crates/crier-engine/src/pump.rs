@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::backend::Durability;
 use crate::context::RequestContext;
 use crate::delivery::Outgoing;
 use crate::engine::Inner;
@@ -37,6 +38,10 @@ impl Pump {
             notified.as_mut().enable();
             let items = self.session.drain();
             if !items.is_empty() {
+                // A socket streams continuously: positions are stored in the background.
+                if let Err(e) = self.inner.backend.sent(&self.session.id, &items, Durability::Soon).await {
+                    tracing::debug!(client_id = %self.session.id, error = %e, "recording delivery position failed");
+                }
                 let mut out = Vec::with_capacity(items.len());
                 for d in items {
                     if let Some(o) = self.inner.outgoing_delivery(d, &self.ctx).await {

@@ -15,10 +15,12 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready to take traffic: not draining.
+/// Ready to take traffic: not draining, and the backend (Redis) reachable.
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.engine.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !state.engine.backend_ready().await {
+        (StatusCode::SERVICE_UNAVAILABLE, "backend unavailable\n").into_response()
     } else {
         (StatusCode::OK, "ready\n").into_response()
     }
@@ -28,6 +30,7 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::with_capacity(2048);
     let mut series: Vec<(&str, &str, i64)> = state.engine.metrics().snapshot();
+    series.extend(state.engine.backend_metrics());
     let m = &state.metrics;
     series.push(("crier_websocket_connections", "Open WebSocket connections.", m.websockets.load(Ordering::Relaxed)));
     series.push(("crier_eventsource_connections", "Open EventSource streams.", m.eventsources.load(Ordering::Relaxed)));

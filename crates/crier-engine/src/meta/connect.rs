@@ -6,6 +6,7 @@ use std::time::Duration;
 use crier_protocol::{Advice, BayeuxError, Message};
 use tokio::time::Instant;
 
+use crate::backend::Durability;
 use crate::context::RequestContext;
 use crate::delivery::{Delivery, Outgoing};
 use crate::engine::Inner;
@@ -49,7 +50,7 @@ impl Inner {
         match self.backend.touch(&session.id, self.clock.now()).await {
             Ok(true) => {}
             Ok(false) => {
-                self.hub.remove(&session.id);
+                self.detach(&session.id);
                 return vec![Outgoing::Message(fail(r, BayeuxError::unknown_client(session.id.as_str()).to_string()))];
             }
             Err(e) => {
@@ -72,6 +73,15 @@ impl Inner {
         };
         let drain = !ctx.transport.is_socket();
         let delivered = self.hold(&session, generation, hold, drain).await;
+        // Record how far the session got before the response leaves, so a next connect on
+        // another node resumes after these. Failing to store it risks a duplicate later,
+        // never a loss, so the response goes out anyway.
+        if !delivered.is_empty()
+            && let Err(e) = self.backend.sent(&session.id, &delivered, Durability::Now).await
+        {
+            Metrics::inc(&self.metrics.backend_errors);
+            tracing::warn!(client_id = %session.id, error = %e, "storing delivery position failed");
+        }
 
         let advice = if eventsource {
             Advice::retry(timeout.as_millis() as u64, 0)

@@ -9,7 +9,7 @@ impl Inner {
     pub(crate) async fn disconnect(&self, m: &Message) -> Message {
         let mut r = m.response();
         let raw_id = m.client_id();
-        let session = match self.session_of(m).await {
+        let session = match self.client_of(m).await {
             Ok(s) => s,
             Err(e) => {
                 r.remove("clientId");
@@ -30,7 +30,7 @@ impl Inner {
             r.fail(e);
             return r;
         }
-        if let Some(id) = session.map(|s| s.id.clone())
+        if let Some(id) = session
             && let Err(e) = self.destroy(&id).await
         {
             Metrics::inc(&self.metrics.backend_errors);

@@ -66,7 +66,14 @@ impl Inner {
             r.set_advice(&Advice::handshake());
             return r;
         }
-        self.hub.attach(&id);
+        // The client most likely connects through this node next.
+        if let Err(e) = self.attach(&id).await {
+            Metrics::inc(&self.metrics.backend_errors);
+            let _ = self.backend.destroy_session(&id).await;
+            r.fail(super::backend_error(&e));
+            r.set_advice(&Advice::handshake());
+            return r;
+        }
         Metrics::inc(&self.metrics.handshakes);
         self.metrics.sessions.fetch_add(1, Ordering::Relaxed);
         self.emit(Event::Handshake(id.clone()));

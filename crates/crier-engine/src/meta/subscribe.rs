@@ -23,7 +23,7 @@ impl Inner {
         let mut r = m.response();
         r.set("subscription", m.subscription().cloned().unwrap_or_else(|| Value::Array(Vec::new())));
         let raw_id = m.client_id();
-        let session = match self.session_of(m).await {
+        let session = match self.client_of(m).await {
             Ok(s) => s,
             Err(e) => {
                 r.fail(e);
@@ -45,7 +45,7 @@ impl Inner {
             r.fail(e);
             return r;
         }
-        let Some(id) = session.map(|s| s.id.clone()) else { return r };
+        let Some(id) = session else { return r };
 
         let items: Vec<&Value> = match m.subscription() {
             Some(Value::Array(a)) => a.iter().collect(),

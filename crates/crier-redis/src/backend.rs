@@ -1,0 +1,618 @@
+//! [`RedisBackend`]: the engine's [`Backend`] on Redis.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use crier_engine::{Backend, BackendError, Delivery, DeliverySink, Durability, Millis};
+use crier_protocol::{ChannelName, ChannelPattern, ClientId};
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::Value;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::codec::{self, Offset, ZERO, format_offset, parse_offset};
+use crate::config::RedisConfig;
+use crate::error::{RedisError, redact, unavailable};
+use crate::keys::Keys;
+use crate::local::Local;
+use crate::metrics::RedisMetrics;
+use crate::scripts::Scripts;
+use crate::values::{array, entry, int, pairs, text};
+
+/// Sessions, subscriptions, cursors and logs in Redis; live fan-out over sharded pub/sub.
+/// See `docs/adr/0002-redis-backend.md` for the design.
+pub struct RedisBackend {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) subscriber: SubscriberClient,
+    pub(crate) keys: Keys,
+    pub(crate) node: String,
+    pub(crate) config: RedisConfig,
+    retention_ms: u64,
+    pub(crate) local: Mutex<Local>,
+    pub(crate) sink: OnceLock<Arc<dyn DeliverySink>>,
+    /// Per name: whether this node's subscriber holds its channel. The async lock orders
+    /// SSUBSCRIBE and SUNSUBSCRIBE of one name.
+    name_locks: Mutex<HashMap<ChannelPattern, Arc<tokio::sync::Mutex<bool>>>>,
+    scripts: Scripts,
+    pub(crate) metrics: RedisMetrics,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    /// When this node started, as ms (for sessions it restores).
+    started_ms: AtomicU64,
+}
+
+impl RedisBackend {
+    /// Connects to Redis and starts the node's listener, flusher and liveness probe.
+    /// `session_lifetime` bounds how long logs must keep messages.
+    pub async fn connect(config: RedisConfig, session_lifetime: Duration) -> Result<Self, RedisError> {
+        config.validate().map_err(RedisError::Config)?;
+        let url = config.url.trim().to_owned();
+        let fred_config = Config::from_url(&url).map_err(|e| RedisError::Config(format!("redis.url: {e}")))?;
+        let timeout = Duration::from_millis(config.command_timeout_ms);
+        let ping = Duration::from_secs(config.ping_interval_secs);
+        let mut builder = Builder::from_config(fred_config);
+        builder
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+                p.broadcast_channel_capacity = config.pubsub_buffer;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = timeout;
+                c.internal_command_timeout = timeout;
+                // A connection that answers nothing for three probe intervals is replaced.
+                c.unresponsive.max_timeout = Some(ping * 3);
+                c.unresponsive.interval = (ping / 2).max(Duration::from_millis(100));
+            })
+            // Never give up: a node without Redis is not ready, and comes back with it.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let connect_err = |e: fred::error::Error| RedisError::Connect { url: redact(&url), message: e.to_string() };
+        let client = builder.build().map_err(connect_err)?;
+        let subscriber = builder.build_subscriber_client().map_err(connect_err)?;
+        let init = async {
+            client.init().await?;
+            subscriber.init().await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        match tokio::time::timeout(timeout, init).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(connect_err(e)),
+            Err(_) => {
+                return Err(RedisError::Connect {
+                    url: redact(&url),
+                    message: format!("no answer within {timeout:?}"),
+                });
+            }
+        }
+        // Logs must outlive every session that may still read them.
+        let floor = session_lifetime.as_millis() as u64 + 10_000;
+        let retention_ms = (config.log_retention_secs * 1000).max(floor);
+        let node = format!("{:016x}", rand::random::<u64>());
+        let shared = Arc::new(Shared {
+            keys: Keys::new(&config.prefix),
+            local: Mutex::new(Local::new(config.log_max_len as usize * 2 + 1024)),
+            config,
+            client,
+            subscriber,
+            node,
+            retention_ms,
+            sink: OnceLock::new(),
+            name_locks: Mutex::new(HashMap::new()),
+            scripts: Scripts::new(),
+            metrics: RedisMetrics::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            started_ms: AtomicU64::new(0),
+        });
+        // Start listening before subscribing, so nothing sent to this node is missed.
+        crate::listener::start(&shared);
+        shared.subscriber.ssubscribe(shared.keys.node(&shared.node)).await.map_err(connect_err)?;
+        tracing::info!(node = %shared.node, url = %redact(&url), "redis backend connected");
+        Ok(RedisBackend { shared })
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node
+    }
+}
+
+impl Shared {
+    pub(crate) fn sink(&self) -> Option<&Arc<dyn DeliverySink>> {
+        self.sink.get()
+    }
+
+    fn name_lock(&self, name: &ChannelPattern) -> Arc<tokio::sync::Mutex<bool>> {
+        self.name_locks.lock().entry(name.clone()).or_default().clone()
+    }
+
+    /// Makes sure this node's subscriber holds the name's channel.
+    async fn ensure_channel(&self, name: &ChannelPattern) -> Result<(), BackendError> {
+        let lock = self.name_lock(name);
+        let mut held = lock.lock().await;
+        if !*held {
+            self.subscriber.ssubscribe(self.keys.channel(name)).await.map_err(|e| self.fail(e))?;
+            *held = true;
+        }
+        Ok(())
+    }
+
+    /// Drops the channels of names no attached session needs (checked again under the
+    /// name's lock, so a session that just started needing it keeps it).
+    pub(crate) fn release_channels(self: &Arc<Self>, names: Vec<ChannelPattern>) {
+        if names.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            for name in names {
+                let lock = this.name_lock(&name);
+                let mut held = lock.lock().await;
+                if *held && !this.local.lock().wants(&name) {
+                    match this.subscriber.sunsubscribe(this.keys.channel(&name)).await {
+                        Ok(()) => *held = false,
+                        Err(e) => tracing::debug!(name = %name.as_str(), error = %e, "sunsubscribe failed"),
+                    }
+                }
+                drop(held);
+                let mut locks = this.name_locks.lock();
+                if locks.get(&name).is_some_and(|l| Arc::strong_count(l) == 1 && l.try_lock().is_ok_and(|h| !*h)) {
+                    locks.remove(&name);
+                }
+            }
+        });
+    }
+
+    pub(crate) fn fail(&self, e: fred::error::Error) -> BackendError {
+        RedisMetrics::inc(&self.metrics.command_errors);
+        unavailable(e)
+    }
+
+    /// Reads the session's logs from its cursors and queues what it has not had, merged with
+    /// live messages that arrive meanwhile. `names`: names to add at these start offsets;
+    /// `all`: re-read every name of the session from where it got to.
+    pub(crate) async fn bridge(
+        &self,
+        id: &ClientId,
+        names: &[(ChannelPattern, Offset)],
+        all: bool,
+    ) -> Result<(), BackendError> {
+        let to_read = self.local.lock().begin_bridge(id, names, all);
+        let read = self.read_logs(&to_read).await;
+        let (entries, result) = match read {
+            Ok(e) => (e, Ok(())),
+            Err(e) => (Vec::new(), Err(e)),
+        };
+        RedisMetrics::add(&self.metrics.bridged, entries.len() as u64);
+        let out = self.local.lock().end_bridge(id, entries);
+        RedisMetrics::inc(&self.metrics.bridges);
+        if let Some(sink) = self.sink() {
+            for d in &out {
+                sink.deliver(std::slice::from_ref(id), d);
+            }
+        }
+        result
+    }
+
+    /// Subscribes the names' channels, then reads each log after its offset. Entries are
+    /// read from the offset itself: if that entry is gone, the log was trimmed past the
+    /// session's position and messages may be lost, which is counted.
+    async fn read_logs(&self, to_read: &[(ChannelPattern, Offset)]) -> Result<Vec<Arc<Delivery>>, BackendError> {
+        futures::future::try_join_all(to_read.iter().map(|(n, _)| self.ensure_channel(n))).await?;
+        let count = self.config.log_max_len * 2 + 100;
+        let reads = to_read.iter().map(|(name, from)| async move {
+            let v: Value = self
+                .client
+                .xrange(self.keys.log(name), format_offset(*from), "+", Some(count))
+                .await
+                .map_err(|e| self.fail(e))?;
+            Ok::<_, BackendError>((name, *from, array(v).unwrap_or_default()))
+        });
+        let mut out = Vec::new();
+        for (name, from, items) in futures::future::try_join_all(reads).await? {
+            let mut first = true;
+            for item in items {
+                let Some((id, fields)) = entry(item) else { continue };
+                let Some(offset) = parse_offset(&id) else { continue };
+                if first && from != ZERO && offset != from {
+                    RedisMetrics::inc(&self.metrics.log_gaps);
+                    tracing::warn!(name = %name.as_str(), "log trimmed past a session's position: messages may be lost");
+                }
+                first = false;
+                if offset <= from {
+                    continue;
+                }
+                let field = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+                if let (Some(pid), Some(ch), Some(json)) = (field("p"), field("c"), field("m"))
+                    && let Some(d) = codec::delivery(name, offset, pid, ch, json)
+                {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-reads a session's subscriptions from Redis and adopts the difference: new names
+    /// are bridged from their stored cursors, removed ones dropped. Another node changed them.
+    pub(crate) async fn sync(self: &Arc<Self>, id: &ClientId) -> Result<(), BackendError> {
+        if !self.local.lock().contains(id) {
+            return Ok(());
+        }
+        let v: Value = self.client.hgetall(self.keys.subs(id)).await.map_err(|e| self.fail(e))?;
+        let stored: HashMap<ChannelPattern, Offset> = pairs(v)
+            .into_iter()
+            .filter_map(|(n, c)| Some((ChannelPattern::parse(&n).ok()?, parse_offset(&c).unwrap_or(ZERO))))
+            .collect();
+        let current: Vec<ChannelPattern> = self.local.lock().subscriptions(id).into_iter().map(|(n, _)| n).collect();
+        let removed: Vec<ChannelPattern> = current.iter().filter(|n| !stored.contains_key(*n)).cloned().collect();
+        let added: Vec<(ChannelPattern, Offset)> = stored.into_iter().filter(|(n, _)| !current.contains(n)).collect();
+        if !removed.is_empty() {
+            let unused = self.local.lock().remove_names(id, &removed);
+            self.release_channels(unused);
+        }
+        if !added.is_empty() {
+            self.bridge(id, &added, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores a session's sent positions.
+    pub(crate) async fn store_cursors(
+        &self,
+        id: &ClientId,
+        cursors: Vec<(ChannelPattern, Offset)>,
+    ) -> Result<(), BackendError> {
+        if cursors.is_empty() {
+            return Ok(());
+        }
+        let mut args: Vec<String> = Vec::with_capacity(cursors.len() * 3);
+        for (n, (ms, seq)) in cursors {
+            args.push(n.as_str().to_owned());
+            args.push(ms.to_string());
+            args.push(seq.to_string());
+        }
+        let _: Value = self
+            .scripts
+            .cursors
+            .evalsha_with_reload(&self.client, vec![self.keys.subs(id)], args)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// Stores every pending position (the periodic flush, and shutdown).
+    pub(crate) async fn flush(&self) {
+        let dirty = self.local.lock().take_dirty();
+        for id in dirty {
+            let cursors = self.local.lock().take_unstored(&id);
+            if let Err(e) = self.store_cursors(&id, cursors).await {
+                tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
+            }
+        }
+    }
+
+    /// Tells another node something about a session it holds (`close` or `sync`).
+    pub(crate) fn notify(self: &Arc<Self>, node: String, verb: &'static str, id: &ClientId) {
+        if node.is_empty() || node == self.node {
+            return;
+        }
+        let this = self.clone();
+        let payload = format!("{verb} {}", id.as_str());
+        self.tasks.spawn(async move {
+            let channel = this.keys.node(&node);
+            if let Err(e) = this.client.spublish::<Value, _, _>(channel, payload).await {
+                tracing::warn!(node = %node, error = %e, "control message to node failed");
+                this.fail(e);
+            }
+        });
+    }
+
+    /// After the pub/sub connection came back (or fell behind): make sure Redis still has
+    /// every session this node holds (a restart may have lost them), then re-read what the
+    /// sessions missed from the logs.
+    pub(crate) async fn recover(self: &Arc<Self>) {
+        RedisMetrics::inc(&self.metrics.recoveries);
+        let ids = self.local.lock().sessions();
+        let now = self.started_ms.load(AtomicOrdering::Relaxed);
+        for id in &ids {
+            if let Err(e) = self.restore(id, now).await {
+                tracing::warn!(client_id = %id, error = %e, "restoring session in redis failed");
+            }
+        }
+        for id in &ids {
+            if let Err(e) = self.bridge(id, &[], true).await {
+                tracing::warn!(client_id = %id, error = %e, "re-reading logs after reconnect failed");
+            }
+        }
+    }
+
+    async fn restore(&self, id: &ClientId, now: u64) -> Result<(), BackendError> {
+        let subs = self.local.lock().subscriptions(id);
+        let mut args = vec![self.node.clone(), now.to_string()];
+        for (n, o) in &subs {
+            args.push(n.as_str().to_owned());
+            args.push(format_offset(*o));
+        }
+        let restored: Value = self
+            .scripts
+            .restore
+            .evalsha_with_reload(&self.client, vec![self.keys.session(id), self.keys.subs(id)], args)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if int(&restored) == Some(1) {
+            RedisMetrics::inc(&self.metrics.sessions_restored);
+            let _: Value = self
+                .client
+                .zadd(self.keys.index(), Some(SetOptions::NX), None, false, false, (now as f64, id.as_str()))
+                .await
+                .map_err(|e| self.fail(e))?;
+            for (n, _) in &subs {
+                let _: Value = self
+                    .scripts
+                    .join
+                    .evalsha_with_reload(&self.client, vec![self.keys.members(n), self.keys.log(n)], vec![id.as_str()])
+                    .await
+                    .map_err(|e| self.fail(e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn bind(&self, sink: Arc<dyn DeliverySink>) {
+        let _ = self.shared.sink.set(sink);
+    }
+
+    async fn create_session(&self, id: &ClientId, now: Millis) -> Result<(), BackendError> {
+        let s = &self.shared;
+        s.started_ms.fetch_max(now, AtomicOrdering::Relaxed);
+        let info: Result<Value, _> =
+            s.client.hset(s.keys.session(id), vec![("node", s.node.clone()), ("created", now.to_string())]).await;
+        info.map_err(|e| s.fail(e))?;
+        let _: Value = s
+            .client
+            .zadd(s.keys.index(), None, None, false, false, (now as f64, id.as_str()))
+            .await
+            .map_err(|e| s.fail(e))?;
+        Ok(())
+    }
+
+    async fn session_exists(&self, id: &ClientId) -> Result<bool, BackendError> {
+        let s = &self.shared;
+        let n: i64 = s.client.exists(s.keys.session(id)).await.map_err(|e| s.fail(e))?;
+        Ok(n > 0)
+    }
+
+    async fn touch(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError> {
+        let s = &self.shared;
+        s.started_ms.fetch_max(now, AtomicOrdering::Relaxed);
+        let exists = async { s.client.exists::<i64, _>(s.keys.session(id)).await };
+        // XX: never re-create an index entry for a session destroyed meanwhile; GT: a late
+        // touch cannot move the last-seen time back.
+        let bump = async {
+            s.client
+                .zadd::<Value, _, _>(
+                    s.keys.index(),
+                    Some(SetOptions::XX),
+                    Some(fred::types::sorted_sets::Ordering::GreaterThan),
+                    false,
+                    false,
+                    (now as f64, id.as_str()),
+                )
+                .await
+        };
+        let (n, _) = futures::future::try_join(exists, bump).await.map_err(|e| s.fail(e))?;
+        Ok(n > 0)
+    }
+
+    async fn destroy_session(&self, id: &ClientId) -> Result<Option<Vec<ChannelPattern>>, BackendError> {
+        let s = &self.shared;
+        let v: Value = s
+            .scripts
+            .destroy
+            .evalsha_with_reload(&s.client, vec![s.keys.session(id), s.keys.subs(id)], Vec::<String>::new())
+            .await
+            .map_err(|e| s.fail(e))?;
+        // The index entry goes in any case, so a half-destroyed session is not swept forever.
+        let _: Value = s.client.zrem(s.keys.index(), id.as_str()).await.map_err(|e| s.fail(e))?;
+        let Some(parts) = array(v) else { return Ok(None) };
+        let mut parts = parts.into_iter();
+        let node = parts.next().as_ref().and_then(text).unwrap_or_default();
+        let mut names: Vec<ChannelPattern> = parts
+            .next()
+            .and_then(array)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(text)
+            .filter_map(|n| ChannelPattern::parse(&n).ok())
+            .collect();
+        names.sort();
+        futures::future::try_join_all(
+            names.iter().map(|n| async move { s.client.srem::<Value, _, _>(s.keys.members(n), id.as_str()).await }),
+        )
+        .await
+        .map_err(|e| s.fail(e))?;
+        let removed = s.local.lock().remove_session(id);
+        if let Some((_, unused)) = removed {
+            s.release_channels(unused);
+        }
+        s.notify(node, "close", id);
+        Ok(Some(names))
+    }
+
+    async fn expired_sessions(&self, cutoff: Millis) -> Result<Vec<ClientId>, BackendError> {
+        let s = &self.shared;
+        let v: Value = s
+            .client
+            .zrangebyscore(s.keys.index(), "-inf", format!("({cutoff}"), false, Some((0, 1000)))
+            .await
+            .map_err(|e| s.fail(e))?;
+        Ok(array(v).unwrap_or_default().iter().filter_map(text).filter_map(|t| ClientId::parse(&t)).collect())
+    }
+
+    async fn subscribe(&self, id: &ClientId, pattern: &ChannelPattern) -> Result<bool, BackendError> {
+        let s = &self.shared;
+        let last: Value = s
+            .scripts
+            .join
+            .evalsha_with_reload(&s.client, vec![s.keys.members(pattern), s.keys.log(pattern)], vec![id.as_str()])
+            .await
+            .map_err(|e| s.fail(e))?;
+        let cursor = text(&last).unwrap_or_else(|| "0-0".to_owned());
+        let v: Value = s
+            .scripts
+            .subscribe
+            .evalsha_with_reload(&s.client, vec![s.keys.session(id), s.keys.subs(id)], vec![pattern.as_str(), &cursor])
+            .await
+            .map_err(|e| s.fail(e))?;
+        let Some(parts) = array(v) else {
+            // The session ended meanwhile: undo the membership.
+            let _: Value = s.client.srem(s.keys.members(pattern), id.as_str()).await.map_err(|e| s.fail(e))?;
+            return Ok(false);
+        };
+        let new = parts.first().and_then(int) == Some(1);
+        let node = parts.get(1).and_then(text).unwrap_or_default();
+        if s.local.lock().contains(id) {
+            // Held here: subscribe the channel and catch up from the cursor before the ack,
+            // so a publish through any node after the ack is delivered at once.
+            let start = parse_offset(&cursor).unwrap_or(ZERO);
+            s.bridge(id, &[(pattern.clone(), start)], false).await?;
+        } else {
+            s.notify(node, "sync", id);
+        }
+        Ok(new)
+    }
+
+    async fn unsubscribe(&self, id: &ClientId, pattern: &ChannelPattern) -> Result<bool, BackendError> {
+        let s = &self.shared;
+        let v: Value = s
+            .scripts
+            .unsubscribe
+            .evalsha_with_reload(&s.client, vec![s.keys.session(id), s.keys.subs(id)], vec![pattern.as_str()])
+            .await
+            .map_err(|e| s.fail(e))?;
+        let parts = array(v).unwrap_or_default();
+        let removed = parts.first().and_then(int) == Some(1);
+        let node = parts.get(1).and_then(text).unwrap_or_default();
+        let _: Value = s.client.srem(s.keys.members(pattern), id.as_str()).await.map_err(|e| s.fail(e))?;
+        let unused = s.local.lock().remove_names(id, std::slice::from_ref(pattern));
+        s.release_channels(unused);
+        s.notify(node, "sync", id);
+        Ok(removed)
+    }
+
+    async fn subscriptions(&self, id: &ClientId) -> Result<Vec<ChannelPattern>, BackendError> {
+        let s = &self.shared;
+        let names: Vec<String> = s.client.hkeys(s.keys.subs(id)).await.map_err(|e| s.fail(e))?;
+        let mut v: Vec<ChannelPattern> = names.iter().filter_map(|n| ChannelPattern::parse(n).ok()).collect();
+        v.sort();
+        Ok(v)
+    }
+
+    async fn publish(&self, channel: &ChannelName, delivery: Arc<Delivery>) -> Result<(), BackendError> {
+        let s = &self.shared;
+        let max_len = s.config.log_max_len.to_string();
+        let keep = s.retention_ms.to_string();
+        let pid = delivery.seq.to_string();
+        // One script call per matching name (at most depth + 2), all in flight at once; the
+        // cost does not depend on how many sessions subscribe.
+        let calls = channel.expand().into_iter().map(|name| {
+            let args = vec![
+                max_len.clone(),
+                keep.clone(),
+                pid.clone(),
+                channel.as_str().to_owned(),
+                delivery.json.to_string(),
+                s.keys.channel(&name),
+            ];
+            let keys = vec![s.keys.members(&name), s.keys.log(&name)];
+            async move { s.scripts.publish.evalsha_with_reload::<Value, _, _>(&s.client, keys, args).await }
+        });
+        futures::future::try_join_all(calls).await.map_err(|e| s.fail(e))?;
+        Ok(())
+    }
+
+    async fn attach(&self, id: &ClientId) -> Result<(), BackendError> {
+        let s = &self.shared;
+        let v: Value = s
+            .scripts
+            .attach
+            .evalsha_with_reload(&s.client, vec![s.keys.session(id), s.keys.subs(id)], vec![s.node.as_str()])
+            .await
+            .map_err(|e| s.fail(e))?;
+        let Some(parts) = array(v) else { return Ok(()) };
+        let mut parts = parts.into_iter();
+        let prev = parts.next().as_ref().and_then(text).unwrap_or_default();
+        let names: Vec<(ChannelPattern, Offset)> = parts
+            .next()
+            .map(pairs)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(n, c)| Some((ChannelPattern::parse(&n).ok()?, parse_offset(&c).unwrap_or(ZERO))))
+            .collect();
+        // The node it left stops delivering it; what it queued but never sent is re-read here.
+        s.notify(prev, "close", id);
+        RedisMetrics::inc(&s.metrics.attaches);
+        s.bridge(id, &names, false).await
+    }
+
+    fn detach(&self, id: &ClientId) {
+        let s = &self.shared;
+        let removed = s.local.lock().remove_session(id);
+        let Some((unstored, unused)) = removed else { return };
+        s.release_channels(unused);
+        if !unstored.is_empty() {
+            let this = s.clone();
+            let id = id.clone();
+            s.tasks.spawn(async move {
+                if let Err(e) = this.store_cursors(&id, unstored).await {
+                    tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
+                }
+            });
+        }
+    }
+
+    async fn sent(&self, id: &ClientId, items: &[Arc<Delivery>], durability: Durability) -> Result<(), BackendError> {
+        let s = &self.shared;
+        let changed = s.local.lock().record_sent(id, items);
+        if changed && durability == Durability::Now {
+            let cursors = s.local.lock().take_unstored(id);
+            s.store_cursors(id, cursors).await?;
+        }
+        Ok(())
+    }
+
+    async fn ready(&self) -> bool {
+        let s = &self.shared;
+        let ping = tokio::time::timeout(Duration::from_secs(1), s.client.ping::<Value>(None)).await;
+        matches!(ping, Ok(Ok(_))) && s.subscriber.is_connected()
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, i64)> {
+        let attached = self.shared.local.lock().len() as i64;
+        let mut v = self.shared.metrics.snapshot();
+        v.push(("crier_redis_sessions_attached", "Sessions whose messages this node delivers.", attached));
+        v
+    }
+
+    async fn close(&self) {
+        let s = &self.shared;
+        s.shutdown.cancel();
+        s.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.flush()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.tasks.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.subscriber.quit()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.client.quit()).await;
+    }
+}

@@ -1,0 +1,80 @@
+//! Redis backend settings. The binary loads them; this crate defines and documents them.
+
+use serde::{Deserialize, Serialize};
+
+/// How to reach Redis and how long to keep what sessions may still need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Redis URL. Empty: no Redis, the single-node memory engine. `redis://[user:pass@]host:port[/db]`
+    /// for one server; `redis-cluster://host:port?node=host:port` for Redis Cluster (any
+    /// known nodes); `redis-sentinel://host:port?sentinelServiceName=NAME&node=host:port` for
+    /// Sentinel (the sentinels' addresses and the monitored master's name).
+    pub url: String,
+    /// Prefix of every key and pub/sub channel, so several deployments can share a Redis.
+    /// Must not contain `{` or `}` (they delimit hash tags).
+    pub prefix: String,
+    /// Most entries kept in each subscription name's message log (trimmed approximately).
+    pub log_max_len: u64,
+    /// Seconds a log keeps messages for sessions between connects. 0: the session lifetime
+    /// (2 × `engine.timeout_secs`) plus a margin; a smaller value is raised to that.
+    pub log_retention_secs: u64,
+    /// Milliseconds a Redis command may take before it fails (a publish then gets `407`).
+    pub command_timeout_ms: u64,
+    /// Milliseconds between background stores of WebSocket sessions' delivery positions.
+    pub cursor_flush_ms: u64,
+    /// Seconds between liveness probes (PING) of the pub/sub connection; a probe that gets
+    /// no answer within three intervals makes the node reconnect and resubscribe.
+    pub ping_interval_secs: u64,
+    /// Pub/sub messages buffered between the Redis connection and the node's fan-out. If
+    /// the fan-out falls behind by more, the node re-reads what it missed from the logs.
+    pub pubsub_buffer: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            prefix: "crier".to_owned(),
+            log_max_len: 1000,
+            log_retention_secs: 0,
+            command_timeout_ms: 5000,
+            cursor_flush_ms: 1000,
+            ping_interval_secs: 5,
+            pubsub_buffer: 16_384,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Whether a Redis URL is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    /// Checks values; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return Err(format!("redis.prefix: must be non-empty without '{{' or '}}' (got {:?})", self.prefix));
+        }
+        if self.log_max_len == 0 {
+            return Err("redis.log_max_len: must be at least 1".to_owned());
+        }
+        if self.command_timeout_ms == 0 {
+            return Err("redis.command_timeout_ms: must be at least 1".to_owned());
+        }
+        if self.cursor_flush_ms == 0 {
+            return Err("redis.cursor_flush_ms: must be at least 1".to_owned());
+        }
+        if self.ping_interval_secs == 0 {
+            return Err("redis.ping_interval_secs: must be at least 1".to_owned());
+        }
+        if self.pubsub_buffer < 16 {
+            return Err("redis.pubsub_buffer: must be at least 16".to_owned());
+        }
+        if self.enabled() {
+            fred::prelude::Config::from_url(self.url.trim()).map_err(|e| format!("redis.url: {e}"))?;
+        }
+        Ok(())
+    }
+}

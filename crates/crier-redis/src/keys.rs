@@ -1,0 +1,76 @@
+//! Every Redis key and pub/sub channel name, built in one place.
+//!
+//! Keys of one session share the hash tag `{s:ID}`; keys of one subscription name share
+//! `{c:NAME}`, and so does its sharded pub/sub channel. No command or script touches keys of
+//! two tags, so everything runs unchanged on Redis Cluster. Channel names cannot contain
+//! braces (the Bayeux grammar excludes them), so a name never breaks its tag.
+
+use crier_protocol::{ChannelPattern, ClientId};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Keys { prefix: prefix.to_owned() }
+    }
+
+    /// Hash: `node` (attached node), `created` (ms).
+    pub(crate) fn session(&self, id: &ClientId) -> String {
+        format!("{}:{{s:{}}}:info", self.prefix, id.as_str())
+    }
+
+    /// Hash: subscription name → delivery cursor (the last log offset sent to the session).
+    pub(crate) fn subs(&self, id: &ClientId) -> String {
+        format!("{}:{{s:{}}}:subs", self.prefix, id.as_str())
+    }
+
+    /// Sorted set: client id scored by last connect (ms); the expiry index.
+    pub(crate) fn index(&self) -> String {
+        format!("{}:sessions", self.prefix)
+    }
+
+    /// Set: client ids subscribed to a name. A publish logs for a name only if it is non-empty.
+    pub(crate) fn members(&self, name: &ChannelPattern) -> String {
+        format!("{}:{{c:{}}}:members", self.prefix, name.as_str())
+    }
+
+    /// Stream: the name's message log.
+    pub(crate) fn log(&self, name: &ChannelPattern) -> String {
+        format!("{}:{{c:{}}}:log", self.prefix, name.as_str())
+    }
+
+    /// Sharded pub/sub channel carrying the name's messages live.
+    pub(crate) fn channel(&self, name: &ChannelPattern) -> String {
+        format!("{}:{{c:{}}}", self.prefix, name.as_str())
+    }
+
+    /// Sharded pub/sub channel of one node's control messages.
+    pub(crate) fn node(&self, node: &str) -> String {
+        format!("{}:{{n:{node}}}", self.prefix)
+    }
+
+    /// The subscription name carried by a pub/sub channel from [`Keys::channel`].
+    pub(crate) fn name_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel.strip_prefix(self.prefix.as_str())?.strip_prefix(":{c:")?.strip_suffix('}')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_one_tag_and_round_trip() {
+        let k = Keys::new("crier");
+        let name = ChannelPattern::parse("/a/*").expect("valid");
+        assert_eq!(k.members(&name), "crier:{c:/a/*}:members");
+        assert_eq!(k.log(&name), "crier:{c:/a/*}:log");
+        assert_eq!(k.channel(&name), "crier:{c:/a/*}");
+        assert_eq!(k.name_of(&k.channel(&name)), Some("/a/*"));
+        assert_eq!(k.name_of("other:{c:/a}"), None);
+        assert_eq!(k.name_of(&k.node("n1")), None);
+    }
+}

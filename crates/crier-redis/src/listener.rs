@@ -1,0 +1,162 @@
+//! The node's background tasks: the pub/sub listener (live messages, control messages from
+//! other nodes, reconnects and lag), the periodic store of delivery positions, and the
+//! liveness probe of the pub/sub connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crier_protocol::{ChannelPattern, ClientId};
+use fred::prelude::*;
+use fred::types::Value;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::backend::Shared;
+use crate::codec::decode_payload;
+use crate::metrics::RedisMetrics;
+use crate::values::text;
+
+pub(crate) fn start(shared: &Arc<Shared>) {
+    let mut messages = shared.subscriber.message_rx();
+    let mut reconnects = shared.subscriber.reconnect_rx();
+    let this = shared.clone();
+    shared.tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = this.shutdown.cancelled() => return,
+                m = messages.recv() => match m {
+                    Ok(m) => this.on_message(m),
+                    Err(RecvError::Lagged(n)) => {
+                        // Messages were dropped between Redis and the fan-out: the logs have them.
+                        RedisMetrics::inc(&this.metrics.pubsub_lagged);
+                        tracing::warn!(skipped = n, "pub/sub fan-out fell behind; re-reading logs");
+                        this.spawn_recover(false);
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                r = reconnects.recv() => match r {
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        tracing::info!("redis pub/sub reconnected; resubscribing and re-reading logs");
+                        this.spawn_recover(true);
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+
+    let this = shared.clone();
+    shared.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(this.config.cursor_flush_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = this.shutdown.cancelled() => return,
+                _ = tick.tick() => this.flush().await,
+            }
+        }
+    });
+
+    // Probe the pub/sub connection: a PING that gets no answer trips fred's unresponsive
+    // check, which replaces the connection (and the reconnect handler above recovers).
+    let this = shared.clone();
+    shared.tasks.spawn(async move {
+        let every = Duration::from_secs(this.config.ping_interval_secs);
+        loop {
+            tokio::select! {
+                _ = this.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {
+                    if this.subscriber.is_connected()
+                        && let Err(e) = this.subscriber.ping::<Value>(None).await
+                    {
+                        tracing::warn!(error = %e, "redis pub/sub liveness probe failed");
+                    }
+                }
+            }
+        }
+    });
+}
+
+impl Shared {
+    fn on_message(self: &Arc<Self>, m: fred::types::Message) {
+        let Some(payload) = text(&m.value) else {
+            RedisMetrics::inc(&self.metrics.malformed);
+            return;
+        };
+        if let Some(name) = self.keys.name_of(&m.channel) {
+            RedisMetrics::inc(&self.metrics.pubsub_messages);
+            let Some(d) = ChannelPattern::parse(name).ok().and_then(|n| decode_payload(&n, &payload)) else {
+                RedisMetrics::inc(&self.metrics.malformed);
+                return;
+            };
+            let (recipients, dropped) = self.local.lock().on_live(&d);
+            RedisMetrics::add(&self.metrics.pending_dropped, dropped);
+            if !recipients.is_empty()
+                && let Some(sink) = self.sink()
+            {
+                sink.deliver(&recipients, &d);
+            }
+        } else if *m.channel == *self.keys.node(&self.node) {
+            RedisMetrics::inc(&self.metrics.control_messages);
+            let Some((verb, id)) = payload.split_once(' ') else { return };
+            let Some(id) = ClientId::parse(id) else { return };
+            let this = self.clone();
+            let verb = verb.to_owned();
+            self.tasks.spawn(async move { this.on_control(&verb, id).await });
+        }
+    }
+
+    /// `close`: the session was destroyed or attached elsewhere; `sync`: its subscriptions
+    /// changed through another node.
+    async fn on_control(self: &Arc<Self>, verb: &str, id: ClientId) {
+        match verb {
+            "close" => {
+                // A session that hopped away and straight back is ours again: the stale
+                // message must not close it. Ask Redis who holds it now.
+                let owner: Result<Option<String>, _> = self.client.hget(self.keys.session(&id), "node").await;
+                match owner {
+                    Ok(Some(n)) if n == self.node => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.fail(e);
+                        return;
+                    }
+                }
+                let removed = self.local.lock().remove_session(&id);
+                if let Some((unstored, unused)) = removed {
+                    self.release_channels(unused);
+                    if let Err(e) = self.store_cursors(&id, unstored).await {
+                        tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
+                    }
+                }
+                if let Some(sink) = self.sink() {
+                    sink.close(&id);
+                }
+            }
+            "sync" => {
+                if let Err(e) = self.sync(&id).await {
+                    tracing::warn!(client_id = %id, error = %e, "syncing subscriptions failed");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn spawn_recover(self: &Arc<Self>, resubscribe: bool) {
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            if resubscribe {
+                // Every channel this node needs, plus its control channel. fred re-sends what
+                // it tracks; asking again for each name closes any gap in that record.
+                let mut channels: Vec<String> =
+                    this.local.lock().names().iter().map(|n| this.keys.channel(n)).collect();
+                channels.push(this.keys.node(&this.node));
+                for ch in channels {
+                    if let Err(e) = this.subscriber.ssubscribe(ch).await {
+                        tracing::warn!(error = %e, "resubscribing after reconnect failed");
+                    }
+                }
+            }
+            this.recover().await;
+        });
+    }
+}

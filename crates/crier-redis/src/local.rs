@@ -1,0 +1,257 @@
+//! Sessions attached to this node, as the Redis backend sees them: their subscription names
+//! and, per name, how far deliveries got. Pure and synchronous; the backend drives it.
+//!
+//! The rules that make each message reach each session once and in order:
+//! - A session takes a message only through its *primary* name for that message's channel:
+//!   the smallest of its subscribed names that match. The same message also arrives through
+//!   the session's other matching names (each name has its own log and pub/sub channel); those
+//!   copies are skipped. Live and bridged reads apply the same rule, so they agree.
+//! - Per name, offsets only move forward: a copy at or before the name's `queued` offset was
+//!   already taken (a live message also read from the log while bridging).
+//! - While a session is bridging (reading its logs after attaching, resubscribing or
+//!   lagging), live messages wait in `pending` and are applied after the log entries.
+//! - A short list of recent message ids catches the copies a subscription change can let
+//!   through (the primary name changes while a message is in flight).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use crier_engine::Delivery;
+use crier_protocol::{ChannelPattern, ClientId};
+
+use crate::codec::Offset;
+
+const RECENT: usize = 64;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    /// Last offset taken into the session's queue (or skipped as not primary).
+    queued: Offset,
+    /// Last offset known to be sent to the client (or safe to skip on resume).
+    sent: Offset,
+    /// Last offset stored in Redis.
+    stored: Offset,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    subs: HashMap<ChannelPattern, Cursor>,
+    bridging: u32,
+    pending: VecDeque<Arc<Delivery>>,
+    recent: VecDeque<u64>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Local {
+    sessions: HashMap<ClientId, SessionState>,
+    names: HashMap<ChannelPattern, HashSet<ClientId>>,
+    /// Sessions with positions sent but not yet stored.
+    dirty: HashSet<ClientId>,
+    pending_limit: usize,
+}
+
+impl Local {
+    pub(crate) fn new(pending_limit: usize) -> Self {
+        Local { pending_limit: pending_limit.max(1), ..Local::default() }
+    }
+
+    pub(crate) fn contains(&self, id: &ClientId) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether any attached session subscribes to `name` (the node needs its channel).
+    pub(crate) fn wants(&self, name: &ChannelPattern) -> bool {
+        self.names.get(name).is_some_and(|s| !s.is_empty())
+    }
+
+    /// Every name some attached session needs.
+    pub(crate) fn names(&self) -> Vec<ChannelPattern> {
+        self.names.iter().filter(|(_, s)| !s.is_empty()).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Every attached session.
+    pub(crate) fn sessions(&self) -> Vec<ClientId> {
+        self.sessions.keys().cloned().collect()
+    }
+
+    /// A session's names and their sent offsets (to restore them in Redis).
+    pub(crate) fn subscriptions(&self, id: &ClientId) -> Vec<(ChannelPattern, Offset)> {
+        self.sessions.get(id).map(|s| s.subs.iter().map(|(n, c)| (n.clone(), c.sent)).collect()).unwrap_or_default()
+    }
+
+    /// Starts bridging a session: registers it (if new) and the given names at their start
+    /// offsets (names it already has keep theirs), and returns every name to read with the
+    /// offset to read after: the given names, or all of the session's names if `all`.
+    pub(crate) fn begin_bridge(
+        &mut self,
+        id: &ClientId,
+        names: &[(ChannelPattern, Offset)],
+        all: bool,
+    ) -> Vec<(ChannelPattern, Offset)> {
+        let st = self.sessions.entry(id.clone()).or_default();
+        st.bridging += 1;
+        for (name, start) in names {
+            st.subs.entry(name.clone()).or_insert(Cursor { queued: *start, sent: *start, stored: *start });
+            self.names.entry(name.clone()).or_default().insert(id.clone());
+        }
+        if all {
+            st.subs.iter().map(|(n, c)| (n.clone(), c.queued)).collect()
+        } else {
+            names.iter().filter_map(|(n, _)| st.subs.get(n).map(|c| (n.clone(), c.queued))).collect()
+        }
+    }
+
+    /// Ends a bridge: applies the log entries read (sorted by offset), then, if no other
+    /// bridge is running, the live messages that arrived meanwhile.
+    pub(crate) fn end_bridge(&mut self, id: &ClientId, mut entries: Vec<Arc<Delivery>>) -> Vec<Arc<Delivery>> {
+        let mut out = Vec::new();
+        let Some(st) = self.sessions.get_mut(id) else { return out };
+        entries.sort_by_key(|d| d.position.as_ref().map(|p| p.offset));
+        for d in entries {
+            if accept(st, &d) {
+                out.push(d);
+            }
+        }
+        st.bridging = st.bridging.saturating_sub(1);
+        if st.bridging == 0 {
+            while let Some(d) = st.pending.pop_front() {
+                if accept(st, &d) {
+                    out.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// A live message from its name's channel: the attached sessions that take it now, and
+    /// how many bridging buffers overflowed. Sessions that are bridging keep it for later.
+    pub(crate) fn on_live(&mut self, d: &Arc<Delivery>) -> (Vec<ClientId>, u64) {
+        let mut recipients = Vec::new();
+        let mut dropped = 0;
+        let Some(name) = d.position.as_ref().map(|p| &p.name) else { return (recipients, dropped) };
+        let Some(ids) = self.names.get(name) else { return (recipients, dropped) };
+        for id in ids {
+            let Some(st) = self.sessions.get_mut(id) else { continue };
+            if st.bridging > 0 {
+                if st.pending.len() >= self.pending_limit {
+                    st.pending.pop_front();
+                    dropped += 1;
+                }
+                st.pending.push_back(d.clone());
+            } else if accept(st, d) {
+                recipients.push(id.clone());
+            }
+        }
+        (recipients, dropped)
+    }
+
+    /// Removes names from a session; returns those no attached session needs any more.
+    pub(crate) fn remove_names(&mut self, id: &ClientId, names: &[ChannelPattern]) -> Vec<ChannelPattern> {
+        let Some(st) = self.sessions.get_mut(id) else { return Vec::new() };
+        for n in names {
+            st.subs.remove(n);
+        }
+        self.release(id, names)
+    }
+
+    /// Forgets a session; returns its unstored positions and the names nobody needs now.
+    pub(crate) fn remove_session(
+        &mut self,
+        id: &ClientId,
+    ) -> Option<(Vec<(ChannelPattern, Offset)>, Vec<ChannelPattern>)> {
+        let st = self.sessions.remove(id)?;
+        self.dirty.remove(id);
+        let unstored = st.subs.iter().filter(|(_, c)| c.sent > c.stored).map(|(n, c)| (n.clone(), c.sent)).collect();
+        let names: Vec<ChannelPattern> = st.subs.into_keys().collect();
+        Some((unstored, self.release(id, &names)))
+    }
+
+    fn release(&mut self, id: &ClientId, names: &[ChannelPattern]) -> Vec<ChannelPattern> {
+        let mut unused = Vec::new();
+        for n in names {
+            if let Some(set) = self.names.get_mut(n) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.names.remove(n);
+                    unused.push(n.clone());
+                }
+            }
+        }
+        unused
+    }
+
+    /// Records deliveries handed to the client.
+    pub(crate) fn record_sent(&mut self, id: &ClientId, items: &[Arc<Delivery>]) -> bool {
+        let Some(st) = self.sessions.get_mut(id) else { return false };
+        let mut changed = false;
+        for d in items {
+            let Some(p) = &d.position else { continue };
+            if let Some(c) = st.subs.get_mut(&p.name)
+                && p.offset > c.sent
+            {
+                c.sent = p.offset;
+                changed = true;
+            }
+        }
+        if changed {
+            self.dirty.insert(id.clone());
+        }
+        changed
+    }
+
+    /// Takes a session's positions not yet stored, marking them stored.
+    pub(crate) fn take_unstored(&mut self, id: &ClientId) -> Vec<(ChannelPattern, Offset)> {
+        self.dirty.remove(id);
+        let Some(st) = self.sessions.get_mut(id) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (n, c) in &mut st.subs {
+            if c.sent > c.stored {
+                c.stored = c.sent;
+                out.push((n.clone(), c.sent));
+            }
+        }
+        out
+    }
+
+    /// Sessions with positions to store.
+    pub(crate) fn take_dirty(&mut self) -> Vec<ClientId> {
+        self.dirty.drain().collect()
+    }
+}
+
+/// Whether a session takes a delivery now (see the module docs for the rules).
+fn accept(st: &mut SessionState, d: &Arc<Delivery>) -> bool {
+    let Some(p) = &d.position else { return false };
+    let many = st.subs.len() > 1;
+    let primary = if many {
+        d.channel.expand().into_iter().filter(|n| st.subs.contains_key(n)).min()
+    } else {
+        Some(p.name.clone())
+    };
+    let Some(c) = st.subs.get_mut(&p.name) else { return false };
+    if p.offset <= c.queued {
+        return false;
+    }
+    let caught_up = c.queued == c.sent;
+    c.queued = p.offset;
+    if primary.as_ref() != Some(&p.name) {
+        // Not ours to deliver through this name. If nothing taken through it waits to be
+        // sent, resuming may start after this entry too.
+        if caught_up {
+            c.sent = p.offset;
+        }
+        return false;
+    }
+    if st.recent.contains(&d.seq) {
+        return false;
+    }
+    if st.recent.len() >= RECENT {
+        st.recent.pop_front();
+    }
+    st.recent.push_back(d.seq);
+    true
+}

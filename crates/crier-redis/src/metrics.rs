@@ -1,0 +1,71 @@
+//! The Redis backend's counters, exposed through the engine on `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub(crate) struct RedisMetrics {
+    pub(crate) command_errors: AtomicU64,
+    pub(crate) pubsub_messages: AtomicU64,
+    pub(crate) pubsub_lagged: AtomicU64,
+    pub(crate) pending_dropped: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) attaches: AtomicU64,
+    pub(crate) bridges: AtomicU64,
+    pub(crate) bridged: AtomicU64,
+    pub(crate) log_gaps: AtomicU64,
+    pub(crate) recoveries: AtomicU64,
+    pub(crate) sessions_restored: AtomicU64,
+    pub(crate) control_messages: AtomicU64,
+}
+
+impl RedisMetrics {
+    pub(crate) fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<(&'static str, &'static str, i64)> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed) as i64;
+        vec![
+            ("crier_redis_command_errors_total", "Redis commands that failed.", g(&self.command_errors)),
+            ("crier_redis_pubsub_messages_total", "Messages received over Redis pub/sub.", g(&self.pubsub_messages)),
+            (
+                "crier_redis_pubsub_lagged_total",
+                "Times the fan-out fell behind the pub/sub buffer (recovered from the logs).",
+                g(&self.pubsub_lagged),
+            ),
+            (
+                "crier_redis_pending_dropped_total",
+                "Live messages dropped from a full buffer while a session was catching up.",
+                g(&self.pending_dropped),
+            ),
+            (
+                "crier_redis_malformed_total",
+                "Pub/sub payloads or log entries that could not be read.",
+                g(&self.malformed),
+            ),
+            ("crier_redis_attaches_total", "Sessions that moved to this node.", g(&self.attaches)),
+            ("crier_redis_bridges_total", "Log catch-ups run for sessions.", g(&self.bridges)),
+            ("crier_redis_bridged_messages_total", "Log entries read while catching up.", g(&self.bridged)),
+            (
+                "crier_redis_log_gaps_total",
+                "Catch-ups that found the log trimmed past a session's position (messages lost).",
+                g(&self.log_gaps),
+            ),
+            ("crier_redis_recoveries_total", "Recoveries after a pub/sub reconnect or lag.", g(&self.recoveries)),
+            (
+                "crier_redis_sessions_restored_total",
+                "Sessions re-created in Redis after it lost them.",
+                g(&self.sessions_restored),
+            ),
+            (
+                "crier_redis_control_messages_total",
+                "Control messages received from other nodes.",
+                g(&self.control_messages),
+            ),
+        ]
+    }
+}

@@ -1,0 +1,123 @@
+//! The Lua scripts. Each touches the keys of one hash tag only (see `keys.rs`), so each is
+//! atomic on standalone Redis, Sentinel and Cluster alike.
+
+use fred::types::scripts::Script;
+
+/// Publish to one subscription name: if it has subscribers, append to its log (trimmed by
+/// length and age) and push on its sharded channel. One call per matching name, whatever
+/// the number of subscribers.
+///
+/// KEYS: members, log. ARGV: max_len, retention_ms, message id, channel, json, shard channel.
+/// Returns the log offset, or nil if the name has no subscribers.
+const PUBLISH: &str = r#"
+if redis.call('SCARD', KEYS[1]) == 0 then return false end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[3], 'c', ARGV[4], 'm', ARGV[5])
+local ms = tonumber(string.match(id, '^(%d+)'))
+local keep = tonumber(ARGV[2])
+if ms and ms > keep then redis.call('XTRIM', KEYS[2], 'MINID', '~', tostring(ms - keep)) end
+redis.call('PEXPIRE', KEYS[2], keep * 2)
+redis.call('SPUBLISH', ARGV[6], id .. '\n' .. ARGV[3] .. '\n' .. ARGV[4] .. '\n' .. ARGV[5])
+return id
+"#;
+
+/// Subscribe, channel side: add the member and return the log's current end, where the new
+/// subscription's cursor starts (no replay of older messages).
+///
+/// KEYS: members, log. ARGV: client id. Returns the last offset, or "0-0".
+const JOIN: &str = r#"
+redis.call('SADD', KEYS[1], ARGV[1])
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #last == 0 then return '0-0' end
+return last[1][1]
+"#;
+
+/// Subscribe, session side: record the name with its starting cursor if the session exists.
+///
+/// KEYS: info, subs. ARGV: name, cursor. Returns nil if the session is gone, else
+/// {1 if new else 0, attached node}.
+const SUBSCRIBE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+return {new, redis.call('HGET', KEYS[1], 'node') or ''}
+"#;
+
+/// Unsubscribe, session side. KEYS: info, subs. ARGV: name.
+/// Returns {1 if it was subscribed else 0, attached node}.
+const UNSUBSCRIBE: &str = r#"
+local removed = redis.call('HDEL', KEYS[2], ARGV[1])
+return {removed, redis.call('HGET', KEYS[1], 'node') or ''}
+"#;
+
+/// Attach a session to a node. KEYS: info, subs. ARGV: node.
+/// Returns nil if the session is gone, else {previous node, {name, cursor, ...}}.
+const ATTACH: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local prev = redis.call('HGET', KEYS[1], 'node') or ''
+redis.call('HSET', KEYS[1], 'node', ARGV[1])
+return {prev, redis.call('HGETALL', KEYS[2])}
+"#;
+
+/// Destroy a session. Exactly one caller gets a non-nil answer, so events fire once.
+/// KEYS: info, subs. Returns nil if already gone, else {attached node, {names}}.
+const DESTROY: &str = r#"
+local node = redis.call('HGET', KEYS[1], 'node') or ''
+if redis.call('DEL', KEYS[1]) == 0 then return false end
+local names = redis.call('HKEYS', KEYS[2])
+redis.call('DEL', KEYS[2])
+return {node, names}
+"#;
+
+/// Store delivery cursors: only for names still subscribed, and only forwards (a late store
+/// from a node the session left cannot move a cursor back).
+/// KEYS: subs. ARGV: name, ms, seq, name, ms, seq, ...
+const CURSORS: &str = r#"
+for i = 1, #ARGV, 3 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if cur then
+    local ms, seq = string.match(cur, '^(%d+)-(%d+)$')
+    local nms, nseq = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    ms, seq = tonumber(ms) or 0, tonumber(seq) or 0
+    if nms > ms or (nms == ms and nseq > seq) then
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. '-' .. ARGV[i + 2])
+    end
+  end
+end
+return 1
+"#;
+
+/// Re-create a session this node holds after Redis lost it (a restart without persistence),
+/// so its subscriptions survive. KEYS: info, subs. ARGV: node, created, name, cursor, ...
+/// Returns 1 if it had to be re-created.
+const RESTORE: &str = r#"
+local missing = redis.call('EXISTS', KEYS[1]) == 0
+if missing then redis.call('HSET', KEYS[1], 'node', ARGV[1], 'created', ARGV[2]) end
+for i = 3, #ARGV, 2 do redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if missing then return 1 end
+return 0
+"#;
+
+pub(crate) struct Scripts {
+    pub(crate) publish: Script,
+    pub(crate) join: Script,
+    pub(crate) subscribe: Script,
+    pub(crate) unsubscribe: Script,
+    pub(crate) attach: Script,
+    pub(crate) destroy: Script,
+    pub(crate) cursors: Script,
+    pub(crate) restore: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            publish: Script::from_lua(PUBLISH),
+            join: Script::from_lua(JOIN),
+            subscribe: Script::from_lua(SUBSCRIBE),
+            unsubscribe: Script::from_lua(UNSUBSCRIBE),
+            attach: Script::from_lua(ATTACH),
+            destroy: Script::from_lua(DESTROY),
+            cursors: Script::from_lua(CURSORS),
+            restore: Script::from_lua(RESTORE),
+        }
+    }
+}
