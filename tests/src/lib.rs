@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crier_engine::{Engine, EngineConfig, Extension, MemoryBackend};
+use crier_engine::{Backend, Engine, EngineConfig, Extension, MemoryBackend};
 use crier_server::ServerConfig;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -37,6 +37,8 @@ pub struct Options {
     pub server: Option<ServerConfig>,
     /// Extensions to install.
     pub extensions: Vec<Arc<dyn Extension>>,
+    /// The backend (default: a fresh memory backend).
+    pub backend: Option<Arc<dyn Backend>>,
 }
 
 impl TestServer {
@@ -49,7 +51,8 @@ impl TestServer {
     pub async fn start_with(o: Options) -> Self {
         let engine_cfg = o.engine.unwrap_or(EngineConfig { timeout_secs: 5, ..EngineConfig::default() });
         let server_cfg = o.server.unwrap_or_default();
-        let mut b = Engine::builder(engine_cfg, Arc::new(MemoryBackend::new()));
+        let backend = o.backend.unwrap_or_else(|| Arc::new(MemoryBackend::new()));
+        let mut b = Engine::builder(engine_cfg, backend);
         for e in o.extensions {
             b = b.extension(e);
         }
@@ -99,6 +102,47 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// Nodes of one cluster: servers on ephemeral ports sharing one Redis under one key prefix.
+pub struct Cluster {
+    /// The nodes.
+    pub nodes: Vec<TestServer>,
+    /// The key prefix they share.
+    pub prefix: String,
+}
+
+impl Cluster {
+    /// Starts `n` nodes on `redis` with a fresh key prefix and a `timeout_secs` connect timeout.
+    pub async fn start(redis: &crier_redis::testing::RedisServer, n: usize, timeout_secs: u64) -> Self {
+        let prefix = crier_redis::testing::unique_prefix("cluster");
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            nodes.push(Self::node(redis, &prefix, timeout_secs).await);
+        }
+        Cluster { nodes, prefix }
+    }
+
+    /// One more node of the cluster.
+    pub async fn node(redis: &crier_redis::testing::RedisServer, prefix: &str, timeout_secs: u64) -> TestServer {
+        let engine = EngineConfig { timeout_secs, ..EngineConfig::default() };
+        let config = crier_redis::RedisConfig {
+            url: redis.url(),
+            prefix: prefix.to_owned(),
+            command_timeout_ms: 2000,
+            ping_interval_secs: 1,
+            ..crier_redis::RedisConfig::default()
+        };
+        let backend =
+            crier_redis::RedisBackend::connect(config, engine.session_lifetime()).await.expect("node connects");
+        TestServer::start_with(Options { engine: Some(engine), backend: Some(Arc::new(backend)), ..Options::default() })
+            .await
+    }
+
+    /// Node `i`'s Bayeux URL.
+    pub fn url(&self, i: usize) -> String {
+        self.nodes[i].url()
     }
 }
 

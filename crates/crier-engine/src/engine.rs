@@ -244,7 +244,12 @@ impl Inner {
         if !self.backend.session_exists(id).await? {
             return Ok(None);
         }
-        self.attach(id).await.map(Some)
+        let s = self.attach(id).await?;
+        // Its first connect was answered on the node that handshook it; answering every
+        // node's "first" connect at once would make long-pollers behind a round-robin
+        // balancer spin instead of waiting.
+        s.mark_connected();
+        Ok(Some(s))
     }
 
     /// Attaches a session to this node (the hub first, so what the backend bridges finds it).

@@ -121,6 +121,11 @@ impl Session {
         r
     }
 
+    /// Records that the session's first connect was answered (on another node).
+    pub(crate) fn mark_connected(&self) {
+        self.state.lock().connected_once = true;
+    }
+
     pub(crate) fn is_current(&self, generation: u64) -> bool {
         self.state.lock().connect_gen == generation
     }

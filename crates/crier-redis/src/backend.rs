@@ -112,6 +112,11 @@ impl RedisBackend {
             tasks: TaskTracker::new(),
             started_ms: AtomicU64::new(0),
         });
+        // Loaded up front so the first calls need no NOSCRIPT round trip (after a Redis
+        // restart, `evalsha_with_reload` loads them again).
+        for script in shared.scripts.all() {
+            script.load(&shared.client).await.map_err(connect_err)?;
+        }
         // Start listening before subscribing, so nothing sent to this node is missed.
         crate::listener::start(&shared);
         shared.subscriber.ssubscribe(shared.keys.node(&shared.node)).await.map_err(connect_err)?;
@@ -444,7 +449,8 @@ impl Backend for RedisBackend {
         .await
         .map_err(|e| s.fail(e))?;
         let removed = s.local.lock().remove_session(id);
-        if let Some((_, unused)) = removed {
+        if let Some(r) = removed {
+            let unused = r.unused;
             s.release_channels(unused);
         }
         s.notify(node, "close", id);
@@ -570,7 +576,7 @@ impl Backend for RedisBackend {
     fn detach(&self, id: &ClientId) {
         let s = &self.shared;
         let removed = s.local.lock().remove_session(id);
-        let Some((unstored, unused)) = removed else { return };
+        let Some(crate::local::Removed { unstored, unused }) = removed else { return };
         s.release_channels(unused);
         if !unstored.is_empty() {
             let this = s.clone();

@@ -122,7 +122,7 @@ impl Shared {
                     }
                 }
                 let removed = self.local.lock().remove_session(&id);
-                if let Some((unstored, unused)) = removed {
+                if let Some(crate::local::Removed { unstored, unused }) = removed {
                     self.release_channels(unused);
                     if let Err(e) = self.store_cursors(&id, unstored).await {
                         tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");

@@ -41,6 +41,15 @@ struct SessionState {
     recent: VecDeque<u64>,
 }
 
+/// What forgetting a session left to do.
+#[derive(Debug)]
+pub(crate) struct Removed {
+    /// Positions sent but not stored yet.
+    pub(crate) unstored: Vec<(ChannelPattern, Offset)>,
+    /// Names no attached session needs any more (their channels can go).
+    pub(crate) unused: Vec<ChannelPattern>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Local {
     sessions: HashMap<ClientId, SessionState>,
@@ -159,15 +168,12 @@ impl Local {
     }
 
     /// Forgets a session; returns its unstored positions and the names nobody needs now.
-    pub(crate) fn remove_session(
-        &mut self,
-        id: &ClientId,
-    ) -> Option<(Vec<(ChannelPattern, Offset)>, Vec<ChannelPattern>)> {
+    pub(crate) fn remove_session(&mut self, id: &ClientId) -> Option<Removed> {
         let st = self.sessions.remove(id)?;
         self.dirty.remove(id);
         let unstored = st.subs.iter().filter(|(_, c)| c.sent > c.stored).map(|(n, c)| (n.clone(), c.sent)).collect();
         let names: Vec<ChannelPattern> = st.subs.into_keys().collect();
-        Some((unstored, self.release(id, &names)))
+        Some(Removed { unstored, unused: self.release(id, &names) })
     }
 
     fn release(&mut self, id: &ClientId, names: &[ChannelPattern]) -> Vec<ChannelPattern> {
@@ -254,4 +260,80 @@ fn accept(st: &mut SessionState, d: &Arc<Delivery>) -> bool {
     }
     st.recent.push_back(d.seq);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use crier_engine::LogPosition;
+    use crier_protocol::{ChannelName, Message};
+
+    use super::*;
+    use crate::codec::ZERO;
+
+    fn id(n: u8) -> ClientId {
+        ClientId::from_random([n; 20])
+    }
+
+    fn name(s: &str) -> ChannelPattern {
+        ChannelPattern::parse(s).expect("valid")
+    }
+
+    fn d(via: &str, offset: u64, seq: u64, channel: &str) -> Arc<Delivery> {
+        let channel = ChannelName::parse(channel).expect("valid");
+        Delivery::from_backend(
+            seq,
+            channel,
+            Message::new(),
+            Arc::from("{}"),
+            Some(LogPosition { name: name(via), offset: (offset, 0) }),
+        )
+    }
+
+    #[test]
+    fn a_session_with_overlapping_names_takes_each_message_once() {
+        let mut l = Local::new(100);
+        let a = id(1);
+        l.begin_bridge(&a, &[(name("/a/*"), ZERO), (name("/a/b"), ZERO)], false);
+        assert!(l.end_bridge(&a, Vec::new()).is_empty());
+        // The same publish arrives through both names, in either order.
+        let (via_exact, _) = l.on_live(&d("/a/b", 1, 7, "/a/b"));
+        let (via_wild, _) = l.on_live(&d("/a/*", 1, 7, "/a/b"));
+        assert_eq!(via_exact.len() + via_wild.len(), 1, "delivered once");
+        assert_eq!(via_wild, vec![a.clone()], "through the primary (smallest) name");
+        // A message only the wildcard matches comes through it.
+        assert_eq!(l.on_live(&d("/a/*", 2, 8, "/a/c")).0, vec![a]);
+    }
+
+    #[test]
+    fn live_messages_during_a_bridge_wait_and_merge_without_loss_or_doubles() {
+        let mut l = Local::new(100);
+        let a = id(2);
+        let to_read = l.begin_bridge(&a, &[(name("/x"), (5, 0))], false);
+        assert_eq!(to_read, vec![(name("/x"), (5, 0))]);
+        // Live 8 arrives while the log read (6, 7, 8) is in flight.
+        assert!(l.on_live(&d("/x", 8, 108, "/x")).0.is_empty(), "held while bridging");
+        let out = l.end_bridge(&a, vec![d("/x", 7, 107, "/x"), d("/x", 6, 106, "/x"), d("/x", 8, 108, "/x")]);
+        let seqs: Vec<u64> = out.iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, vec![106, 107, 108], "log order, live duplicate dropped");
+        assert_eq!(l.on_live(&d("/x", 9, 109, "/x")).0, vec![a.clone()]);
+        assert!(l.on_live(&d("/x", 9, 109, "/x")).0.is_empty(), "same offset again is a duplicate");
+    }
+
+    #[test]
+    fn sent_positions_are_recorded_and_taken_once() {
+        let mut l = Local::new(100);
+        let a = id(3);
+        l.begin_bridge(&a, &[(name("/s"), ZERO)], false);
+        l.end_bridge(&a, Vec::new());
+        let m = d("/s", 4, 1, "/s");
+        assert_eq!(l.on_live(&m).0.len(), 1);
+        assert!(l.record_sent(&a, &[m]));
+        assert_eq!(l.take_dirty(), vec![a.clone()]);
+        assert_eq!(l.take_unstored(&a), vec![(name("/s"), (4, 0))]);
+        assert!(l.take_unstored(&a).is_empty());
+        let removed = l.remove_session(&a).expect("attached");
+        assert!(removed.unstored.is_empty());
+        assert_eq!(removed.unused, vec![name("/s")]);
+        assert!(!l.wants(&name("/s")));
+    }
 }

@@ -108,6 +108,20 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
+    /// Every script, to load them all up front.
+    pub(crate) fn all(&self) -> [&Script; 8] {
+        [
+            &self.publish,
+            &self.join,
+            &self.subscribe,
+            &self.unsubscribe,
+            &self.attach,
+            &self.destroy,
+            &self.cursors,
+            &self.restore,
+        ]
+    }
+
     pub(crate) fn new() -> Self {
         Scripts {
             publish: Script::from_lua(PUBLISH),

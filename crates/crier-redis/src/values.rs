@@ -27,10 +27,16 @@ pub(crate) fn array(v: Value) -> Option<Vec<Value>> {
     }
 }
 
-/// A flat `[k1, v1, k2, v2, ...]` reply as pairs of strings.
+/// A hash reply as pairs of strings: a flat `[k1, v1, k2, v2, ...]` (from scripts and
+/// streams) or a map (fred turns a direct HGETALL into one).
 pub(crate) fn pairs(v: Value) -> Vec<(String, String)> {
-    let items = array(v).unwrap_or_default();
-    items.chunks(2).filter_map(|c| Some((text(c.first()?)?, text(c.get(1)?)?))).collect()
+    match v {
+        Value::Map(m) => m.inner().into_iter().filter_map(|(k, v)| Some((k.as_str()?.to_owned(), text(&v)?))).collect(),
+        other => {
+            let items = array(other).unwrap_or_default();
+            items.chunks(2).filter_map(|c| Some((text(c.first()?)?, text(c.get(1)?)?))).collect()
+        }
+    }
 }
 
 /// One stream entry `[id, [field, value, ...]]` as its id and fields.

@@ -1,7 +1,8 @@
 //! `crier`: a Faye-compatible Bayeux server.
 //!
 //! `crier serve` runs a complete single-node server on the in-memory engine with no other
-//! setup. `crier check-config` validates a configuration; `crier print-config` prints the
+//! setup; with `--redis URL` (or `redis.url`) nodes share sessions and messages through
+//! Redis, so any node serves any client. `crier check-config` validates a configuration; `crier print-config` prints the
 //! effective one.
 
 mod settings;
@@ -12,7 +13,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crier_engine::{Engine, MemoryBackend};
+use crier_engine::{Backend, Engine, MemoryBackend};
+use crier_redis::RedisBackend;
 use settings::{LogFormat, Overrides, Settings};
 
 /// Exit code for invalid configuration (EX_USAGE).
@@ -42,6 +44,10 @@ struct ConfigArgs {
     /// The Faye browser client file to serve at `<mount>/client.js` (overrides `server.client_js`).
     #[arg(long)]
     client_js: Option<PathBuf>,
+    /// Redis URL for a cluster of nodes (overrides `redis.url`): `redis://host:port`,
+    /// `redis-cluster://host:port?node=...`, `redis-sentinel://host:port?sentinelServiceName=...`.
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -60,6 +66,7 @@ fn load(args: &ConfigArgs) -> Result<Settings, String> {
         mount: args.mount.clone(),
         timeout: args.timeout,
         client_js: args.client_js.clone(),
+        redis: args.redis.clone(),
     };
     settings::load(settings::figment(args.config.as_deref(), settings::env(), &o))
 }
@@ -101,8 +108,14 @@ async fn shutdown_signal() {
 async fn serve(s: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| format!("binding {}", s.listen))?;
     let addr = listener.local_addr()?;
-    let engine = Engine::builder(s.engine.clone(), Arc::new(MemoryBackend::new())).build();
-    tracing::info!(%addr, mount = %s.server.mount, timeout_secs = s.engine.timeout_secs, backend = "memory", "crier listening");
+    let (backend, kind): (Arc<dyn Backend>, &str) = if s.redis.enabled() {
+        let b = RedisBackend::connect(s.redis.clone(), s.engine.session_lifetime()).await?;
+        (Arc::new(b), "redis")
+    } else {
+        (Arc::new(MemoryBackend::new()), "memory")
+    };
+    let engine = Engine::builder(s.engine.clone(), backend).build();
+    tracing::info!(%addr, mount = %s.server.mount, timeout_secs = s.engine.timeout_secs, backend = kind, "crier listening");
     crier_server::serve(listener, engine, s.server, shutdown_signal()).await?;
     tracing::info!("crier stopped");
     Ok(())

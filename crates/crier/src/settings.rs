@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crier_engine::EngineConfig;
+use crier_redis::RedisConfig;
 use crier_server::ServerConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -47,6 +48,8 @@ pub(crate) struct Settings {
     pub(crate) server: ServerConfig,
     /// Bayeux semantics.
     pub(crate) engine: EngineConfig,
+    /// The Redis backend; without a URL, the single-node memory engine runs.
+    pub(crate) redis: RedisConfig,
 }
 
 impl Default for Settings {
@@ -56,6 +59,7 @@ impl Default for Settings {
             log: LogConfig::default(),
             server: ServerConfig::default(),
             engine: EngineConfig::default(),
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -67,6 +71,7 @@ pub(crate) struct Overrides {
     pub(crate) mount: Option<String>,
     pub(crate) timeout: Option<u64>,
     pub(crate) client_js: Option<PathBuf>,
+    pub(crate) redis: Option<String>,
 }
 
 /// Builds the figment: defaults, file, env, flags. `env` is injected so tests never touch
@@ -88,6 +93,9 @@ pub(crate) fn figment(file: Option<&Path>, env: Env, o: &Overrides) -> Figment {
     }
     if let Some(v) = &o.client_js {
         f = f.merge(Serialized::default("server.client_js", v));
+    }
+    if let Some(v) = &o.redis {
+        f = f.merge(Serialized::default("redis.url", v));
     }
     f
 }
@@ -131,6 +139,7 @@ impl Settings {
         if self.engine.max_subscriptions == 0 {
             return Err("engine.max_subscriptions: must be at least 1".to_owned());
         }
+        self.redis.validate()?;
         if self.log.level.trim().is_empty() {
             return Err("log.level: must not be empty".to_owned());
         }

@@ -1,0 +1,242 @@
+//! A cluster of Crier nodes on one real Redis (started for this test process; a fresh key
+//! prefix per test): cross-node delivery with the real Faye client, long-polling sessions
+//! that change node on every connect, cross-node disconnect, Redis cost per publish, and a
+//! Redis restart.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crier_redis::testing::RedisServer;
+use crier_tests::{Cluster, connected_client, eventually, http, post_json, run_node, subscribe};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+fn redis() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
+async fn publish(url: &str, channel: &str, data: Value) -> Value {
+    let (status, r) = post_json(url, &json!({"channel": channel, "data": data})).await;
+    assert_eq!(status, 200, "{r}");
+    r
+}
+
+/// A long-poll connect with an `advice.timeout` in ms; returns the data of the messages it
+/// carried, and the connect reply.
+async fn poll(url: &str, id: &str, timeout_ms: u64) -> (Vec<Value>, Value) {
+    let (_, r) = post_json(
+        url,
+        &json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","advice":{"timeout":timeout_ms}}),
+    )
+    .await;
+    let items = r.as_array().cloned().unwrap_or_default();
+    let reply = items.iter().find(|m| m["channel"] == "/meta/connect").cloned().unwrap_or(Value::Null);
+    let data = items.into_iter().filter(|m| m["channel"] != "/meta/connect").map(|m| m["data"].clone()).collect();
+    (data, reply)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faye_client_across_nodes_over_websocket() {
+    let c = Cluster::start(redis(), 2, 10).await;
+    let (ok, out) = run_node("cluster.js", &c.url(0), "websocket", &["--pub", &c.url(1), "--count", "50"]).await;
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faye_client_across_nodes_over_long_polling() {
+    let c = Cluster::start(redis(), 2, 10).await;
+    let (ok, out) = run_node("cluster.js", &c.url(0), "long-polling", &["--pub", &c.url(1), "--count", "50"]).await;
+    assert!(ok, "{out}");
+}
+
+/// A long-polling session whose every connect lands on the next node (a round-robin
+/// balancer), while messages are published through a third: each message arrives once, in
+/// order. Faye on faye-redis loses messages in this setup (faye-behaviour.md §5.5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polling_session_alternating_nodes_gets_every_message_once() {
+    let c = Cluster::start(redis(), 3, 10).await;
+    let id = connected_client(&c.url(0)).await;
+    subscribe(&c.url(1), &id, "/hop/room").await;
+    const N: i64 = 200;
+    let pub_url = c.url(2);
+    let publisher = tokio::spawn(async move {
+        for i in 0..N {
+            let r = publish(&pub_url, "/hop/room", json!(i)).await;
+            assert_eq!(r[0]["successful"], json!(true), "{r}");
+            if i % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let mut got: Vec<i64> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let mut node = 0;
+    while (got.len() as i64) < N && tokio::time::Instant::now() < deadline {
+        node = (node + 1) % 3;
+        let (data, reply) = poll(&c.url(node), &id, 2000).await;
+        assert_eq!(reply["successful"], json!(true), "{reply}");
+        got.extend(data.iter().filter_map(Value::as_i64));
+    }
+    publisher.await.expect("publisher");
+    // Anything doubled would come with the next connects.
+    for _ in 0..3 {
+        node = (node + 1) % 3;
+        let (data, _) = poll(&c.url(node), &id, 200).await;
+        got.extend(data.iter().filter_map(Value::as_i64));
+    }
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+}
+
+/// A connect held on one node returns at once when the session is disconnected through
+/// another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_through_one_node_releases_a_connect_held_on_another() {
+    let c = Cluster::start(redis(), 2, 20).await;
+    let id = connected_client(&c.url(0)).await;
+    let (url, held_id) = (c.url(0), id.clone());
+    let held = tokio::spawn(async move { poll(&url, &held_id, 15_000).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "the connect is held");
+    let (_, r) = post_json(&c.url(1), &json!({"channel":"/meta/disconnect","clientId":id})).await;
+    assert_eq!(r[0]["successful"], json!(true), "{r}");
+    let (_, reply) =
+        tokio::time::timeout(Duration::from_secs(3), held).await.expect("released within 3 s").expect("task");
+    assert_eq!(reply["successful"], json!(true), "{reply}");
+    let (_, after) = poll(&c.url(1), &id, 0).await;
+    assert_eq!(after["error"], json!(format!("401:{id}:Unknown client")), "{after}");
+}
+
+/// A subscribe acknowledged by one node is in force for publishes through any other node at
+/// once, also while the session's connect is held on a third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_through_one_node_is_in_force_everywhere_after_the_ack() {
+    let c = Cluster::start(redis(), 3, 20).await;
+    let id = connected_client(&c.url(0)).await;
+    let (url, held_id) = (c.url(0), id.clone());
+    let held = tokio::spawn(async move { poll(&url, &held_id, 10_000).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    subscribe(&c.url(1), &id, "/acked/*").await;
+    publish(&c.url(2), "/acked/x", json!("first")).await;
+    let (data, _) = tokio::time::timeout(Duration::from_secs(5), held).await.expect("delivered").expect("task");
+    assert_eq!(data, vec![json!("first")]);
+}
+
+/// Redis commands per publish do not grow with the number of subscribers (faye-redis spends
+/// 1 + 7N). Counted by Redis itself (INFO commandstats).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_commands_per_publish_do_not_grow_with_subscribers() {
+    const MESSAGES: u64 = 10;
+    let mut per_publish = Vec::new();
+    for subscribers in [1usize, 100, 1000] {
+        let c = Cluster::start(redis(), 2, 60).await;
+        let url = c.url(0);
+        let channel = format!("/cost/{subscribers}");
+        let ids: Vec<String> = futures::stream::iter(0..subscribers)
+            .map(|_| {
+                let (url, channel) = (url.clone(), channel.clone());
+                async move {
+                    let id = connected_client(&url).await;
+                    subscribe(&url, &id, &channel).await;
+                    id
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        assert_eq!(ids.len(), subscribers);
+        let delivered_before = delivered(&c.nodes[0]);
+        redis().cmd(&["CONFIG", "RESETSTAT"]).expect("reset stats");
+        for i in 0..MESSAGES {
+            publish(&c.url(1), &channel, json!(i)).await;
+        }
+        let evalsha = redis().calls("evalsha");
+        let all = total_calls(redis());
+        let want = delivered_before + subscribers as u64 * MESSAGES;
+        assert!(
+            eventually(Duration::from_secs(10), || async { delivered(&c.nodes[0]) >= want }).await,
+            "every subscriber got every message ({} of {want})",
+            delivered(&c.nodes[0])
+        );
+        // One script call per matching name: /cost/N, /cost/*, /cost/**, /**.
+        assert_eq!(evalsha, 4 * MESSAGES, "script calls for {subscribers} subscribers");
+        per_publish.push((subscribers, all as f64 / MESSAGES as f64));
+    }
+    let (_, first) = per_publish[0];
+    for (n, cost) in &per_publish {
+        // Background work (liveness pings, sweeps) adds a little noise, never per subscriber.
+        assert!(*cost <= first + 2.0, "{n} subscribers: {cost} commands per publish vs {first} for 1: {per_publish:?}");
+    }
+    eprintln!("redis commands per publish by subscribers: {per_publish:?}");
+}
+
+fn delivered(s: &crier_tests::TestServer) -> u64 {
+    s.engine.metrics().delivered.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn total_calls(r: &RedisServer) -> u64 {
+    let info = r.cmd(&["INFO", "commandstats"]).unwrap_or_default();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info") && !l.starts_with("cmdstat_config"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Redis goes away: publishes fail with `407` instead of being lost silently and `/readyz`
+/// turns 503. It comes back empty (no persistence): nodes restore the sessions and
+/// subscriptions they hold, and delivery resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_fails_publishes_then_restores_subscriptions() {
+    // Its own Redis: this test kills it.
+    let mut redis = RedisServer::start();
+    let c = Cluster::start(&redis, 2, 10).await;
+    let id = connected_client(&c.url(0)).await;
+    subscribe(&c.url(0), &id, "/outage/room").await;
+    publish(&c.url(1), "/outage/room", json!("before")).await;
+    let (data, _) = poll(&c.url(0), &id, 3000).await;
+    assert_eq!(data, vec![json!("before")]);
+
+    redis.kill();
+    let r = publish(&c.url(1), "/outage/room", json!("during")).await;
+    assert_eq!(r[0]["successful"], json!(false), "{r}");
+    assert!(r[0]["error"].as_str().unwrap_or_default().starts_with("407:"), "{r}");
+    let ready = http().get(c.nodes[1].at("/readyz")).send().await.expect("readyz").status().as_u16();
+    assert_eq!(ready, 503);
+
+    redis.restart();
+    for n in &c.nodes {
+        let url = n.at("/readyz");
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let url = url.clone();
+                async move { http().get(&url).send().await.map(|r| r.status().as_u16() == 200).unwrap_or(false) }
+            })
+            .await,
+            "node ready again"
+        );
+    }
+    // The node restored the session and its subscription: publishes through the other node
+    // reach it again.
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    while got.is_empty() && tokio::time::Instant::now() < deadline {
+        let r = publish(&c.url(1), "/outage/room", json!(format!("after-{i}"))).await;
+        assert_eq!(r[0]["successful"], json!(true), "{r}");
+        i += 1;
+        let (data, reply) = poll(&c.url(0), &id, 500).await;
+        assert_eq!(reply["successful"], json!(true), "session survived the restart: {reply}");
+        got.extend(data);
+    }
+    assert!(!got.is_empty(), "delivery resumed after the restart");
+    // From here on nothing acknowledged is lost.
+    for k in 0..10 {
+        publish(&c.url(1), "/outage/room", json!(k)).await;
+    }
+    let mut rest = Vec::new();
+    while rest.len() < 10 && tokio::time::Instant::now() < deadline + Duration::from_secs(10) {
+        let (data, _) = poll(&c.url(0), &id, 1000).await;
+        rest.extend(data.into_iter().filter(|d| d.is_i64()));
+    }
+    assert_eq!(rest, (0..10).map(|k| json!(k)).collect::<Vec<_>>());
+}
