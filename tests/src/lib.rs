@@ -116,19 +116,24 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes on `redis` with a fresh key prefix and a `timeout_secs` connect timeout.
     pub async fn start(redis: &crier_redis::testing::RedisServer, n: usize, timeout_secs: u64) -> Self {
+        Self::start_url(&redis.url(), n, timeout_secs).await
+    }
+
+    /// Starts `n` nodes on the Redis at `url` (standalone, cluster or sentinel).
+    pub async fn start_url(url: &str, n: usize, timeout_secs: u64) -> Self {
         let prefix = crier_redis::testing::unique_prefix("cluster");
         let mut nodes = Vec::with_capacity(n);
         for _ in 0..n {
-            nodes.push(Self::node(redis, &prefix, timeout_secs).await);
+            nodes.push(Self::node(url, &prefix, timeout_secs).await);
         }
         Cluster { nodes, prefix }
     }
 
     /// One more node of the cluster.
-    pub async fn node(redis: &crier_redis::testing::RedisServer, prefix: &str, timeout_secs: u64) -> TestServer {
+    pub async fn node(url: &str, prefix: &str, timeout_secs: u64) -> TestServer {
         let engine = EngineConfig { timeout_secs, ..EngineConfig::default() };
         let config = crier_redis::RedisConfig {
-            url: redis.url(),
+            url: url.to_owned(),
             prefix: prefix.to_owned(),
             command_timeout_ms: 2000,
             ping_interval_secs: 1,

@@ -14,6 +14,7 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -30,11 +31,18 @@ impl RedisServer {
     /// Starts `redis-server` (from `PATH`) without persistence on a free port, and waits
     /// until it answers PING. Panics if it cannot: the test cannot run without it.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with extra `redis-server` arguments (e.g.
+    /// `--cluster-enabled yes`, `--replicaof HOST PORT`).
+    pub fn start_with(extra: &[&str]) -> Self {
         for _ in 0..5 {
             let port = free_port();
             let dir = std::env::temp_dir().join(format!("crier-redis-{}-{port}", std::process::id()));
             let _ = std::fs::create_dir_all(&dir);
-            let mut s = RedisServer { port, dir, child: None };
+            let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+            let mut s = RedisServer { port, dir, child: None, extra };
             if s.spawn() {
                 return s;
             }
@@ -47,6 +55,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -123,15 +132,135 @@ impl RedisServer {
     }
 }
 
+/// A Redis Cluster of primaries without replicas, on free ports.
+pub struct RedisCluster {
+    /// The shards.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `shards` cluster-enabled servers, joins them with `redis-cli --cluster create`
+    /// (slots split evenly) and waits until the cluster reports `cluster_state:ok`.
+    pub fn start(shards: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..shards)
+            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]))
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs (package redis-tools)");
+        assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if nodes.iter().all(|n| n.cmd(&["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))) {
+                return RedisCluster { nodes };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis cluster did not become ready");
+    }
+
+    /// `redis-cluster://first?node=second&node=third...`
+    pub fn url(&self) -> String {
+        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port);
+        for (i, n) in self.nodes.iter().enumerate().skip(1) {
+            url.push(if i == 1 { '?' } else { '&' });
+            url.push_str(&format!("node=127.0.0.1:{}", n.port));
+        }
+        url
+    }
+}
+
+/// A Sentinel group: a master, one replica and one sentinel (quorum 1) watching them.
+pub struct RedisSentinel {
+    /// The initial master.
+    pub master: RedisServer,
+    /// Its replica, promoted on failover.
+    pub replica: RedisServer,
+    /// The sentinel.
+    pub sentinel: RedisServer,
+}
+
+/// The name the sentinel monitors.
+pub const SENTINEL_SERVICE: &str = "crier";
+
+impl RedisSentinel {
+    /// Starts the group and waits until the sentinel knows the replica (so a failover has
+    /// somewhere to go).
+    pub fn start() -> Self {
+        let master = RedisServer::start();
+        let mport = master.port.to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &mport]);
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("crier-sentinel-{}-{port}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let conf = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {mport} 1\n\
+             sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+             sentinel failover-timeout {SENTINEL_SERVICE} 3000\n",
+            dir.display()
+        );
+        std::fs::write(&conf, text).expect("write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel runs");
+        let sentinel = RedisServer { port, dir, child: Some(child), extra: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let replicas = sentinel.cmd(&["SENTINEL", "REPLICAS", SENTINEL_SERVICE]).unwrap_or_default();
+            if replicas.contains(&replica.port.to_string()) && replicas.contains("slave") {
+                return RedisSentinel { master, replica, sentinel };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sentinel did not discover the replica");
+    }
+
+    /// `redis-sentinel://SENTINEL?sentinelServiceName=crier`
+    pub fn url(&self) -> String {
+        format!("redis-sentinel://127.0.0.1:{}?sentinelServiceName={SENTINEL_SERVICE}", self.sentinel.port)
+    }
+
+    /// The port of the master the sentinel currently names.
+    pub fn master_port(&self) -> Option<u16> {
+        let r = self.sentinel.cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])?;
+        r.lines().filter(|l| !l.starts_with(['*', '$'])).nth(1)?.trim().parse().ok()
+    }
+}
+
 /// Whether a buffer holds one whole RESP reply (simple, error, integer or bulk string).
 fn complete(b: &[u8]) -> bool {
-    let Some(end) = b.windows(2).position(|w| w == b"\r\n") else { return false };
-    match b.first() {
-        Some(b'$') => {
-            let len: i64 = std::str::from_utf8(&b[1..end]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-            len < 0 || b.len() >= end + 2 + len as usize + 2
+    parse_end(b, 0).is_some()
+}
+
+/// The end of the RESP value starting at `at`, if it is all there (arrays included).
+fn parse_end(b: &[u8], at: usize) -> Option<usize> {
+    let rest = b.get(at..)?;
+    let end = at + rest.windows(2).position(|w| w == b"\r\n")?;
+    let head: i64 = std::str::from_utf8(&b[at + 1..end]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    match b[at] {
+        b'$' if head < 0 => Some(end + 2),
+        b'$' => {
+            let stop = end + 2 + head as usize + 2;
+            (b.len() >= stop).then_some(stop)
         }
-        _ => true,
+        b'*' => {
+            let mut pos = end + 2;
+            for _ in 0..head.max(0) {
+                pos = parse_end(b, pos)?;
+            }
+            Some(pos)
+        }
+        _ => Some(end + 2),
     }
 }
 
