@@ -48,6 +48,10 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     /// When this node started, as ms (for sessions it restores).
     started_ms: AtomicU64,
+    /// The data set's epoch as this node last saw it (see `Keys::epoch`).
+    epoch: Mutex<String>,
+    /// Serialises recoveries, so concurrent triggers run one after another.
+    recovering: tokio::sync::Mutex<()>,
 }
 
 impl RedisBackend {
@@ -111,7 +115,10 @@ impl RedisBackend {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started_ms: AtomicU64::new(0),
+            epoch: Mutex::new(String::new()),
+            recovering: tokio::sync::Mutex::new(()),
         });
+        shared.data_lost().await.map_err(|e| RedisError::Connect { url: redact(&url), message: e.to_string() })?;
         // Loaded up front so the first calls need no NOSCRIPT round trip (after a Redis
         // restart, `evalsha_with_reload` loads them again).
         for script in shared.scripts.all() {
@@ -321,11 +328,32 @@ impl Shared {
         });
     }
 
-    /// After the pub/sub connection came back (or fell behind): make sure Redis still has
-    /// every session this node holds (a restart may have lost them), then re-read what the
-    /// sessions missed from the logs.
+    /// Whether Redis lost its data since this node last looked: the epoch key is gone or
+    /// was replaced. Sets one if missing (first caller wins) and adopts the current one.
+    pub(crate) async fn data_lost(&self) -> Result<bool, BackendError> {
+        let candidate = format!("{:016x}", rand::random::<u64>());
+        let _: Value = self
+            .client
+            .set(self.keys.epoch(), candidate, None, Some(SetOptions::NX), false)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let current: Option<String> = self.client.get(self.keys.epoch()).await.map_err(|e| self.fail(e))?;
+        let current = current.unwrap_or_default();
+        let mut seen = self.epoch.lock();
+        let lost = !seen.is_empty() && *seen != current;
+        *seen = current;
+        Ok(lost)
+    }
+
+    /// After a connection to Redis came back (or the fan-out fell behind): make sure Redis
+    /// still has every session this node holds (a restart may have lost them), then re-read
+    /// what the sessions missed from the logs.
     pub(crate) async fn recover(self: &Arc<Self>) {
+        let _one_at_a_time = self.recovering.lock().await;
         RedisMetrics::inc(&self.metrics.recoveries);
+        if let Err(e) = self.data_lost().await {
+            tracing::warn!(error = %e, "checking the redis epoch failed");
+        }
         let ids = self.local.lock().sessions();
         let now = self.started_ms.load(AtomicOrdering::Relaxed);
         for id in &ids {
@@ -418,7 +446,19 @@ impl Backend for RedisBackend {
                 .await
         };
         let (n, _) = futures::future::try_join(exists, bump).await.map_err(|e| s.fail(e))?;
-        Ok(n > 0)
+        if n > 0 {
+            return Ok(true);
+        }
+        // Held here but unknown to Redis: destroyed through another node (its `close` is on
+        // the way), or Redis lost its data and the reconnect's recovery has not run yet. Only
+        // the second is restored; a destroyed session must stay destroyed.
+        if s.local.lock().contains(id) && s.data_lost().await? {
+            tracing::warn!("redis lost its data; restoring the sessions this node holds");
+            s.recover().await;
+            let n: i64 = s.client.exists(s.keys.session(id)).await.map_err(|e| s.fail(e))?;
+            return Ok(n > 0);
+        }
+        Ok(false)
     }
 
     async fn destroy_session(&self, id: &ClientId) -> Result<Option<Vec<ChannelPattern>>, BackendError> {

@@ -32,6 +32,12 @@ impl Keys {
         format!("{}:sessions", self.prefix)
     }
 
+    /// String: a random value set once per data set. If it vanishes or changes, Redis lost
+    /// its data (a restart without persistence, a failover to an unsynced replica).
+    pub(crate) fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
     /// Set: client ids subscribed to a name. A publish logs for a name only if it is non-empty.
     pub(crate) fn members(&self, name: &ChannelPattern) -> String {
         format!("{}:{{c:{}}}:members", self.prefix, name.as_str())

@@ -18,6 +18,7 @@ use crate::values::text;
 pub(crate) fn start(shared: &Arc<Shared>) {
     let mut messages = shared.subscriber.message_rx();
     let mut reconnects = shared.subscriber.reconnect_rx();
+    let mut client_reconnects = shared.client.reconnect_rx();
     let this = shared.clone();
     shared.tasks.spawn(async move {
         loop {
@@ -38,6 +39,12 @@ pub(crate) fn start(shared: &Arc<Shared>) {
                         tracing::info!("redis pub/sub reconnected; resubscribing and re-reading logs");
                         this.spawn_recover(true);
                     }
+                    Err(RecvError::Closed) => return,
+                },
+                // The command connection may come back first (after a restart or failover):
+                // restore what Redis lost before clients ask for it.
+                r = client_reconnects.recv() => match r {
+                    Ok(_) | Err(RecvError::Lagged(_)) => this.spawn_recover(false),
                     Err(RecvError::Closed) => return,
                 },
             }

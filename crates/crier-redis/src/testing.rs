@@ -189,8 +189,8 @@ pub struct RedisSentinel {
 pub const SENTINEL_SERVICE: &str = "crier";
 
 impl RedisSentinel {
-    /// Starts the group and waits until the sentinel knows the replica (so a failover has
-    /// somewhere to go).
+    /// Starts the group and waits until the replica is linked to the master and the sentinel
+    /// knows it (so a failover has somewhere to go).
     pub fn start() -> Self {
         let master = RedisServer::start();
         let mport = master.port.to_string();
@@ -217,7 +217,8 @@ impl RedisSentinel {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let replicas = sentinel.cmd(&["SENTINEL", "REPLICAS", SENTINEL_SERVICE]).unwrap_or_default();
-            if replicas.contains(&replica.port.to_string()) && replicas.contains("slave") {
+            let linked = replica.cmd(&["INFO", "replication"]).is_some_and(|i| i.contains("master_link_status:up"));
+            if linked && replicas.contains(&replica.port.to_string()) && replicas.contains("slave") {
                 return RedisSentinel { master, replica, sentinel };
             }
             std::thread::sleep(Duration::from_millis(100));
