@@ -240,3 +240,42 @@ async fn redis_restart_fails_publishes_then_restores_subscriptions() {
     }
     assert_eq!(rest, (0..10).map(|k| json!(k)).collect::<Vec<_>>());
 }
+
+/// Messages wait for a session on its exact channel while it is away; it comes back on
+/// another node with a batch that also subscribes to a wildcard matching the same channel.
+/// It gets each waiting message once, and later ones once though two names match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_overlapping_subscription_in_the_hop_batch_loses_and_doubles_nothing() {
+    let c = Cluster::start(redis(), 2, 10).await;
+    let id = connected_client(&c.url(0)).await;
+    subscribe(&c.url(0), &id, "/w/x").await;
+    for i in 0..5 {
+        publish(&c.url(1), "/w/x", json!(i)).await;
+    }
+    let (_, r) = post_json(
+        &c.url(1),
+        &json!([
+            {"channel":"/meta/subscribe","clientId":id,"subscription":"/w/*"},
+            {"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}
+        ]),
+    )
+    .await;
+    let mut got: Vec<i64> = r
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["channel"] == "/w/x")
+        .filter_map(|m| m["data"].as_i64())
+        .collect();
+    for i in 5..10 {
+        publish(&c.url(0), "/w/x", json!(i)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < 10 && tokio::time::Instant::now() < deadline {
+        let (data, _) = poll(&c.url(1), &id, 1000).await;
+        got.extend(data.iter().filter_map(Value::as_i64));
+    }
+    let (data, _) = poll(&c.url(1), &id, 300).await;
+    got.extend(data.iter().filter_map(Value::as_i64));
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}

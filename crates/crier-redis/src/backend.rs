@@ -23,6 +23,7 @@ use crate::local::Local;
 use crate::metrics::RedisMetrics;
 use crate::scripts::Scripts;
 use crate::values::{array, entry, int, pairs, text};
+use futures::StreamExt;
 
 /// Sessions, subscriptions, cursors and logs in Redis; live fan-out over sharded pub/sub.
 /// See `docs/adr/0002-redis-backend.md` for the design.
@@ -52,7 +53,31 @@ pub(crate) struct Shared {
     epoch: Mutex<String>,
     /// Serialises recoveries, so concurrent triggers run one after another.
     recovering: tokio::sync::Mutex<()>,
+    /// Per session: orders what this node does for it (attach, subscribe, unsubscribe,
+    /// sync, close), so a stale control message or a concurrent change cannot interleave.
+    session_locks: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// Holds a session's lock; forgets the lock when nobody else waits for it.
+pub(crate) struct SessionGuard<'a> {
+    shared: &'a Shared,
+    id: ClientId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.shared.session_locks.lock();
+        if locks.get(&self.id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(&self.id);
+        }
+    }
+}
+
+/// What a recovery re-reads: each attached session's names and where they got to, taken
+/// in one step before any later live message is applied.
+pub(crate) type Snapshot = Vec<(ClientId, Vec<(ChannelPattern, Offset)>)>;
 
 impl RedisBackend {
     /// Connects to Redis and starts the node's listener, flusher and liveness probe.
@@ -114,9 +139,15 @@ impl RedisBackend {
             metrics: RedisMetrics::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            started_ms: AtomicU64::new(0),
+            started_ms: AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            ),
             epoch: Mutex::new(String::new()),
             recovering: tokio::sync::Mutex::new(()),
+            session_locks: Mutex::new(HashMap::new()),
         });
         shared.data_lost().await.map_err(|e| RedisError::Connect { url: redact(&url), message: e.to_string() })?;
         // Loaded up front so the first calls need no NOSCRIPT round trip (after a Redis
@@ -140,6 +171,12 @@ impl RedisBackend {
 impl Shared {
     pub(crate) fn sink(&self) -> Option<&Arc<dyn DeliverySink>> {
         self.sink.get()
+    }
+
+    pub(crate) async fn lock_session(&self, id: &ClientId) -> SessionGuard<'_> {
+        let lock = self.session_locks.lock().entry(id.clone()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        SessionGuard { shared: self, id: id.clone(), guard: Some(guard) }
     }
 
     fn name_lock(&self, name: &ChannelPattern) -> Arc<tokio::sync::Mutex<bool>> {
@@ -175,6 +212,7 @@ impl Shared {
                     }
                 }
                 drop(held);
+                drop(lock);
                 let mut locks = this.name_locks.lock();
                 if locks.get(&name).is_some_and(|l| Arc::strong_count(l) == 1 && l.try_lock().is_ok_and(|h| !*h)) {
                     locks.remove(&name);
@@ -190,28 +228,46 @@ impl Shared {
 
     /// Reads the session's logs from its cursors and queues what it has not had, merged with
     /// live messages that arrive meanwhile. `names`: names to add at these start offsets;
-    /// `all`: re-read every name of the session from where it got to.
+    /// `all`: re-read every name of the session from where it got to; `create`: the session
+    /// may be new here (an attach), else a session no longer here is left alone.
     pub(crate) async fn bridge(
-        &self,
+        self: &Arc<Self>,
         id: &ClientId,
         names: &[(ChannelPattern, Offset)],
         all: bool,
+        create: bool,
     ) -> Result<(), BackendError> {
-        let to_read = self.local.lock().begin_bridge(id, names, all);
-        let read = self.read_logs(&to_read).await;
-        let (entries, result) = match read {
-            Ok(e) => (e, Ok(())),
-            Err(e) => (Vec::new(), Err(e)),
-        };
-        RedisMetrics::add(&self.metrics.bridged, entries.len() as u64);
-        let out = self.local.lock().end_bridge(id, entries);
-        RedisMetrics::inc(&self.metrics.bridges);
-        if let Some(sink) = self.sink() {
-            for d in &out {
-                sink.deliver(std::slice::from_ref(id), d);
+        let Some(to_read) = self.local.lock().begin_bridge(id, names, all, create) else { return Ok(()) };
+        self.finish_bridge(id.clone(), to_read).await
+    }
+
+    /// Reads and applies a started bridge. It runs as a task of its own: a caller that goes
+    /// away (a closed request) must not leave the session waiting for the bridge forever.
+    pub(crate) async fn finish_bridge(
+        self: &Arc<Self>,
+        id: ClientId,
+        to_read: Vec<(ChannelPattern, Offset)>,
+    ) -> Result<(), BackendError> {
+        let this = self.clone();
+        let task = self.tasks.spawn(async move {
+            let (entries, result) = match this.read_logs(&to_read).await {
+                Ok(e) => (e, Ok(())),
+                Err(e) => {
+                    tracing::warn!(client_id = %id, error = %e, "reading logs for a session failed");
+                    (Vec::new(), Err(e))
+                }
+            };
+            RedisMetrics::add(&this.metrics.bridged, entries.len() as u64);
+            let out = this.local.lock().end_bridge(&id, entries);
+            RedisMetrics::inc(&this.metrics.bridges);
+            if let Some(sink) = this.sink() {
+                for d in &out {
+                    sink.deliver(std::slice::from_ref(&id), d);
+                }
             }
-        }
-        result
+            result
+        });
+        task.await.unwrap_or_else(|e| Err(BackendError::unavailable(format!("bridge task ended: {e}"))))
     }
 
     /// Subscribes the names' channels, then reads each log after its offset. Entries are
@@ -256,6 +312,7 @@ impl Shared {
     /// Re-reads a session's subscriptions from Redis and adopts the difference: new names
     /// are bridged from their stored cursors, removed ones dropped. Another node changed them.
     pub(crate) async fn sync(self: &Arc<Self>, id: &ClientId) -> Result<(), BackendError> {
+        let _session = self.lock_session(id).await;
         if !self.local.lock().contains(id) {
             return Ok(());
         }
@@ -272,7 +329,7 @@ impl Shared {
             self.release_channels(unused);
         }
         if !added.is_empty() {
-            self.bridge(id, &added, false).await?;
+            self.bridge(id, &added, false, false).await?;
         }
         Ok(())
     }
@@ -306,9 +363,15 @@ impl Shared {
         let dirty = self.local.lock().take_dirty();
         for id in dirty {
             let cursors = self.local.lock().take_unstored(&id);
-            if let Err(e) = self.store_cursors(&id, cursors).await {
-                tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
-            }
+            self.store_or_keep(&id, cursors).await;
+        }
+    }
+
+    /// Stores positions; if that fails they are kept for the next flush.
+    pub(crate) async fn store_or_keep(&self, id: &ClientId, cursors: Vec<(ChannelPattern, Offset)>) {
+        if let Err(e) = self.store_cursors(id, cursors.clone()).await {
+            tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
+            self.local.lock().unstore(id, &cursors);
         }
     }
 
@@ -345,26 +408,69 @@ impl Shared {
         Ok(lost)
     }
 
-    /// After a connection to Redis came back (or the fan-out fell behind): make sure Redis
-    /// still has every session this node holds (a restart may have lost them), then re-read
-    /// what the sessions missed from the logs.
-    pub(crate) async fn recover(self: &Arc<Self>) {
+    /// After a connection to Redis came back (or the fan-out fell behind). `snapshot` was
+    /// taken (and the sessions set bridging) before any later live message was applied.
+    /// For each session: if Redis lost its data, write the session back; otherwise repair
+    /// what control messages lost while pub/sub was down may have missed (the session was
+    /// destroyed or moved, or its subscriptions changed); then re-read its logs.
+    pub(crate) async fn recover(self: &Arc<Self>, snapshot: Snapshot, known_lost: bool) {
         let _one_at_a_time = self.recovering.lock().await;
         RedisMetrics::inc(&self.metrics.recoveries);
-        if let Err(e) = self.data_lost().await {
-            tracing::warn!(error = %e, "checking the redis epoch failed");
-        }
-        let ids = self.local.lock().sessions();
-        let now = self.started_ms.load(AtomicOrdering::Relaxed);
-        for id in &ids {
-            if let Err(e) = self.restore(id, now).await {
-                tracing::warn!(client_id = %id, error = %e, "restoring session in redis failed");
+        let lost = match self.data_lost().await {
+            Ok(lost) => lost || known_lost,
+            Err(e) => {
+                tracing::warn!(error = %e, "checking the redis epoch failed");
+                known_lost
             }
-        }
-        for id in &ids {
-            if let Err(e) = self.bridge(id, &[], true).await {
+        };
+        let now = self.started_ms.load(AtomicOrdering::Relaxed);
+        let work = snapshot.into_iter().map(|(id, to_read)| async move {
+            let _session = self.lock_session(&id).await;
+            if lost {
+                if let Err(e) = self.restore(&id, now).await {
+                    tracing::warn!(client_id = %id, error = %e, "restoring session in redis failed");
+                }
+            } else {
+                let owner: Result<Option<String>, _> = self.client.hget(self.keys.session(&id), "node").await;
+                if let Ok(owner) = owner
+                    && owner.as_deref() != Some(self.node.as_str())
+                {
+                    // Destroyed, or attached elsewhere, while this node could not hear it.
+                    drop(self.local.lock().end_bridge(&id, Vec::new()));
+                    self.close_local(&id).await;
+                    return;
+                }
+            }
+            if let Err(e) = self.finish_bridge(id.clone(), to_read).await {
                 tracing::warn!(client_id = %id, error = %e, "re-reading logs after reconnect failed");
             }
+        });
+        futures::stream::iter(work).buffer_unordered(16).collect::<Vec<()>>().await;
+        if !lost {
+            // Subscriptions changed through other nodes while pub/sub was down.
+            let ids = self.local.lock().sessions();
+            for id in ids {
+                if let Err(e) = self.sync(&id).await {
+                    tracing::debug!(client_id = %id, error = %e, "syncing subscriptions after reconnect failed");
+                }
+            }
+        }
+    }
+
+    /// Forgets a session on this node (its lock must be held): stores what it was sent and
+    /// ends its held connect or socket.
+    pub(crate) async fn close_local(self: &Arc<Self>, id: &ClientId) {
+        let removed = self.local.lock().remove_session(id);
+        if let Some(crate::local::Removed { unstored, unused }) = removed {
+            self.release_channels(unused);
+            if !unstored.is_empty()
+                && let Err(e) = self.store_cursors(id, unstored).await
+            {
+                tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
+            }
+        }
+        if let Some(sink) = self.sink() {
+            sink.close(id);
         }
     }
 
@@ -454,7 +560,9 @@ impl Backend for RedisBackend {
         // the second is restored; a destroyed session must stay destroyed.
         if s.local.lock().contains(id) && s.data_lost().await? {
             tracing::warn!("redis lost its data; restoring the sessions this node holds");
-            s.recover().await;
+            let snapshot = s.local.lock().begin_bridge_all();
+            // The new epoch was adopted above, so `recover` is told the data was lost.
+            s.recover(snapshot, true).await;
             let n: i64 = s.client.exists(s.keys.session(id)).await.map_err(|e| s.fail(e))?;
             return Ok(n > 0);
         }
@@ -509,6 +617,7 @@ impl Backend for RedisBackend {
 
     async fn subscribe(&self, id: &ClientId, pattern: &ChannelPattern) -> Result<bool, BackendError> {
         let s = &self.shared;
+        let _session = s.lock_session(id).await;
         let last: Value = s
             .scripts
             .join
@@ -527,13 +636,16 @@ impl Backend for RedisBackend {
             let _: Value = s.client.srem(s.keys.members(pattern), id.as_str()).await.map_err(|e| s.fail(e))?;
             return Ok(false);
         };
+        // Again, after the name is recorded: an unsubscribe through another node between the
+        // two steps above may have removed the member but not (yet) the name.
+        let _: Value = s.client.sadd(s.keys.members(pattern), id.as_str()).await.map_err(|e| s.fail(e))?;
         let new = parts.first().and_then(int) == Some(1);
         let node = parts.get(1).and_then(text).unwrap_or_default();
-        if s.local.lock().contains(id) {
-            // Held here: subscribe the channel and catch up from the cursor before the ack,
-            // so a publish through any node after the ack is delivered at once.
+        if node == s.node {
+            // Held here (or being attached here): listen to the name and catch up from the
+            // cursor before the ack, so a publish through any node after it is delivered.
             let start = parse_offset(&cursor).unwrap_or(ZERO);
-            s.bridge(id, &[(pattern.clone(), start)], false).await?;
+            s.bridge(id, &[(pattern.clone(), start)], false, true).await?;
         } else {
             s.notify(node, "sync", id);
         }
@@ -542,6 +654,10 @@ impl Backend for RedisBackend {
 
     async fn unsubscribe(&self, id: &ClientId, pattern: &ChannelPattern) -> Result<bool, BackendError> {
         let s = &self.shared;
+        let _session = s.lock_session(id).await;
+        // Member first, name second: with subscribe's order (member, name, member) a race
+        // between them can leave an extra member (harmless), never a name without a member.
+        let _: Value = s.client.srem(s.keys.members(pattern), id.as_str()).await.map_err(|e| s.fail(e))?;
         let v: Value = s
             .scripts
             .unsubscribe
@@ -551,7 +667,6 @@ impl Backend for RedisBackend {
         let parts = array(v).unwrap_or_default();
         let removed = parts.first().and_then(int) == Some(1);
         let node = parts.get(1).and_then(text).unwrap_or_default();
-        let _: Value = s.client.srem(s.keys.members(pattern), id.as_str()).await.map_err(|e| s.fail(e))?;
         let unused = s.local.lock().remove_names(id, std::slice::from_ref(pattern));
         s.release_channels(unused);
         s.notify(node, "sync", id);
@@ -591,6 +706,7 @@ impl Backend for RedisBackend {
 
     async fn attach(&self, id: &ClientId) -> Result<(), BackendError> {
         let s = &self.shared;
+        let _session = s.lock_session(id).await;
         let v: Value = s
             .scripts
             .attach
@@ -610,7 +726,7 @@ impl Backend for RedisBackend {
         // The node it left stops delivering it; what it queued but never sent is re-read here.
         s.notify(prev, "close", id);
         RedisMetrics::inc(&s.metrics.attaches);
-        s.bridge(id, &names, false).await
+        s.bridge(id, &names, false, true).await
     }
 
     fn detach(&self, id: &ClientId) {
@@ -623,7 +739,7 @@ impl Backend for RedisBackend {
             let id = id.clone();
             s.tasks.spawn(async move {
                 if let Err(e) = this.store_cursors(&id, unstored).await {
-                    tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
+                    tracing::debug!(client_id = %id, error = %e, "storing delivery positions of a detached session failed");
                 }
             });
         }
@@ -634,7 +750,10 @@ impl Backend for RedisBackend {
         let changed = s.local.lock().record_sent(id, items);
         if changed && durability == Durability::Now {
             let cursors = s.local.lock().take_unstored(id);
-            s.store_cursors(id, cursors).await?;
+            if let Err(e) = s.store_cursors(id, cursors.clone()).await {
+                s.local.lock().unstore(id, &cursors);
+                return Err(e);
+            }
         }
         Ok(())
     }

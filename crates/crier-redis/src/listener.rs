@@ -30,21 +30,21 @@ pub(crate) fn start(shared: &Arc<Shared>) {
                         // Messages were dropped between Redis and the fan-out: the logs have them.
                         RedisMetrics::inc(&this.metrics.pubsub_lagged);
                         tracing::warn!(skipped = n, "pub/sub fan-out fell behind; re-reading logs");
-                        this.spawn_recover(false);
+                        this.start_recover(false);
                     }
                     Err(RecvError::Closed) => return,
                 },
                 r = reconnects.recv() => match r {
                     Ok(_) | Err(RecvError::Lagged(_)) => {
                         tracing::info!("redis pub/sub reconnected; resubscribing and re-reading logs");
-                        this.spawn_recover(true);
+                        this.start_recover(true);
                     }
                     Err(RecvError::Closed) => return,
                 },
                 // The command connection may come back first (after a restart or failover):
                 // restore what Redis lost before clients ask for it.
                 r = client_reconnects.recv() => match r {
-                    Ok(_) | Err(RecvError::Lagged(_)) => this.spawn_recover(false),
+                    Ok(_) | Err(RecvError::Lagged(_)) => this.start_recover(false),
                     Err(RecvError::Closed) => return,
                 },
             }
@@ -117,26 +117,17 @@ impl Shared {
     async fn on_control(self: &Arc<Self>, verb: &str, id: ClientId) {
         match verb {
             "close" => {
+                let _session = self.lock_session(&id).await;
                 // A session that hopped away and straight back is ours again: the stale
-                // message must not close it. Ask Redis who holds it now.
+                // message must not close it. Ask Redis who holds it now (under the session's
+                // lock, so an attach here cannot slip in between).
                 let owner: Result<Option<String>, _> = self.client.hget(self.keys.session(&id), "node").await;
                 match owner {
-                    Ok(Some(n)) if n == self.node => return,
-                    Ok(_) => {}
+                    Ok(Some(n)) if n == self.node => {}
+                    Ok(_) => self.close_local(&id).await,
                     Err(e) => {
                         self.fail(e);
-                        return;
                     }
-                }
-                let removed = self.local.lock().remove_session(&id);
-                if let Some(crate::local::Removed { unstored, unused }) = removed {
-                    self.release_channels(unused);
-                    if let Err(e) = self.store_cursors(&id, unstored).await {
-                        tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
-                    }
-                }
-                if let Some(sink) = self.sink() {
-                    sink.close(&id);
                 }
             }
             "sync" => {
@@ -148,12 +139,14 @@ impl Shared {
         }
     }
 
-    fn spawn_recover(self: &Arc<Self>, resubscribe: bool) {
+    /// Starts a recovery: here and now (in the listener, before any later message is
+    /// applied) every session starts bridging from where it got to; the rest runs as a task.
+    fn start_recover(self: &Arc<Self>, resubscribe: bool) {
+        let snapshot = self.local.lock().begin_bridge_all();
         let this = self.clone();
         self.tasks.spawn(async move {
             if resubscribe {
-                // Every channel this node needs, plus its control channel. fred re-sends what
-                // it tracks; asking again for each name closes any gap in that record.
+                // Every channel this node needs, plus its control channel.
                 let mut channels: Vec<String> =
                     this.local.lock().names().iter().map(|n| this.keys.channel(n)).collect();
                 channels.push(this.keys.node(&this.node));
@@ -163,7 +156,7 @@ impl Shared {
                     }
                 }
             }
-            this.recover().await;
+            this.recover(snapshot, false).await;
         });
     }
 }

@@ -2,16 +2,17 @@
 //! and, per name, how far deliveries got. Pure and synchronous; the backend drives it.
 //!
 //! The rules that make each message reach each session once and in order:
-//! - A session takes a message only through its *primary* name for that message's channel:
-//!   the smallest of its subscribed names that match. The same message also arrives through
-//!   the session's other matching names (each name has its own log and pub/sub channel); those
-//!   copies are skipped. Live and bridged reads apply the same rule, so they agree.
+//! - A message matching several of a session's names arrives once per name (each name has
+//!   its own log and pub/sub channel). The first copy is taken; later copies are recognised
+//!   by the message id and skipped. Order holds: each name's copies arrive in publish order,
+//!   so the first copy of an earlier message precedes the first copy of a later one.
 //! - Per name, offsets only move forward: a copy at or before the name's `queued` offset was
 //!   already taken (a live message also read from the log while bridging).
 //! - While a session is bridging (reading its logs after attaching, resubscribing or
-//!   lagging), live messages wait in `pending` and are applied after the log entries.
-//! - A short list of recent message ids catches the copies a subscription change can let
-//!   through (the primary name changes while a message is in flight).
+//!   lagging), live messages wait in `pending` and are applied after the log entries, which
+//!   are merged by offset.
+//! - A skipped copy moves its name's `sent` position too when nothing taken through that
+//!   name is still unsent, so resuming elsewhere does not replay it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use crier_protocol::{ChannelPattern, ClientId};
 
 use crate::codec::Offset;
 
-const RECENT: usize = 64;
+/// Message ids remembered per session to recognise copies arriving through other names.
+const RECENT: usize = 128;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Cursor {
@@ -92,26 +94,45 @@ impl Local {
         self.sessions.get(id).map(|s| s.subs.iter().map(|(n, c)| (n.clone(), c.sent)).collect()).unwrap_or_default()
     }
 
-    /// Starts bridging a session: registers it (if new) and the given names at their start
-    /// offsets (names it already has keep theirs), and returns every name to read with the
-    /// offset to read after: the given names, or all of the session's names if `all`.
+    /// Starts bridging a session: registers the given names at their start offsets (names it
+    /// already has keep theirs), and returns every name to read with the offset to read
+    /// after: the given names, or all of the session's names if `all`. Only an attach (or a
+    /// subscribe Redis says is ours) may `create` the session; otherwise an unknown session
+    /// gets `None` (it left this node meanwhile).
     pub(crate) fn begin_bridge(
         &mut self,
         id: &ClientId,
         names: &[(ChannelPattern, Offset)],
         all: bool,
-    ) -> Vec<(ChannelPattern, Offset)> {
+        create: bool,
+    ) -> Option<Vec<(ChannelPattern, Offset)>> {
+        if !create && !self.sessions.contains_key(id) {
+            return None;
+        }
         let st = self.sessions.entry(id.clone()).or_default();
         st.bridging += 1;
         for (name, start) in names {
             st.subs.entry(name.clone()).or_insert(Cursor { queued: *start, sent: *start, stored: *start });
             self.names.entry(name.clone()).or_default().insert(id.clone());
         }
-        if all {
+        Some(if all {
             st.subs.iter().map(|(n, c)| (n.clone(), c.queued)).collect()
         } else {
             names.iter().filter_map(|(n, _)| st.subs.get(n).map(|c| (n.clone(), c.queued))).collect()
-        }
+        })
+    }
+
+    /// Starts bridging every attached session from where each name got to, in one step, so
+    /// live messages that follow (after a lag or a reconnect) wait instead of moving offsets
+    /// past the gap. Returns what to read per session.
+    pub(crate) fn begin_bridge_all(&mut self) -> Vec<(ClientId, Vec<(ChannelPattern, Offset)>)> {
+        self.sessions
+            .iter_mut()
+            .map(|(id, st)| {
+                st.bridging += 1;
+                (id.clone(), st.subs.iter().map(|(n, c)| (n.clone(), c.queued)).collect())
+            })
+            .collect()
     }
 
     /// Ends a bridge: applies the log entries read (sorted by offset), then, if no other
@@ -119,19 +140,28 @@ impl Local {
     pub(crate) fn end_bridge(&mut self, id: &ClientId, mut entries: Vec<Arc<Delivery>>) -> Vec<Arc<Delivery>> {
         let mut out = Vec::new();
         let Some(st) = self.sessions.get_mut(id) else { return out };
+        // Stable: each name's entries keep their log order.
         entries.sort_by_key(|d| d.position.as_ref().map(|p| p.offset));
+        let mut dirty = false;
         for d in entries {
-            if accept(st, &d) {
-                out.push(d);
+            match accept(st, &d) {
+                Accepted::Take => out.push(d),
+                Accepted::SkipMoved => dirty = true,
+                Accepted::Skip => {}
             }
         }
         st.bridging = st.bridging.saturating_sub(1);
         if st.bridging == 0 {
             while let Some(d) = st.pending.pop_front() {
-                if accept(st, &d) {
-                    out.push(d);
+                match accept(st, &d) {
+                    Accepted::Take => out.push(d),
+                    Accepted::SkipMoved => dirty = true,
+                    Accepted::Skip => {}
                 }
             }
+        }
+        if dirty {
+            self.dirty.insert(id.clone());
         }
         out
     }
@@ -151,8 +181,14 @@ impl Local {
                     dropped += 1;
                 }
                 st.pending.push_back(d.clone());
-            } else if accept(st, d) {
-                recipients.push(id.clone());
+            } else {
+                match accept(st, d) {
+                    Accepted::Take => recipients.push(id.clone()),
+                    Accepted::SkipMoved => {
+                        self.dirty.insert(id.clone());
+                    }
+                    Accepted::Skip => {}
+                }
             }
         }
         (recipients, dropped)
@@ -223,43 +259,55 @@ impl Local {
         out
     }
 
+    /// A store of these positions failed: keep them to store again.
+    pub(crate) fn unstore(&mut self, id: &ClientId, cursors: &[(ChannelPattern, Offset)]) {
+        let Some(st) = self.sessions.get_mut(id) else { return };
+        for (n, _) in cursors {
+            if let Some(c) = st.subs.get_mut(n) {
+                c.stored = crate::codec::ZERO;
+            }
+        }
+        self.dirty.insert(id.clone());
+    }
+
     /// Sessions with positions to store.
     pub(crate) fn take_dirty(&mut self) -> Vec<ClientId> {
         self.dirty.drain().collect()
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum Accepted {
+    /// Queue it for the session.
+    Take,
+    /// Already had (or not subscribed).
+    Skip,
+    /// A copy already had through another name; the name's `sent` position moved past it.
+    SkipMoved,
+}
+
 /// Whether a session takes a delivery now (see the module docs for the rules).
-fn accept(st: &mut SessionState, d: &Arc<Delivery>) -> bool {
-    let Some(p) = &d.position else { return false };
-    let many = st.subs.len() > 1;
-    let primary = if many {
-        d.channel.expand().into_iter().filter(|n| st.subs.contains_key(n)).min()
-    } else {
-        Some(p.name.clone())
-    };
-    let Some(c) = st.subs.get_mut(&p.name) else { return false };
+fn accept(st: &mut SessionState, d: &Arc<Delivery>) -> Accepted {
+    let Some(p) = &d.position else { return Accepted::Skip };
+    let Some(c) = st.subs.get_mut(&p.name) else { return Accepted::Skip };
     if p.offset <= c.queued {
-        return false;
+        return Accepted::Skip;
     }
     let caught_up = c.queued == c.sent;
     c.queued = p.offset;
-    if primary.as_ref() != Some(&p.name) {
-        // Not ours to deliver through this name. If nothing taken through it waits to be
-        // sent, resuming may start after this entry too.
+    if st.recent.contains(&d.seq) {
+        // Nothing taken through this name waits to be sent: resuming may start after it.
         if caught_up {
             c.sent = p.offset;
+            return Accepted::SkipMoved;
         }
-        return false;
-    }
-    if st.recent.contains(&d.seq) {
-        return false;
+        return Accepted::Skip;
     }
     if st.recent.len() >= RECENT {
         st.recent.pop_front();
     }
     st.recent.push_back(d.seq);
-    true
+    Accepted::Take
 }
 
 #[cfg(test)]
@@ -293,23 +341,33 @@ mod tests {
     fn a_session_with_overlapping_names_takes_each_message_once() {
         let mut l = Local::new(100);
         let a = id(1);
-        l.begin_bridge(&a, &[(name("/a/*"), ZERO), (name("/a/b"), ZERO)], false);
+        l.begin_bridge(&a, &[(name("/a/*"), ZERO), (name("/a/b"), ZERO)], false, true);
         assert!(l.end_bridge(&a, Vec::new()).is_empty());
-        // The same publish arrives through both names, in either order.
+        // The same publish arrives through both names: the first copy is taken.
         let (via_exact, _) = l.on_live(&d("/a/b", 1, 7, "/a/b"));
         let (via_wild, _) = l.on_live(&d("/a/*", 1, 7, "/a/b"));
-        assert_eq!(via_exact.len() + via_wild.len(), 1, "delivered once");
-        assert_eq!(via_wild, vec![a.clone()], "through the primary (smallest) name");
+        assert_eq!(via_exact, vec![a.clone()]);
+        assert!(via_wild.is_empty(), "the second copy is skipped");
+        // The skipped copy moved the wildcard's position (nothing else waits there).
+        assert_eq!(l.take_dirty(), vec![a.clone()]);
         // A message only the wildcard matches comes through it.
-        assert_eq!(l.on_live(&d("/a/*", 2, 8, "/a/c")).0, vec![a]);
+        assert_eq!(l.on_live(&d("/a/*", 2, 8, "/a/c")).0, vec![a.clone()]);
+        // A bridge reading both logs takes each message once, in publish order.
+        l.begin_bridge(&a, &[], true, false);
+        let out = l.end_bridge(
+            &a,
+            vec![d("/a/*", 3, 9, "/a/b"), d("/a/b", 3, 9, "/a/b"), d("/a/*", 4, 10, "/a/b"), d("/a/b", 4, 10, "/a/b")],
+        );
+        assert_eq!(out.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![9, 10]);
     }
 
     #[test]
     fn live_messages_during_a_bridge_wait_and_merge_without_loss_or_doubles() {
         let mut l = Local::new(100);
         let a = id(2);
-        let to_read = l.begin_bridge(&a, &[(name("/x"), (5, 0))], false);
-        assert_eq!(to_read, vec![(name("/x"), (5, 0))]);
+        assert!(l.begin_bridge(&a, &[(name("/x"), (5, 0))], false, false).is_none(), "only an attach creates");
+        let to_read = l.begin_bridge(&a, &[(name("/x"), (5, 0))], false, true);
+        assert_eq!(to_read, Some(vec![(name("/x"), (5, 0))]));
         // Live 8 arrives while the log read (6, 7, 8) is in flight.
         assert!(l.on_live(&d("/x", 8, 108, "/x")).0.is_empty(), "held while bridging");
         let out = l.end_bridge(&a, vec![d("/x", 7, 107, "/x"), d("/x", 6, 106, "/x"), d("/x", 8, 108, "/x")]);
@@ -320,10 +378,25 @@ mod tests {
     }
 
     #[test]
+    fn a_bridge_of_every_session_holds_live_messages_until_the_logs_are_read() {
+        let mut l = Local::new(100);
+        let a = id(4);
+        l.begin_bridge(&a, &[(name("/g"), ZERO)], false, true);
+        l.end_bridge(&a, Vec::new());
+        assert_eq!(l.on_live(&d("/g", 1, 1, "/g")).0.len(), 1);
+        // A lag: 2 and 3 were dropped; 4 arrives before the logs are read.
+        let snapshot = l.begin_bridge_all();
+        assert_eq!(snapshot, vec![(a.clone(), vec![(name("/g"), (1, 0))])]);
+        assert!(l.on_live(&d("/g", 4, 4, "/g")).0.is_empty());
+        let out = l.end_bridge(&a, vec![d("/g", 2, 2, "/g"), d("/g", 3, 3, "/g"), d("/g", 4, 4, "/g")]);
+        assert_eq!(out.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![2, 3, 4]);
+    }
+
+    #[test]
     fn sent_positions_are_recorded_and_taken_once() {
         let mut l = Local::new(100);
         let a = id(3);
-        l.begin_bridge(&a, &[(name("/s"), ZERO)], false);
+        l.begin_bridge(&a, &[(name("/s"), ZERO)], false, true);
         l.end_bridge(&a, Vec::new());
         let m = d("/s", 4, 1, "/s");
         assert_eq!(l.on_live(&m).0.len(), 1);
@@ -331,6 +404,10 @@ mod tests {
         assert_eq!(l.take_dirty(), vec![a.clone()]);
         assert_eq!(l.take_unstored(&a), vec![(name("/s"), (4, 0))]);
         assert!(l.take_unstored(&a).is_empty());
+        // A failed store is kept for the next flush.
+        l.unstore(&a, &[(name("/s"), (4, 0))]);
+        assert_eq!(l.take_dirty(), vec![a.clone()]);
+        assert_eq!(l.take_unstored(&a), vec![(name("/s"), (4, 0))]);
         let removed = l.remove_session(&a).expect("attached");
         assert!(removed.unstored.is_empty());
         assert_eq!(removed.unused, vec![name("/s")]);

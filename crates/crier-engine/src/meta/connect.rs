@@ -72,15 +72,19 @@ impl Inner {
             m.advice_timeout_ms().map(Duration::from_millis).unwrap_or(timeout).min(timeout)
         };
         let drain = !ctx.transport.is_socket();
-        let delivered = self.hold(&session, generation, hold, drain).await;
-        // Record how far the session got before the response leaves, so a next connect on
-        // another node resumes after these. Failing to store it risks a duplicate later,
-        // never a loss, so the response goes out anyway.
-        if !delivered.is_empty()
-            && let Err(e) = self.backend.sent(&session.id, &delivered, Durability::Now).await
-        {
-            Metrics::inc(&self.metrics.backend_errors);
-            tracing::warn!(client_id = %session.id, error = %e, "storing delivery position failed");
+        let mut delivered = self.hold(&session, generation, hold, drain).await;
+        if !delivered.is_empty() {
+            // Record how far the session got before the response leaves, so a next connect
+            // on another node resumes after these. If this request goes away meanwhile, the
+            // guard puts them back in the queue. Failing to store risks a duplicate later,
+            // never a loss, so the response goes out anyway.
+            let guard = Requeue { session: &session, items: Some(delivered) };
+            let items = guard.items.as_deref().unwrap_or_default();
+            if let Err(e) = self.backend.sent(&session.id, items, Durability::Now).await {
+                Metrics::inc(&self.metrics.backend_errors);
+                tracing::warn!(client_id = %session.id, error = %e, "storing delivery position failed");
+            }
+            delivered = guard.disarm();
         }
 
         let advice = if eventsource {
@@ -138,4 +142,25 @@ fn fail(mut r: Message, e: String) -> Message {
     r.fail(e);
     r.set_advice(&Advice::handshake());
     r
+}
+
+/// Puts taken messages back at the front of the session's queue if dropped armed: the
+/// connect that took them was cancelled before answering.
+struct Requeue<'a> {
+    session: &'a Arc<Session>,
+    items: Option<Vec<Arc<Delivery>>>,
+}
+
+impl Requeue<'_> {
+    fn disarm(mut self) -> Vec<Arc<Delivery>> {
+        self.items.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if let Some(items) = self.items.take() {
+            self.session.requeue(items);
+        }
+    }
 }
