@@ -26,7 +26,7 @@ use crate::values::{array, entry, int, pairs, text};
 use futures::StreamExt;
 
 /// Sessions, subscriptions, cursors and logs in Redis; live fan-out over sharded pub/sub.
-/// See `docs/adr/0002-redis-backend.md` for the design.
+/// See `docs/adr/0001-redis-backend.md` for the design.
 pub struct RedisBackend {
     pub(crate) shared: Arc<Shared>,
 }

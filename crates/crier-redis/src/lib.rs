@@ -6,7 +6,7 @@
 //! sessions need and fan out in memory. A session that moves to another node (a long-poll
 //! hop, a reconnect after a node died) is caught up from the logs. Redis work per publish
 //! does not depend on the number of subscribers. The design and its invariants:
-//! `docs/adr/0002-redis-backend.md`.
+//! `docs/adr/0001-redis-backend.md`.
 //!
 //! This crate is the only one that knows Redis key names (`keys.rs`) or uses fred.
 
