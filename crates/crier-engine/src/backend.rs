@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 
+use crate::context::Identity;
 use crate::delivery::Delivery;
 
 /// A backend failure. The engine maps it to Bayeux errors (`407` on publish, `500` otherwise).
@@ -67,6 +68,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Records a new session, alive as of `now`.
     async fn create_session(&self, id: &ClientId, now: Millis) -> Result<(), BackendError>;
+
+    /// Binds an identity to an existing session (at handshake); every node then sees it.
+    async fn set_identity(&self, id: &ClientId, identity: &Identity) -> Result<(), BackendError>;
+
+    /// The identity bound to the session, if any.
+    async fn identity(&self, id: &ClientId) -> Result<Option<Identity>, BackendError>;
 
     /// Whether the session exists (and has not expired).
     async fn session_exists(&self, id: &ClientId) -> Result<bool, BackendError>;

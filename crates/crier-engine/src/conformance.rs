@@ -240,6 +240,24 @@ pub async fn expires_idle_sessions(b: Arc<dyn Backend>) {
     assert!(!b.session_exists(&ClientId::parse(&a).expect("id")).await.expect("backend"));
 }
 
+/// An identity bound to a session is read back through the backend (so every node sees it)
+/// and goes away with the session.
+pub async fn identity_is_bound_to_the_session(b: Arc<dyn Backend>) {
+    let h = Harness::new(b.clone());
+    let id = h.client().await;
+    let cid = ClientId::parse(&id).expect("id");
+    assert_eq!(b.identity(&cid).await.expect("backend"), None);
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".to_owned(), json!("42"));
+    claims.insert("roles".to_owned(), json!(["admin"]));
+    let identity = crate::Identity { user: Some("42".to_owned()), claims, expires_ms: Some(1_900_000_000_000) };
+    b.set_identity(&cid, &identity).await.expect("backend");
+    assert_eq!(b.identity(&cid).await.expect("backend"), Some(identity));
+    let r = h.send(vec![json!({"channel":"/meta/disconnect","clientId":id})]).await;
+    assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    assert_eq!(b.identity(&cid).await.expect("backend"), None);
+}
+
 /// Generates one `#[tokio::test]` per conformance case for a backend factory.
 ///
 /// `$make` is an async function (or closure returning a future) that yields a fresh
@@ -257,6 +275,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@case $make, ($($attr)?), unsubscribe_stops_delivery);
         $crate::conformance_suite!(@case $make, ($($attr)?), disconnect_releases_and_fires_events);
         $crate::conformance_suite!(@case $make, ($($attr)?), expires_idle_sessions);
+        $crate::conformance_suite!(@case $make, ($($attr)?), identity_is_bound_to_the_session);
     };
     (@case $make:expr, ($($attr:tt)?), $case:ident) => {
         #[tokio::test $($attr)?]

@@ -59,6 +59,22 @@ impl RequestInfo {
     }
 }
 
+/// Who a session belongs to, bound at handshake by an extension (e.g. a verified JWT) and
+/// kept with the session on every node.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    /// The user id, if the session belongs to a user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Verified claims (e.g. a JWT's payload), for channel rules.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// When the credentials expire (ms since the epoch); connects after it are refused by
+    /// the policy that set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
 /// Context passed with each batch to the engine and to extensions.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -66,17 +82,21 @@ pub struct RequestContext {
     pub transport: Transport,
     /// The request, or `None` for in-process messages.
     pub request: Option<Arc<RequestInfo>>,
+    /// The identity of the session the message names by `clientId`, for extensions whose
+    /// [`crate::Extension::wants_identity`] is true (`None` otherwise, and for unknown or
+    /// anonymous sessions).
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl RequestContext {
     /// A context for an HTTP or socket request.
     pub fn new(transport: Transport, request: RequestInfo) -> Self {
-        RequestContext { transport, request: Some(Arc::new(request)) }
+        RequestContext { transport, request: Some(Arc::new(request)), identity: None }
     }
 
     /// A context for in-process messages (server-side clients).
     pub fn in_process() -> Self {
-        RequestContext { transport: Transport::InProcess, request: None }
+        RequestContext { transport: Transport::InProcess, request: None, identity: None }
     }
 
     /// Whether the messages come from inside the server (may subscribe to `/meta/**`, `/service/**`).

@@ -164,9 +164,11 @@ impl Engine {
         self.inner.backend.ready().await
     }
 
-    /// The backend's counters and gauges, for `/metrics`.
+    /// The backend's and the extensions' counters and gauges, for `/metrics`.
     pub fn backend_metrics(&self) -> Vec<(&'static str, &'static str, i64)> {
-        self.inner.backend.metrics()
+        let mut v = self.inner.backend.metrics();
+        v.extend(self.inner.pipeline.metrics());
+        v
     }
 
     /// Runs one expiry sweep now (the background task runs it periodically).
@@ -178,13 +180,20 @@ impl Engine {
 impl Inner {
     /// Handles one message: incoming extensions, the handler, outgoing extensions.
     async fn handle(&self, mut m: Message, ctx: &RequestContext, batched: bool) -> Vec<Outgoing> {
+        let with_identity;
+        let ctx = if self.pipeline.wants_identity() && m.channel() != Some(meta::HANDSHAKE) {
+            with_identity = RequestContext { identity: self.identity_of(&m).await, ..ctx.clone() };
+            &with_identity
+        } else {
+            ctx
+        };
         if self.pipeline.incoming(&mut m, ctx).await == Verdict::Drop {
             return Vec::new();
         }
         let channel = m.channel().unwrap_or("").to_owned();
         let replies: Vec<Outgoing> = if channel == "/meta" || channel.starts_with("/meta/") {
             match channel.as_str() {
-                meta::HANDSHAKE => vec![Outgoing::Message(self.handshake(&m).await)],
+                meta::HANDSHAKE => vec![Outgoing::Message(self.handshake(&m, ctx).await)],
                 meta::CONNECT => self.connect(&m, ctx, batched).await,
                 meta::SUBSCRIBE => vec![Outgoing::Message(self.subscribe(&m, ctx, true).await)],
                 meta::UNSUBSCRIBE => vec![Outgoing::Message(self.subscribe(&m, ctx, false).await)],
@@ -290,6 +299,30 @@ impl Inner {
             Ok(false) => Ok(None),
             Err(e) => Err(self.backend_failure(&e)),
         }
+    }
+
+    /// The identity of the session a message names (cached on the attached session; read
+    /// from the backend for sessions attached elsewhere). `None` if unknown or anonymous.
+    async fn identity_of(&self, m: &Message) -> Option<Arc<crate::context::Identity>> {
+        let id = m.client_id().and_then(ClientId::parse)?;
+        let local = self.hub.get(&id);
+        if let Some(s) = &local
+            && let Some(i) = s.identity.lock().clone()
+        {
+            return Some(i);
+        }
+        let found = match self.backend.identity(&id).await {
+            Ok(i) => i.map(Arc::new),
+            Err(e) => {
+                Metrics::inc(&self.metrics.backend_errors);
+                tracing::warn!(client_id = %id, error = %e, "reading a session's identity failed");
+                None
+            }
+        };
+        if let (Some(s), Some(i)) = (&local, &found) {
+            *s.identity.lock() = Some(i.clone());
+        }
+        found
     }
 
     fn backend_failure(&self, e: &crate::BackendError) -> BayeuxError {

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use crier_protocol::Message;
 
-use crate::context::RequestContext;
+use crate::context::{Identity, RequestContext};
 
 /// What an extension decided about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,24 @@ pub trait Extension: Send + Sync + 'static {
         Verdict::Pass
     }
 
+    /// Called for a handshake that passed every incoming hook, before the session exists:
+    /// the identity to bind to the new session (the first extension to return one wins), or
+    /// an error string that refuses the handshake (e.g. `403::Invalid token`).
+    async fn identify(&self, _handshake: &Message, _ctx: &RequestContext) -> Result<Option<Identity>, String> {
+        Ok(None)
+    }
+
+    /// Whether [`Extension::incoming`] needs the session's identity in the context (it
+    /// costs a lookup per message for sessions attached to another node).
+    fn wants_identity(&self) -> bool {
+        false
+    }
+
+    /// Counters and gauges this extension keeps, as `(name, help, value)`, for `/metrics`.
+    fn metrics(&self) -> Vec<(&'static str, &'static str, i64)> {
+        Vec::new()
+    }
+
     /// Whether [`Extension::outgoing`] does anything. When no extension needs outgoing
     /// hooks, deliveries skip them and each message is encoded once for all recipients.
     fn has_outgoing(&self) -> bool {
@@ -45,12 +63,32 @@ pub trait Extension: Send + Sync + 'static {
 pub(crate) struct Pipeline {
     exts: Vec<std::sync::Arc<dyn Extension>>,
     any_outgoing: bool,
+    any_identity: bool,
 }
 
 impl Pipeline {
     pub(crate) fn new(exts: Vec<std::sync::Arc<dyn Extension>>) -> Self {
         let any_outgoing = exts.iter().any(|e| e.has_outgoing());
-        Pipeline { exts, any_outgoing }
+        let any_identity = exts.iter().any(|e| e.wants_identity());
+        Pipeline { exts, any_outgoing, any_identity }
+    }
+
+    pub(crate) fn metrics(&self) -> Vec<(&'static str, &'static str, i64)> {
+        self.exts.iter().flat_map(|e| e.metrics()).collect()
+    }
+
+    pub(crate) fn wants_identity(&self) -> bool {
+        self.any_identity
+    }
+
+    /// The identity for a new session: the first extension's answer, or its refusal.
+    pub(crate) async fn identify(&self, m: &Message, ctx: &RequestContext) -> Result<Option<Identity>, String> {
+        for e in &self.exts {
+            if let Some(identity) = e.identify(m, ctx).await? {
+                return Ok(Some(identity));
+            }
+        }
+        Ok(None)
     }
 
     pub(crate) fn has_outgoing(&self) -> bool {

@@ -30,7 +30,7 @@ pub mod conformance;
 pub use backend::{Backend, BackendError, DeliverySink, Durability, LogPosition, Millis};
 pub use clock::Clock;
 pub use config::{EngineConfig, OverflowPolicy};
-pub use context::{RequestContext, RequestInfo, Transport};
+pub use context::{Identity, RequestContext, RequestInfo, Transport};
 pub use delivery::{Delivery, Outgoing, encode_outgoing};
 pub use engine::{Engine, EngineBuilder};
 pub use events::Event;

@@ -8,12 +8,15 @@ use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use parking_lot::Mutex;
 
 use crate::backend::{Backend, BackendError, DeliverySink, Millis};
+use crate::context::Identity;
 use crate::delivery::Delivery;
 
 #[derive(Default)]
 struct Inner {
     /// Session → last touch and subscriptions.
     sessions: HashMap<ClientId, (Millis, HashSet<ChannelPattern>)>,
+    /// Identities bound to sessions.
+    identities: HashMap<ClientId, Identity>,
     /// Subscription name or pattern → subscribed sessions.
     channels: HashMap<ChannelPattern, HashSet<ClientId>>,
 }
@@ -44,6 +47,18 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn set_identity(&self, id: &ClientId, identity: &Identity) -> Result<(), BackendError> {
+        let mut inner = self.inner.lock();
+        if inner.sessions.contains_key(id) {
+            inner.identities.insert(id.clone(), identity.clone());
+        }
+        Ok(())
+    }
+
+    async fn identity(&self, id: &ClientId) -> Result<Option<Identity>, BackendError> {
+        Ok(self.inner.lock().identities.get(id).cloned())
+    }
+
     async fn session_exists(&self, id: &ClientId) -> Result<bool, BackendError> {
         Ok(self.inner.lock().sessions.contains_key(id))
     }
@@ -61,6 +76,7 @@ impl Backend for MemoryBackend {
     async fn destroy_session(&self, id: &ClientId) -> Result<Option<Vec<ChannelPattern>>, BackendError> {
         let mut inner = self.inner.lock();
         let Some((_, subs)) = inner.sessions.remove(id) else { return Ok(None) };
+        inner.identities.remove(id);
         for p in &subs {
             if let Some(set) = inner.channels.get_mut(p) {
                 set.remove(id);

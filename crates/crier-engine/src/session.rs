@@ -40,6 +40,8 @@ struct State {
 /// A session attached to this node.
 pub(crate) struct Session {
     pub(crate) id: ClientId,
+    /// The session's identity, once known on this node (set at handshake, or loaded).
+    pub(crate) identity: Mutex<Option<Arc<crate::context::Identity>>>,
     state: Mutex<State>,
     notify: Notify,
     closed: CancellationToken,
@@ -49,6 +51,7 @@ impl Session {
     pub(crate) fn new(id: ClientId) -> Arc<Self> {
         Arc::new(Session {
             id,
+            identity: Mutex::new(None),
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             closed: CancellationToken::new(),

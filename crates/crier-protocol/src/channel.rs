@@ -177,6 +177,64 @@ impl ChannelPattern {
     pub fn as_name(&self) -> Option<ChannelName> {
         (!self.is_wildcard()).then(|| ChannelName(self.0.clone()))
     }
+
+    fn shape(&self) -> Shape<'_> {
+        if let Some(p) = self.0.strip_suffix("/**") {
+            Shape::Many(p)
+        } else if let Some(p) = self.0.strip_suffix("/*") {
+            Shape::One(p)
+        } else {
+            Shape::Exact(&self.0)
+        }
+    }
+
+    /// Whether every channel `other` matches is matched by `self` too (a token or rule for
+    /// `self` then also covers a subscription to `other`): `/a/**` covers `/a/b`, `/a/*` and
+    /// `/a/b/**`; `/a/*` covers `/a/b` and itself; a plain name covers only itself.
+    pub fn covers(&self, other: &ChannelPattern) -> bool {
+        match (self.shape(), other.shape()) {
+            (Shape::Exact(e), Shape::Exact(s)) => e == s,
+            (Shape::Exact(_), _) => false,
+            (Shape::One(p), Shape::Exact(s)) => parent(s) == p,
+            (Shape::One(p), Shape::One(q)) => p == q,
+            (Shape::One(_), Shape::Many(_)) => false,
+            (Shape::Many(p), Shape::Exact(s)) => under(s, p),
+            (Shape::Many(p), Shape::One(q) | Shape::Many(q)) => q == p || under(q, p),
+        }
+    }
+
+    /// Whether some channel is matched by both patterns (a subscription to one would
+    /// receive messages meant for the other).
+    pub fn overlaps(&self, other: &ChannelPattern) -> bool {
+        match (self.shape(), other.shape()) {
+            (Shape::Exact(a), Shape::Exact(b)) => a == b,
+            (Shape::Exact(a), _) => other.matches(&ChannelName(a.to_owned())),
+            (_, Shape::Exact(b)) => self.matches(&ChannelName(b.to_owned())),
+            (Shape::One(p), Shape::One(q)) => p == q,
+            (Shape::One(p), Shape::Many(q)) | (Shape::Many(q), Shape::One(p)) => p == q || under(p, q),
+            (Shape::Many(p), Shape::Many(q)) => p == q || under(p, q) || under(q, p),
+        }
+    }
+}
+
+/// A pattern as its prefix and what may follow it.
+enum Shape<'a> {
+    /// A plain name.
+    Exact(&'a str),
+    /// `prefix/*`: one more segment.
+    One(&'a str),
+    /// `prefix/**`: one or more segments.
+    Many(&'a str),
+}
+
+/// Whether `s` lies strictly below `prefix` (`""` is the root, above everything).
+fn under(s: &str, prefix: &str) -> bool {
+    s.len() > prefix.len() + 1 && s.starts_with(prefix) && s.as_bytes()[prefix.len()] == b'/'
+}
+
+/// `/a/b` → `/a`; `/a` → `` (the root).
+fn parent(s: &str) -> &str {
+    &s[..s.rfind('/').unwrap_or(0)]
 }
 
 impl fmt::Display for ChannelPattern {

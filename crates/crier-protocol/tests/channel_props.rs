@@ -67,3 +67,50 @@ proptest! {
         }
     }
 }
+
+/// Every channel of up to 4 segments over a 2-letter alphabet: small enough to enumerate,
+/// enough to tell every pattern shape apart.
+fn universe() -> Vec<ChannelName> {
+    let mut out = Vec::new();
+    let mut level = vec![String::new()];
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for prefix in &level {
+            for seg in ["a", "b"] {
+                let n = format!("{prefix}/{seg}");
+                out.push(ChannelName::parse(&n).unwrap());
+                next.push(n);
+            }
+        }
+        level = next;
+    }
+    out
+}
+
+fn small_pattern() -> impl Strategy<Value = ChannelPattern> {
+    (prop::collection::vec(prop_oneof![Just("a"), Just("b")], 0..3), prop_oneof![Just(""), Just("*"), Just("**")])
+        .prop_filter_map("non-empty", |(segs, wild)| {
+            let mut s: Vec<&str> = segs;
+            if !wild.is_empty() {
+                s.push(wild);
+            }
+            (!s.is_empty()).then(|| ChannelPattern::parse(&format!("/{}", s.join("/"))).unwrap())
+        })
+}
+
+proptest! {
+    #[test]
+    fn covers_means_every_match_of_the_other_matches(e in small_pattern(), s in small_pattern()) {
+        let all = universe();
+        let brute = all.iter().all(|n| !s.matches(n) || e.matches(n));
+        prop_assert_eq!(e.covers(&s), brute, "{} covers {}", e, s);
+    }
+
+    #[test]
+    fn overlaps_means_some_channel_matches_both(a in small_pattern(), b in small_pattern()) {
+        let all = universe();
+        let brute = all.iter().any(|n| a.matches(n) && b.matches(n));
+        prop_assert_eq!(a.overlaps(&b), brute, "{} overlaps {}", a, b);
+        prop_assert_eq!(a.overlaps(&b), b.overlaps(&a));
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crier_engine::{Backend, BackendError, Delivery, DeliverySink, Durability, Millis};
+use crier_engine::{Backend, BackendError, Delivery, DeliverySink, Durability, Identity, Millis};
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
@@ -476,7 +476,8 @@ impl Shared {
 
     async fn restore(&self, id: &ClientId, now: u64) -> Result<(), BackendError> {
         let subs = self.local.lock().subscriptions(id);
-        let mut args = vec![self.node.clone(), now.to_string()];
+        let identity = self.local.lock().identity(id).unwrap_or_default();
+        let mut args = vec![self.node.clone(), now.to_string(), identity];
         for (n, o) in &subs {
             args.push(n.as_str().to_owned());
             args.push(format_offset(*o));
@@ -525,6 +526,26 @@ impl Backend for RedisBackend {
             .await
             .map_err(|e| s.fail(e))?;
         Ok(())
+    }
+
+    async fn set_identity(&self, id: &ClientId, identity: &Identity) -> Result<(), BackendError> {
+        let s = &self.shared;
+        let json = serde_json::to_string(identity).map_err(|e| BackendError::unavailable(format!("identity: {e}")))?;
+        let _: Value = s
+            .scripts
+            .identify
+            .evalsha_with_reload(&s.client, vec![s.keys.session(id)], vec![json.clone()])
+            .await
+            .map_err(|e| s.fail(e))?;
+        s.local.lock().set_identity(id, json);
+        Ok(())
+    }
+
+    async fn identity(&self, id: &ClientId) -> Result<Option<Identity>, BackendError> {
+        let s = &self.shared;
+        let json: Option<String> = s.client.hget(s.keys.session(id), "identity").await.map_err(|e| s.fail(e))?;
+        // A malformed value (not written by Crier) is no identity.
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     async fn session_exists(&self, id: &ClientId) -> Result<bool, BackendError> {
@@ -723,10 +744,15 @@ impl Backend for RedisBackend {
             .into_iter()
             .filter_map(|(n, c)| Some((ChannelPattern::parse(&n).ok()?, parse_offset(&c).unwrap_or(ZERO))))
             .collect();
+        let identity = parts.next().as_ref().and_then(text).filter(|j| !j.is_empty());
         // The node it left stops delivering it; what it queued but never sent is re-read here.
         s.notify(prev, "close", id);
         RedisMetrics::inc(&s.metrics.attaches);
-        s.bridge(id, &names, false, true).await
+        let bridged = s.bridge(id, &names, false, true).await;
+        if let Some(json) = identity {
+            s.local.lock().set_identity(id, json);
+        }
+        bridged
     }
 
     fn detach(&self, id: &ClientId) {

@@ -41,6 +41,8 @@ struct SessionState {
     bridging: u32,
     pending: VecDeque<Arc<Delivery>>,
     recent: VecDeque<u64>,
+    /// The session's identity as stored in Redis (JSON), to write back after data loss.
+    identity: Option<String>,
 }
 
 /// What forgetting a session left to do.
@@ -87,6 +89,18 @@ impl Local {
     /// Every attached session.
     pub(crate) fn sessions(&self) -> Vec<ClientId> {
         self.sessions.keys().cloned().collect()
+    }
+
+    /// Remembers a session's identity (JSON), if the session is attached here.
+    pub(crate) fn set_identity(&mut self, id: &ClientId, json: String) {
+        if let Some(st) = self.sessions.get_mut(id) {
+            st.identity = Some(json);
+        }
+    }
+
+    /// The session's identity (JSON), if known here.
+    pub(crate) fn identity(&self, id: &ClientId) -> Option<String> {
+        self.sessions.get(id).and_then(|s| s.identity.clone())
     }
 
     /// A session's names and their sent offsets (to restore them in Redis).

@@ -49,12 +49,19 @@ return {removed, redis.call('HGET', KEYS[1], 'node') or ''}
 "#;
 
 /// Attach a session to a node. KEYS: info, subs. ARGV: node.
-/// Returns nil if the session is gone, else {previous node, {name, cursor, ...}}.
+/// Returns nil if the session is gone, else {previous node, {name, cursor, ...}, identity}.
 const ATTACH: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local prev = redis.call('HGET', KEYS[1], 'node') or ''
 redis.call('HSET', KEYS[1], 'node', ARGV[1])
-return {prev, redis.call('HGETALL', KEYS[2])}
+return {prev, redis.call('HGETALL', KEYS[2]), redis.call('HGET', KEYS[1], 'identity') or ''}
+"#;
+
+/// Bind an identity (JSON) to an existing session. KEYS: info. ARGV: identity.
+const IDENTIFY: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'identity', ARGV[1])
+return 1
 "#;
 
 /// Destroy a session. Exactly one caller gets a non-nil answer, so events fire once.
@@ -86,12 +93,15 @@ return 1
 "#;
 
 /// Re-create a session this node holds after Redis lost it (a restart without persistence),
-/// so its subscriptions survive. KEYS: info, subs. ARGV: node, created, name, cursor, ...
-/// Returns 1 if it had to be re-created.
+/// so its subscriptions (and identity) survive. KEYS: info, subs.
+/// ARGV: node, created, identity ('' if none), name, cursor, ... Returns 1 if it had to be re-created.
 const RESTORE: &str = r#"
 local missing = redis.call('EXISTS', KEYS[1]) == 0
-if missing then redis.call('HSET', KEYS[1], 'node', ARGV[1], 'created', ARGV[2]) end
-for i = 3, #ARGV, 2 do redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if missing then
+  redis.call('HSET', KEYS[1], 'node', ARGV[1], 'created', ARGV[2])
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'identity', ARGV[3]) end
+end
+for i = 4, #ARGV, 2 do redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) end
 if missing then return 1 end
 return 0
 "#;
@@ -105,11 +115,12 @@ pub(crate) struct Scripts {
     pub(crate) destroy: Script,
     pub(crate) cursors: Script,
     pub(crate) restore: Script,
+    pub(crate) identify: Script,
 }
 
 impl Scripts {
     /// Every script, to load them all up front.
-    pub(crate) fn all(&self) -> [&Script; 8] {
+    pub(crate) fn all(&self) -> [&Script; 9] {
         [
             &self.publish,
             &self.join,
@@ -119,6 +130,7 @@ impl Scripts {
             &self.destroy,
             &self.cursors,
             &self.restore,
+            &self.identify,
         ]
     }
 
@@ -132,6 +144,7 @@ impl Scripts {
             destroy: Script::from_lua(DESTROY),
             cursors: Script::from_lua(CURSORS),
             restore: Script::from_lua(RESTORE),
+            identify: Script::from_lua(IDENTIFY),
         }
     }
 }

@@ -114,9 +114,15 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     } else {
         (Arc::new(MemoryBackend::new()), "memory")
     };
-    let engine = Engine::builder(s.engine.clone(), backend).build();
+    let mut builder = Engine::builder(s.engine.clone(), backend);
+    for policy in crier_auth::policies(&s.auth)? {
+        builder = builder.extension(policy);
+    }
+    let engine = builder.build();
+    let mut server = s.server.clone();
+    server.allowed_origins.extend(s.auth.allowed_origins.iter().cloned());
     tracing::info!(%addr, mount = %s.server.mount, timeout_secs = s.engine.timeout_secs, backend = kind, "crier listening");
-    crier_server::serve(listener, engine, s.server, shutdown_signal()).await?;
+    crier_server::serve(listener, engine, server, shutdown_signal()).await?;
     tracing::info!("crier stopped");
     Ok(())
 }
@@ -140,7 +146,7 @@ fn main() -> ExitCode {
             println!("configuration ok");
             ExitCode::SUCCESS
         }
-        "print" => match toml::to_string_pretty(&settings) {
+        "print" => match toml::to_string_pretty(&settings.masked()) {
             Ok(t) => {
                 print!("{t}");
                 ExitCode::SUCCESS

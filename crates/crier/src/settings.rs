@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crier_auth::AuthConfig;
 use crier_engine::EngineConfig;
 use crier_redis::RedisConfig;
 use crier_server::ServerConfig;
@@ -50,6 +51,8 @@ pub(crate) struct Settings {
     pub(crate) engine: EngineConfig,
     /// The Redis backend; without a URL, the single-node memory engine runs.
     pub(crate) redis: RedisConfig,
+    /// Security policies.
+    pub(crate) auth: AuthConfig,
 }
 
 impl Default for Settings {
@@ -60,6 +63,7 @@ impl Default for Settings {
             server: ServerConfig::default(),
             engine: EngineConfig::default(),
             redis: RedisConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -124,7 +128,29 @@ fn describe(e: figment::Error) -> String {
     format!("{key}: {}{source}", e.kind)
 }
 
+const MASK: &str = "***";
+
 impl Settings {
+    /// A copy safe to print: secrets replaced by `***`, credentials removed from URLs.
+    pub(crate) fn masked(&self) -> Settings {
+        let mut s = self.clone();
+        for v in [&mut s.auth.publish_secret, &mut s.auth.subscribe_secret] {
+            if v.is_some() {
+                *v = Some(MASK.to_owned());
+            }
+        }
+        if let Some(jwt) = &mut s.auth.jwt
+            && jwt.secret.is_some()
+        {
+            jwt.secret = Some(MASK.to_owned());
+        }
+        s.redis.url = mask_url(&s.redis.url);
+        if let Some(hook) = &mut s.auth.webhook {
+            hook.url = mask_url(&hook.url);
+        }
+        s
+    }
+
     fn validate(&self) -> Result<(), String> {
         self.listen
             .parse::<std::net::SocketAddr>()
@@ -140,10 +166,20 @@ impl Settings {
             return Err("engine.max_subscriptions: must be at least 1".to_owned());
         }
         self.redis.validate()?;
+        // Reads key and token files, so a bad one stops startup naming the key.
+        crier_auth::policies(&self.auth).map_err(|e| e.to_string())?;
         if self.log.level.trim().is_empty() {
             return Err("log.level: must not be empty".to_owned());
         }
         Ok(())
+    }
+}
+
+/// `scheme://user:pass@host/...` → `scheme://***@host/...`.
+fn mask_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{MASK}{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
     }
 }
 
@@ -172,6 +208,19 @@ mod tests {
             assert_eq!(s.engine.timeout_secs, 40);
             Ok(())
         });
+    }
+
+    #[test]
+    fn printed_configuration_masks_secrets() {
+        let mut s = Settings::default();
+        s.auth.publish_secret = Some("hunter2".to_owned());
+        s.auth.jwt = Some(crier_auth::JwtConfig { secret: Some("jwt-key".to_owned()), ..Default::default() });
+        s.redis.url = "redis://app:pa55@redis:6379/0".to_owned();
+        let text = toml::to_string_pretty(&s.masked()).expect("toml");
+        for secret in ["hunter2", "jwt-key", "pa55"] {
+            assert!(!text.contains(secret), "{secret} printed: {text}");
+        }
+        assert!(text.contains("redis://***@redis:6379/0"), "{text}");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use crier_protocol::message::truthy;
 use crier_protocol::{Advice, BayeuxError, ClientId, ConnectionType, Message};
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use crate::engine::Inner;
 use crate::events::Event;
 use crate::metrics::Metrics;
@@ -32,7 +34,7 @@ fn value_label(v: &Value) -> String {
 }
 
 impl Inner {
-    pub(crate) async fn handshake(&self, m: &Message) -> Message {
+    pub(crate) async fn handshake(&self, m: &Message, ctx: &crate::context::RequestContext) -> Message {
         let mut r = m.response();
         r.set("version", crier_protocol::BAYEUX_VERSION);
         r.set("supportedConnectionTypes", SERVER_TYPES.iter().map(|t| t.as_str()).collect::<Vec<_>>());
@@ -59,15 +61,34 @@ impl Inner {
             return r;
         }
 
+        let identity = match self.pipeline.identify(m, ctx).await {
+            Ok(i) => i,
+            Err(e) => {
+                r.fail(e);
+                r.set_advice(&Advice::handshake());
+                return r;
+            }
+        };
         let id = ClientId::from_random(rand::random());
-        if let Err(e) = self.backend.create_session(&id, self.clock.now()).await {
+        let created = async {
+            self.backend.create_session(&id, self.clock.now()).await?;
+            if let Some(i) = &identity {
+                self.backend.set_identity(&id, i).await?;
+            }
+            Ok::<_, crate::BackendError>(())
+        };
+        if let Err(e) = created.await {
             Metrics::inc(&self.metrics.backend_errors);
             r.fail(super::backend_error(&e));
             r.set_advice(&Advice::handshake());
             return r;
         }
         // The client most likely connects through this node next.
-        if let Err(e) = self.attach(&id).await {
+        let attached = self.attach(&id).await;
+        if let Ok(s) = &attached {
+            *s.identity.lock() = identity.map(Arc::new);
+        }
+        if let Err(e) = attached {
             Metrics::inc(&self.metrics.backend_errors);
             let _ = self.backend.destroy_session(&id).await;
             r.fail(super::backend_error(&e));
