@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub eventsource_ping_secs: u64,
     /// Seconds to wait for connections to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
+    /// Connection and session limits. Not under `server.*`: the binary loads them from the
+    /// top-level `limits` section.
+    #[serde(skip)]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +50,7 @@ impl Default for ServerConfig {
             ws_ping_secs: 20,
             eventsource_ping_secs: 10,
             shutdown_grace_secs: 10,
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }

@@ -31,6 +31,9 @@ pub enum ServerError {
     /// The request's Origin is not in `server.allowed_origins`.
     #[error("Forbidden: origin not allowed")]
     Origin,
+    /// `limits.max_connections` connections are open.
+    #[error("Service unavailable: connection limit ({0}) reached, try another node")]
+    Busy(usize),
 }
 
 impl ServerError {
@@ -38,6 +41,7 @@ impl ServerError {
         match self {
             ServerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServerError::Origin => StatusCode::FORBIDDEN,
+            ServerError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }

@@ -31,6 +31,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::with_capacity(2048);
     let mut series: Vec<(&str, &str, i64)> = state.engine.metrics().snapshot();
     series.extend(state.engine.backend_metrics());
+    series.extend(state.limiter.metrics());
     let m = &state.metrics;
     series.push(("crier_websocket_connections", "Open WebSocket connections.", m.websockets.load(Ordering::Relaxed)));
     series.push(("crier_eventsource_connections", "Open EventSource streams.", m.eventsources.load(Ordering::Relaxed)));

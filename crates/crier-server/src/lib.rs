@@ -10,6 +10,7 @@ mod config;
 mod cors;
 mod error;
 mod health;
+mod limits;
 mod request;
 mod routes;
 mod state;
@@ -23,6 +24,7 @@ use std::time::Duration;
 pub use config::ServerConfig;
 use crier_engine::Engine;
 pub use error::ServerError;
+pub use limits::LimitsConfig;
 pub use state::ServerMetrics;
 use tokio::net::TcpListener;
 

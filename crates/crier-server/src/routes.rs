@@ -65,6 +65,9 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
     if req.method() == Method::OPTIONS || req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
         return cors::preflight(req.headers());
     }
+    if !state.limiter.admit_connection(state.open_connections()) {
+        return ServerError::Busy(state.limiter.config.max_connections).into_response();
+    }
     let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     if req.method() == Method::GET && wants_event_stream(&req) {
         return eventsource::handle(state, req, remote).await;

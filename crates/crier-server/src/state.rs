@@ -40,6 +40,8 @@ pub(crate) struct AppState {
     pub(crate) shutdown: CancellationToken,
     /// Owns every socket task, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
+    /// `limits.*` enforcement.
+    pub(crate) limiter: crate::limits::Limiter,
 }
 
 impl AppState {
@@ -51,7 +53,9 @@ impl AppState {
             ),
             None => None,
         };
+        let limiter = crate::limits::Limiter::new(config.limits.clone());
         Ok(AppState {
+            limiter,
             engine,
             config,
             client_js,
@@ -63,6 +67,13 @@ impl AppState {
 
     /// Whether `path` is the Bayeux endpoint: the mount, any sub-path, or the mount with an
     /// extension (`/faye.js`), as Faye's `^<mount>(/[^/]*)*(\.[^\.]+)?$`.
+    /// Open connections: WebSockets, EventSource streams, requests in progress.
+    pub(crate) fn open_connections(&self) -> i64 {
+        self.metrics.websockets.load(Ordering::Relaxed)
+            + self.metrics.eventsources.load(Ordering::Relaxed)
+            + self.metrics.polls.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn is_bayeux_path(&self, path: &str) -> bool {
         let mount = self.config.mount.as_str();
         let Some(rest) = path.strip_prefix(mount) else { return false };

@@ -121,6 +121,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     let engine = builder.build();
     let mut server = s.server.clone();
     server.allowed_origins.extend(s.auth.allowed_origins.iter().cloned());
+    server.limits = s.limits.clone();
     tracing::info!(%addr, mount = %s.server.mount, timeout_secs = s.engine.timeout_secs, backend = kind, "crier listening");
     crier_server::serve(listener, engine, server, shutdown_signal()).await?;
     tracing::info!("crier stopped");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crier_auth::AuthConfig;
 use crier_engine::EngineConfig;
 use crier_redis::RedisConfig;
-use crier_server::ServerConfig;
+use crier_server::{LimitsConfig, ServerConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,8 @@ pub(crate) struct Settings {
     pub(crate) redis: RedisConfig,
     /// Security policies.
     pub(crate) auth: AuthConfig,
+    /// Per-node, per-connection and per-session limits.
+    pub(crate) limits: LimitsConfig,
 }
 
 impl Default for Settings {
@@ -64,6 +66,7 @@ impl Default for Settings {
             engine: EngineConfig::default(),
             redis: RedisConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -17,7 +17,9 @@ pub(crate) fn limits(state: &AppState) -> DecodeLimits {
 }
 
 pub(crate) fn decode(state: &AppState, bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
-    decode_batch(bytes, &limits(state))
+    let mut batch = decode_batch(bytes, &limits(state))?;
+    state.limiter.check_publishes(&mut batch);
+    Ok(batch)
 }
 
 /// Headers every Bayeux reply carries (Faye's set).

@@ -98,6 +98,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     let pinging = state.config.ws_ping_secs > 0;
     let mut ping_n: u64 = 0;
+    let mut sessions_made = 0;
 
     let close_with = loop {
         tokio::select! {
@@ -115,7 +116,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
                     Some(Ok(WsMessage::Close(_))) => break None,
                     Some(Ok(_)) => continue,
                 };
-                let batch = match decode(&state, &bytes) {
+                let mut batch = match decode(&state, &bytes) {
                     Ok(b) => b,
                     Err(e) => {
                         state.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -127,6 +128,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
                         break Some(close(code, "malformed Bayeux message"));
                     }
                 };
+                state.limiter.check_sessions(&mut batch, &mut sessions_made);
                 if let Some(id) = connect_client_id(&batch)
                     && pump.as_ref().map(|p| p.client_id()) != Some(id.as_str())
                     && let Some(p) = state.engine.pump(&id, &ctx).await
