@@ -104,6 +104,18 @@ async fn origin_allow_list() {
         assert!(r.headers().get("access-control-allow-origin").is_none(), "{method}");
         assert_eq!(r.text().await.unwrap_or_default(), "Forbidden: origin not allowed");
     }
+    // WebSocket upgrades are checked the same way.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    for (origin, allowed) in [("https://ok.example", true), ("https://evil.example", false)] {
+        let mut req = s.ws_url().into_client_request().expect("request");
+        req.headers_mut().insert("origin", origin.parse().expect("header"));
+        let result = tokio_tungstenite::connect_async(req).await;
+        match (allowed, result) {
+            (true, Ok(_)) => {}
+            (false, Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => assert_eq!(resp.status(), 403),
+            (_, other) => panic!("{origin}: unexpected {:?}", other.map(|_| ())),
+        }
+    }
 }
 
 // §6.3 item 29: the preflight answer, with the origin taken from Origin, else the whole

@@ -62,7 +62,12 @@ impl Drop for Server {
 
 /// Starts `crier serve` on an ephemeral port and reads the bound address from its log.
 fn serve(extra: &[&str]) -> Server {
+    serve_env(extra, &[])
+}
+
+fn serve_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = crier()
+        .envs(env.iter().copied())
         .args(["serve", "--listen", "127.0.0.1:0", "--timeout", "30"])
         .args(extra)
         .env("CRIER_SERVER__SHUTDOWN_GRACE_SECS", "5")
@@ -127,4 +132,21 @@ async fn serve_answers_and_drains_on_sigterm() {
         assert!(sent.elapsed() < Duration::from_secs(6), "exited within the grace period");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn auth_settings_from_the_environment_take_effect() {
+    let server = serve_env(
+        &[],
+        &[("CRIER_AUTH__PUBLISH_SECRET", "s3"), ("CRIER_AUTH__ALLOWED_ORIGINS", "[\"https://ok.example\"]")],
+    );
+    let url = format!("http://{}/faye", server.addr);
+    let r = post(&url, json!({"channel":"/news","data":1})).await;
+    assert_eq!(r[0]["error"], json!("403::Password required"), "{r}");
+    let r = post(&url, json!({"channel":"/news","data":1,"ext":{"password":"s3"}})).await;
+    assert_eq!(r[0]["successful"], json!(true), "{r}");
+    let client = reqwest::Client::new();
+    let refused =
+        client.post(&url).header("origin", "https://evil.example").json(&json!({})).send().await.expect("post");
+    assert_eq!(refused.status(), 403);
 }
