@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Built-in policies; each is off until configured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Push-only: publishing to any non-`/meta` channel needs this secret in `ext`. The secret
@@ -44,7 +44,7 @@ impl Default for AuthConfig {
 }
 
 /// A JWT algorithm Crier verifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum JwtAlgorithm {
     /// HMAC with SHA-256 and a shared `secret`.
     HS256,
@@ -56,7 +56,7 @@ pub enum JwtAlgorithm {
 
 /// JWT identity: the handshake carries a token in `ext.<field>`; a valid one binds its user
 /// to the session; channel rules may use its claims.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
     /// The `ext` field of the handshake carrying the token.
@@ -107,7 +107,7 @@ impl Default for JwtConfig {
 }
 
 /// What a rule allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// `/meta/subscribe`.
@@ -118,7 +118,7 @@ pub enum Action {
 
 /// A pattern (with placeholders) and the actions it allows, e.g.
 /// `{ pattern = "/users/{sub}/**", actions = ["subscribe"] }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRule {
     /// A channel name or pattern; `{claim}` segments are replaced by claim values.
@@ -128,7 +128,7 @@ pub struct ChannelRule {
 }
 
 /// A Bayeux event the webhook may be asked about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookEvent {
     /// `/meta/handshake` (the answer may bind a user to the session).
@@ -141,7 +141,7 @@ pub enum WebhookEvent {
 
 /// An authorization webhook: the node POSTs the message and selected request headers; the
 /// app answers allow, deny (with an error string) or allow with changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where to POST.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// What happens when a session's outbound queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OverflowPolicy {
     /// Drop the oldest queued message to make room (counted in `queue_dropped`).
@@ -16,7 +16,7 @@ pub enum OverflowPolicy {
 }
 
 /// Bayeux semantics settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// Seconds a `/meta/connect` may be held; advertised as `advice.timeout`. A session

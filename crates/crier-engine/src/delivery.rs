@@ -21,14 +21,16 @@ pub struct Delivery {
     pub json: Arc<str>,
     /// Where the backend's log holds it, if the backend keeps logs.
     pub position: Option<LogPosition>,
+    /// When it was published (wall-clock ms), for the delivery latency metric.
+    pub published_ms: u64,
 }
 
 impl Delivery {
     /// Builds a delivery from a publish message (after incoming extensions ran).
-    pub fn new(seq: u64, channel: ChannelName, message: Message) -> Arc<Self> {
+    pub fn new(seq: u64, channel: ChannelName, message: Message, published_ms: u64) -> Arc<Self> {
         let message = message.for_delivery();
         let json: Arc<str> = serde_json::to_string(&message).unwrap_or_else(|_| "{}".to_owned()).into();
-        Arc::new(Delivery { seq, channel, message, json, position: None })
+        Arc::new(Delivery { seq, channel, message, json, position: None, published_ms })
     }
 
     /// A delivery read back from a backend (a log or a pub/sub payload): `json` is the
@@ -39,8 +41,9 @@ impl Delivery {
         message: Message,
         json: Arc<str>,
         position: Option<LogPosition>,
+        published_ms: u64,
     ) -> Arc<Self> {
-        Arc::new(Delivery { seq, channel, message, json, position })
+        Arc::new(Delivery { seq, channel, message, json, position, published_ms })
     }
 }
 

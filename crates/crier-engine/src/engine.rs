@@ -335,6 +335,14 @@ impl Inner {
         let _ = self.events.send(e);
     }
 
+    /// Records publish-to-client latency for deliveries about to be sent.
+    pub(crate) fn observe_latency(&self, items: &[Arc<crate::delivery::Delivery>]) {
+        let now = self.clock.now();
+        for d in items {
+            self.metrics.delivery_latency.observe_ms(now.saturating_sub(d.published_ms));
+        }
+    }
+
     pub(crate) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }

@@ -36,5 +36,5 @@ pub use engine::{Engine, EngineBuilder};
 pub use events::Event;
 pub use extension::{Extension, Verdict};
 pub use memory::MemoryBackend;
-pub use metrics::Metrics;
+pub use metrics::{Histogram, Metrics};
 pub use pump::Pump;

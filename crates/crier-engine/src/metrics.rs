@@ -26,6 +26,47 @@ pub struct Metrics {
     pub errors: AtomicU64,
     /// Backend calls that failed.
     pub backend_errors: AtomicU64,
+    /// Time from publish to hand-off to the client.
+    pub delivery_latency: Histogram,
+}
+
+/// Upper bounds of the latency buckets, in milliseconds.
+const BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10_000];
+
+/// A fixed-bucket histogram of milliseconds (Prometheus exposition in seconds).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 13],
+    sum_ms: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe_ms(&self, ms: u64) {
+        let i = BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(BUCKETS_MS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Prometheus text for this histogram under `name`.
+    pub fn exposition(&self, name: &str, help: &str) -> String {
+        let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS_MS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            out.push_str(&format!("{name}_bucket{{le=\"{}\"}} {cumulative}\n", *bound as f64 / 1000.0));
+        }
+        cumulative += self.counts[BUCKETS_MS.len()].load(Ordering::Relaxed);
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cumulative}\n"));
+        out.push_str(&format!("{name}_sum {}\n", self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0));
+        out.push_str(&format!("{name}_count {cumulative}\n"));
+        out
+    }
 }
 
 impl Metrics {

@@ -42,6 +42,7 @@ impl Pump {
                 if let Err(e) = self.inner.backend.sent(&self.session.id, &items, Durability::Soon).await {
                     tracing::debug!(client_id = %self.session.id, error = %e, "recording delivery position failed");
                 }
+                self.inner.observe_latency(&items);
                 let mut out = Vec::with_capacity(items.len());
                 for d in items {
                     if let Some(o) = self.inner.outgoing_delivery(d, &self.ctx).await {

@@ -41,6 +41,8 @@ pub(crate) fn delivery(
         message,
         Arc::from(json),
         Some(LogPosition { name: name.clone(), offset }),
+        // The log offset is the Redis server's clock (ms) when the message was logged.
+        offset.0,
     ))
 }
 

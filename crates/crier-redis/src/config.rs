@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How to reach Redis and how long to keep what sessions may still need.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// Redis URL. Empty: no Redis, the single-node memory engine. `redis://[user:pass@]host:port[/db]`

@@ -348,6 +348,7 @@ mod tests {
             Message::new(),
             Arc::from("{}"),
             Some(LogPosition { name: name(via), offset: (offset, 0) }),
+            0,
         )
     }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// HTTP and transport settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// The Bayeux mount path; it and every sub-path under it are the Bayeux endpoint.
@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub eventsource_ping_secs: u64,
     /// Seconds to wait for connections to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
+    /// Address and port (e.g. `127.0.0.1:9090`) for `/healthz`, `/readyz` and `/metrics`
+    /// only. When set, those are served there and not on the public port.
+    pub internal_listen: Option<String>,
     /// Connection and session limits. Not under `server.*`: the binary loads them from the
     /// top-level `limits` section.
     #[serde(skip)]
@@ -50,6 +53,7 @@ impl Default for ServerConfig {
             ws_ping_secs: 20,
             eventsource_ping_secs: 10,
             shutdown_grace_secs: 10,
+            internal_listen: None,
             limits: crate::limits::LimitsConfig::default(),
         }
     }
@@ -75,6 +79,10 @@ impl ServerConfig {
         }
         if self.max_json_depth < 4 {
             return Err("server.max_json_depth: must be at least 4".to_owned());
+        }
+        if let Some(addr) = &self.internal_listen {
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|e| format!("server.internal_listen: {e} (got {addr:?}; expected ADDR:PORT)"))?;
         }
         Ok(())
     }

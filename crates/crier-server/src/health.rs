@@ -59,5 +59,9 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
+    out.push_str(&state.engine.metrics().delivery_latency.exposition(
+        "crier_delivery_latency_seconds",
+        "Time from publish to hand-off to the client (Redis: from when the message was logged).",
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

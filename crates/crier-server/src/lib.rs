@@ -62,8 +62,24 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let internal_addr = config.internal_listen.clone();
     let state = Arc::new(state::AppState::new(engine.clone(), config)?);
     let app = routes::router(state.clone());
+    // The internal port stays up through the drain (so probes see /readyz turn 503) and
+    // stops last.
+    let internal_stop = tokio_util::sync::CancellationToken::new();
+    let internal = match internal_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(&addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "internal port (health, metrics) listening");
+            let router = routes::internal_router(state.clone());
+            let stop = internal_stop.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+            }))
+        }
+        None => None,
+    };
     let stop = state.shutdown.clone();
     let drain_engine = engine.clone();
     let signal = async move {
@@ -92,5 +108,9 @@ pub async fn serve(
         }
     }
     engine.close().await;
+    internal_stop.cancel();
+    if let Some(task) = internal {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     Ok(())
 }

@@ -18,12 +18,24 @@ use crate::static_js;
 use crate::transport::{eventsource, jsonp, polling, websocket};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
+    if state.config.internal_listen.is_some() {
+        // Health and metrics live on the internal port only.
+        return Router::new().fallback(dispatch).with_state(state);
+    }
+    internal_routes().fallback(dispatch).with_state(state)
+}
+
+/// `/healthz`, `/readyz`, `/metrics`.
+fn internal_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .fallback(dispatch)
-        .with_state(state)
+}
+
+/// The router of the internal port (`server.internal_listen`).
+pub(crate) fn internal_router(state: Arc<AppState>) -> Router {
+    internal_routes().with_state(state)
 }
 
 /// Requests outside the mount path get a plain answer (Faye's Node adapter would leave

@@ -5,6 +5,7 @@
 //! Redis, so any node serves any client. `crier check-config` validates a configuration; `crier print-config` prints the
 //! effective one.
 
+mod docs;
 mod settings;
 
 use std::path::PathBuf;
@@ -56,8 +57,15 @@ enum Command {
     Serve(ConfigArgs),
     /// Validate the configuration and exit (non-zero naming the bad key).
     CheckConfig(ConfigArgs),
-    /// Print the effective configuration as TOML.
+    /// Print the effective configuration as TOML (secrets masked).
     PrintConfig(ConfigArgs),
+    /// Print the reference of every setting (Markdown), or with `--example` a complete
+    /// example configuration file.
+    ConfigReference {
+        /// Print an example file with every key, its doc and its default.
+        #[arg(long)]
+        example: bool,
+    },
 }
 
 fn load(args: &ConfigArgs) -> Result<Settings, String> {
@@ -130,10 +138,15 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ConfigReference { example } = cli.command {
+        print!("{}", if example { docs::example() } else { docs::reference() });
+        return ExitCode::SUCCESS;
+    }
     let (args, cmd) = match &cli.command {
         Command::Serve(a) => (a, "serve"),
         Command::CheckConfig(a) => (a, "check"),
         Command::PrintConfig(a) => (a, "print"),
+        Command::ConfigReference { .. } => return ExitCode::SUCCESS,
     };
     let settings = match load(args) {
         Ok(s) => s,

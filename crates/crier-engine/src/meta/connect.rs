@@ -85,6 +85,7 @@ impl Inner {
                 tracing::warn!(client_id = %session.id, error = %e, "storing delivery position failed");
             }
             delivered = guard.disarm();
+            self.observe_latency(&delivered);
         }
 
         let advice = if eventsource {

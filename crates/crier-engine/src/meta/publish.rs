@@ -34,7 +34,7 @@ impl Inner {
         }
         let Some(channel) = channel else { return r };
         let publisher = m.client_id().map(str::to_owned);
-        let delivery = Delivery::new(self.next_seq(), channel.clone(), m);
+        let delivery = Delivery::new(self.next_seq(), channel.clone(), m, self.clock.now());
         if let Err(e) = self.backend.publish(&channel, delivery).await {
             Metrics::inc(&self.metrics.backend_errors);
             tracing::warn!(channel = %channel, error = %e, "publish failed");
