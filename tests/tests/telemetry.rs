@@ -29,11 +29,11 @@ fn parse(text: &str) -> HashMap<String, f64> {
                 && !name.starts_with(|c: char| c.is_ascii_digit()),
             "bad name: {line}"
         );
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                // Only histogram buckets carry a label; nothing per client or channel.
-                assert!(labels.starts_with("{le=\"") && labels.ends_with("\"}"), "unexpected labels: {line}");
-            }
+        // Only histogram buckets carry a label; nothing per client or channel.
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            assert!(labels.starts_with("{le=\"") && labels.ends_with("\"}"), "unexpected labels: {line}");
         }
         out.insert(series.to_owned(), value);
     }

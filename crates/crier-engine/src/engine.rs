@@ -8,6 +8,7 @@ use crier_protocol::{BayeuxError, ClientId, Message, meta};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::backend::Backend;
 use crate::clock::Clock;
@@ -193,7 +194,14 @@ impl Inner {
         let channel = m.channel().unwrap_or("").to_owned();
         let replies: Vec<Outgoing> = if channel == "/meta" || channel.starts_with("/meta/") {
             match channel.as_str() {
-                meta::HANDSHAKE => vec![Outgoing::Message(self.handshake(&m, ctx).await)],
+                meta::HANDSHAKE => {
+                    let span = tracing::info_span!("handshake", client_id = tracing::field::Empty);
+                    let r = self.handshake(&m, ctx).instrument(span.clone()).await;
+                    if let Some(id) = r.client_id() {
+                        span.record("client_id", id);
+                    }
+                    vec![Outgoing::Message(r)]
+                }
                 meta::CONNECT => self.connect(&m, ctx, batched).await,
                 meta::SUBSCRIBE => vec![Outgoing::Message(self.subscribe(&m, ctx, true).await)],
                 meta::UNSUBSCRIBE => vec![Outgoing::Message(self.subscribe(&m, ctx, false).await)],
@@ -206,7 +214,8 @@ impl Inner {
                 }
             }
         } else {
-            vec![Outgoing::Message(self.publish(m).await)]
+            let span = tracing::info_span!("publish", channel = channel.as_str(), client_id = m.client_id());
+            vec![Outgoing::Message(self.publish(m).instrument(span).await)]
         };
         let mut out = Vec::with_capacity(replies.len());
         for item in replies {

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::backend::Durability;
 use crate::context::RequestContext;
-use crate::delivery::Outgoing;
+use crate::delivery::{Delivery, Outgoing};
 use crate::engine::Inner;
 use crate::session::Session;
 
@@ -38,17 +40,8 @@ impl Pump {
             notified.as_mut().enable();
             let items = self.session.drain();
             if !items.is_empty() {
-                // A socket streams continuously: positions are stored in the background.
-                if let Err(e) = self.inner.backend.sent(&self.session.id, &items, Durability::Soon).await {
-                    tracing::debug!(client_id = %self.session.id, error = %e, "recording delivery position failed");
-                }
-                self.inner.observe_latency(&items);
-                let mut out = Vec::with_capacity(items.len());
-                for d in items {
-                    if let Some(o) = self.inner.outgoing_delivery(d, &self.ctx).await {
-                        out.push(o);
-                    }
-                }
+                let span = tracing::info_span!("deliver", count = items.len(), client_id = self.client_id());
+                let out = self.deliver(items).instrument(span).await;
                 if !out.is_empty() {
                     return Some(out);
                 }
@@ -63,6 +56,23 @@ impl Pump {
                 _ = self.inner.shutdown.cancelled() => {}
             }
         }
+    }
+
+    /// Records the position of messages taken from the queue and runs outgoing extensions
+    /// on them; what the extensions drop is left out.
+    async fn deliver(&self, items: Vec<Arc<Delivery>>) -> Vec<Outgoing> {
+        // A socket streams continuously: positions are stored in the background.
+        if let Err(e) = self.inner.backend.sent(&self.session.id, &items, Durability::Soon).await {
+            tracing::debug!(client_id = %self.session.id, error = %e, "recording delivery position failed");
+        }
+        self.inner.observe_latency(&items);
+        let mut out = Vec::with_capacity(items.len());
+        for d in items {
+            if let Some(o) = self.inner.outgoing_delivery(d, &self.ctx).await {
+                out.push(o);
+            }
+        }
+        out
     }
 
     /// Puts messages that could not be written back at the front of the session's queue,

@@ -7,6 +7,7 @@
 
 mod docs;
 mod settings;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crier_engine::{Backend, Engine, MemoryBackend};
 use crier_redis::RedisBackend;
-use settings::{LogFormat, Overrides, Settings};
+use settings::{Overrides, Settings};
 
 /// Exit code for invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -77,19 +78,6 @@ fn load(args: &ConfigArgs) -> Result<Settings, String> {
         redis: args.redis.clone(),
     };
     settings::load(settings::figment(args.config.as_deref(), settings::env(), &o))
-}
-
-fn init_logging(s: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&s.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: escape codes in files and log collectors garble lines.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match s.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
-    }
 }
 
 async fn shutdown_signal() {
@@ -171,22 +159,32 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            init_logging(&settings);
+            let telemetry = match telemetry::init(&settings.log) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("crier: invalid configuration: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("crier: cannot start the runtime: {e}");
+                    telemetry.shutdown();
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(serve(settings)) {
+            let code = match rt.block_on(serve(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "crier failed");
                     eprintln!("crier: {e:#}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            // Outside the runtime: the exporter's client blocks while it sends the last spans.
+            telemetry.shutdown();
+            code
         }
     }
 }

@@ -19,6 +19,12 @@ pub(crate) struct LogConfig {
     pub(crate) level: String,
     /// `human` or `json`.
     pub(crate) format: LogFormat,
+    /// OTLP/HTTP collector base URL, e.g. `http://127.0.0.1:4318`: when set, spans
+    /// (handshake, publish, deliver) are exported as protobuf to `<endpoint>/v1/traces`.
+    /// Unset: no traces are exported.
+    pub(crate) otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute of exported traces.
+    pub(crate) service_name: String,
 }
 
 /// Log line format.
@@ -33,7 +39,12 @@ pub(crate) enum LogFormat {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".to_owned(), format: LogFormat::Human }
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Human,
+            otlp_endpoint: None,
+            service_name: "crier".to_owned(),
+        }
     }
 }
 
@@ -148,6 +159,7 @@ impl Settings {
             jwt.secret = Some(MASK.to_owned());
         }
         s.redis.url = mask_url(&s.redis.url);
+        s.log.otlp_endpoint = s.log.otlp_endpoint.as_deref().map(mask_url);
         if let Some(hook) = &mut s.auth.webhook {
             hook.url = mask_url(&hook.url);
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crier_protocol::{Advice, BayeuxError, Message};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::backend::Durability;
 use crate::context::RequestContext;
@@ -74,18 +75,24 @@ impl Inner {
         let drain = !ctx.transport.is_socket();
         let mut delivered = self.hold(&session, generation, hold, drain).await;
         if !delivered.is_empty() {
-            // Record how far the session got before the response leaves, so a next connect
-            // on another node resumes after these. If this request goes away meanwhile, the
-            // guard puts them back in the queue. Failing to store risks a duplicate later,
-            // never a loss, so the response goes out anyway.
-            let guard = Requeue { session: &session, items: Some(delivered) };
-            let items = guard.items.as_deref().unwrap_or_default();
-            if let Err(e) = self.backend.sent(&session.id, items, Durability::Now).await {
-                Metrics::inc(&self.metrics.backend_errors);
-                tracing::warn!(client_id = %session.id, error = %e, "storing delivery position failed");
+            let span = tracing::info_span!("deliver", count = delivered.len(), client_id = session.id.as_str());
+            delivered = async {
+                // Record how far the session got before the response leaves, so a next
+                // connect on another node resumes after these. If this request goes away
+                // meanwhile, the guard puts them back in the queue. Failing to store risks
+                // a duplicate later, never a loss, so the response goes out anyway.
+                let guard = Requeue { session: &session, items: Some(delivered) };
+                let items = guard.items.as_deref().unwrap_or_default();
+                if let Err(e) = self.backend.sent(&session.id, items, Durability::Now).await {
+                    Metrics::inc(&self.metrics.backend_errors);
+                    tracing::warn!(client_id = %session.id, error = %e, "storing delivery position failed");
+                }
+                let delivered = guard.disarm();
+                self.observe_latency(&delivered);
+                delivered
             }
-            delivered = guard.disarm();
-            self.observe_latency(&delivered);
+            .instrument(span)
+            .await;
         }
 
         let advice = if eventsource {
