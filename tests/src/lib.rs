@@ -203,6 +203,20 @@ pub async fn connected_client(url: &str) -> String {
     id
 }
 
+/// A long-poll connect with an `advice.timeout` in ms: the data of the messages it carried,
+/// and the connect reply.
+pub async fn poll(url: &str, id: &str, timeout_ms: u64) -> (Vec<Value>, Value) {
+    let (_, r) = post_json(
+        url,
+        &json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","advice":{"timeout":timeout_ms}}),
+    )
+    .await;
+    let items = r.as_array().cloned().unwrap_or_default();
+    let reply = items.iter().find(|m| m["channel"] == "/meta/connect").cloned().unwrap_or(Value::Null);
+    let data = items.into_iter().filter(|m| m["channel"] != "/meta/connect").map(|m| m["data"].clone()).collect();
+    (data, reply)
+}
+
 /// Subscribes over HTTP and asserts success.
 pub async fn subscribe(url: &str, id: &str, sub: &str) {
     let (_, r) = post_json(url, &json!({"channel":"/meta/subscribe","clientId":id,"subscription":sub})).await;

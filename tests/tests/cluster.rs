@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crier_redis::testing::RedisServer;
-use crier_tests::{Cluster, connected_client, eventually, http, post_json, run_node, subscribe};
+use crier_tests::{Cluster, connected_client, eventually, http, poll, post_json, run_node, subscribe};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -20,20 +20,6 @@ async fn publish(url: &str, channel: &str, data: Value) -> Value {
     let (status, r) = post_json(url, &json!({"channel": channel, "data": data})).await;
     assert_eq!(status, 200, "{r}");
     r
-}
-
-/// A long-poll connect with an `advice.timeout` in ms; returns the data of the messages it
-/// carried, and the connect reply.
-async fn poll(url: &str, id: &str, timeout_ms: u64) -> (Vec<Value>, Value) {
-    let (_, r) = post_json(
-        url,
-        &json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","advice":{"timeout":timeout_ms}}),
-    )
-    .await;
-    let items = r.as_array().cloned().unwrap_or_default();
-    let reply = items.iter().find(|m| m["channel"] == "/meta/connect").cloned().unwrap_or(Value::Null);
-    let data = items.into_iter().filter(|m| m["channel"] != "/meta/connect").map(|m| m["data"].clone()).collect();
-    (data, reply)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,20 +4,8 @@
 use std::time::Duration;
 
 use crier_redis::testing::{RedisCluster, RedisSentinel};
-use crier_tests::{Cluster, connected_client, post_json, run_node};
+use crier_tests::{Cluster, connected_client, poll, post_json, run_node};
 use serde_json::{Value, json};
-
-async fn poll(url: &str, id: &str, timeout_ms: u64) -> (Vec<Value>, Value) {
-    let (_, r) = post_json(
-        url,
-        &json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","advice":{"timeout":timeout_ms}}),
-    )
-    .await;
-    let items = r.as_array().cloned().unwrap_or_default();
-    let reply = items.iter().find(|m| m["channel"] == "/meta/connect").cloned().unwrap_or(Value::Null);
-    let data = items.into_iter().filter(|m| m["channel"] != "/meta/connect").map(|m| m["data"].clone()).collect();
-    (data, reply)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_with_channels_on_every_shard() {

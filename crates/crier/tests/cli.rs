@@ -1,16 +1,15 @@
 //! The real `crier` binary: configuration errors, `print-config`, `serve` and SIGTERM drain.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use common::{Crier, post};
+use serde_json::json;
 
 fn crier() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crier"));
-    // Only what the test sets: no CRIER_* from the developer's shell.
-    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    c
+    common::command()
 }
 
 #[test]
@@ -48,52 +47,17 @@ fn print_config_shows_flags_env_and_defaults() {
     assert!(check.status.success());
 }
 
-struct Server {
-    child: Child,
-    addr: String,
+/// Starts `crier serve` on an ephemeral port (30 s connect timeout, 5 s grace).
+fn serve_env(extra: &[&str], env: &[(&str, &str)]) -> Crier {
+    let mut args = vec!["--timeout", "30"];
+    args.extend_from_slice(extra);
+    let mut env = env.to_vec();
+    env.push(("CRIER_SERVER__SHUTDOWN_GRACE_SECS", "5"));
+    common::start(&args, &env)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `crier serve` on an ephemeral port and reads the bound address from its log.
-fn serve(extra: &[&str]) -> Server {
+fn serve(extra: &[&str]) -> Crier {
     serve_env(extra, &[])
-}
-
-fn serve_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let mut child = crier()
-        .envs(env.iter().copied())
-        .args(["serve", "--listen", "127.0.0.1:0", "--timeout", "30"])
-        .args(extra)
-        .env("CRIER_SERVER__SHUTDOWN_GRACE_SECS", "5")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn crier");
-    let stderr = child.stderr.take().expect("stderr");
-    // A thread reads the log (and keeps draining it so the child never blocks on a full
-    // pipe); the address arrives over a channel, waited for with a bound.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("addr=") {
-                let _ = tx.send(line[pos + 5..].split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("crier logged its address within 20 s");
-    Server { child, addr }
-}
-
-async fn post(url: &str, body: Value) -> Value {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(40)).build().expect("client");
-    let r = client.post(url).json(&body).send().await.expect("POST");
-    r.json().await.expect("JSON reply")
 }
 
 #[tokio::test]

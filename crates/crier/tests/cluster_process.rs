@@ -4,53 +4,26 @@
 //! messages published meanwhile: at least once, nothing lost (duplicates are allowed after
 //! a crash: positions of WebSocket sessions are stored about once a second).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::Crier;
 use crier_redis::testing::{RedisServer, unique_prefix};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn node(redis: &RedisServer, prefix: &str) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["serve", "--listen", "127.0.0.1:0", "--timeout", "10", "--redis", &redis.url()])
-        .env("CRIER_REDIS__PREFIX", prefix)
-        .env("CRIER_REDIS__CURSOR_FLUSH_MS", "200")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn crier");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("addr=") {
-                let _ = tx.send(line[pos + 5..].split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("crier logged its address within 20 s");
-    Node { child, addr }
+fn node(redis: &RedisServer, prefix: &str) -> Crier {
+    common::start(
+        &["--timeout", "10", "--redis", &redis.url()],
+        &[("CRIER_REDIS__PREFIX", prefix), ("CRIER_REDIS__CURSOR_FLUSH_MS", "200")],
+    )
 }
 
 /// A load balancer: forwards each new connection to the current target.

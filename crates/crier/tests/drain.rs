@@ -11,60 +11,20 @@
 //! - the process exits successfully within `server.shutdown_grace_secs`, without the grace
 //!   period running out.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{Crier, post};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const GRACE_SECS: u64 = 4;
 
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve() -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["serve", "--listen", "127.0.0.1:0", "--timeout", "30"])
-        .env("CRIER_SERVER__SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn crier");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let keep = log.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("addr=") {
-                let _ = tx.send(line[pos + 5..].split_whitespace().next().unwrap_or("").to_owned());
-            }
-            keep.lock().expect("log lock").push(line);
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("crier logged its address within 20 s");
-    Server { child, addr, log }
-}
-
-async fn post(url: &str, body: Value) -> Value {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(40)).build().expect("client");
-    let r = client.post(url).json(&body).send().await.expect("POST");
-    r.json().await.expect("JSON reply")
+fn serve() -> Crier {
+    common::start(&["--timeout", "30"], &[("CRIER_SERVER__SHUTDOWN_GRACE_SECS", &GRACE_SECS.to_string())])
 }
 
 async fn handshake(url: &str, transport: &str) -> String {

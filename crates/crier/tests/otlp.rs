@@ -1,63 +1,23 @@
 //! The real `crier` binary exports `handshake`, `publish` and `deliver` spans over
 //! OTLP/HTTP when `log.otlp_endpoint` is set, and flushes them on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use common::{Crier, post};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-fn crier() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crier"));
-    // Only what the test sets: no CRIER_* or OTEL_* from the developer's shell.
-    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    c
-}
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `crier serve` on an ephemeral port and reads the bound address from its log.
-fn serve_env(env: &[(&str, &str)]) -> Server {
-    let mut child = crier()
-        .envs(env.iter().copied())
-        .args(["serve", "--listen", "127.0.0.1:0", "--timeout", "30"])
-        .env("CRIER_SERVER__SHUTDOWN_GRACE_SECS", "5")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn crier");
-    let stderr = child.stderr.take().expect("stderr");
-    // A thread reads the log (and keeps draining it so the child never blocks on a full
-    // pipe); the address arrives over a channel, waited for with a bound.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("addr=") {
-                let _ = tx.send(line[pos + 5..].split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("crier logged its address within 20 s");
-    Server { child, addr }
-}
-
-async fn post(url: &str, body: Value) -> Value {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(40)).build().expect("client");
-    let r = client.post(url).json(&body).send().await.expect("POST");
-    r.json().await.expect("JSON reply")
+/// Starts `crier serve` (30 s connect timeout, 5 s grace); the environment holds only what
+/// the test sets (no CRIER_* or OTEL_* from the developer's shell).
+fn serve_env(env: &[(&str, &str)]) -> Crier {
+    let mut env = env.to_vec();
+    env.push(("CRIER_SERVER__SHUTDOWN_GRACE_SECS", "5"));
+    common::start(&["--timeout", "30"], &env)
 }
 
 /// One received OTLP request: its path and body.

@@ -7,11 +7,14 @@
 //!
 //! nginx must be installed (`.ci/run` installs it); without it the test fails.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use common::Crier;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,7 +54,7 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// The sum of one gauge over the nodes' `/metrics` (scraped directly, not through nginx).
-async fn gauge_sum(nodes: &[Node], name: &str) -> i64 {
+async fn gauge_sum(nodes: &[Crier], name: &str) -> i64 {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
     let mut sum = 0;
     for n in nodes {
@@ -69,7 +72,7 @@ async fn gauge_sum(nodes: &[Node], name: &str) -> i64 {
 }
 
 /// Waits (bounded) until the WebSocket subscribers all hold a socket on the current nodes.
-async fn wait_sockets(nodes: &[Node], want: i64) -> i64 {
+async fn wait_sockets(nodes: &[Crier], want: i64) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let open = gauge_sum(nodes, "crier_websocket_connections").await;
@@ -81,45 +84,15 @@ async fn wait_sockets(nodes: &[Node], want: i64) -> i64 {
 }
 
 /// A `crier serve --redis` process; killed when dropped.
-struct Node {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(redis: &RedisServer, prefix: &str) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["serve", "--listen", "127.0.0.1:0", "--timeout", "10", "--redis", &redis.url()])
-        .env("CRIER_REDIS__PREFIX", prefix)
-        .env("CRIER_REDIS__CURSOR_FLUSH_MS", "200")
-        .env("CRIER_SERVER__SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn crier");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let keep = log.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("addr=") {
-                let _ = tx.send(line[pos + 5..].split_whitespace().next().unwrap_or("").to_owned());
-            }
-            keep.lock().expect("log lock").push(line);
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("crier logged its address within 20 s");
-    Node { child, addr, log }
+fn start_node(redis: &RedisServer, prefix: &str) -> Crier {
+    common::start(
+        &["--timeout", "10", "--redis", &redis.url()],
+        &[
+            ("CRIER_REDIS__PREFIX", prefix),
+            ("CRIER_REDIS__CURSOR_FLUSH_MS", "200"),
+            ("CRIER_SERVER__SHUTDOWN_GRACE_SECS", &GRACE_SECS.to_string()),
+        ],
+    )
 }
 
 /// Waits (bounded) until GET /readyz on `addr` answers 200.
@@ -137,7 +110,7 @@ async fn wait_ready(addr: &str) {
 }
 
 /// SIGTERMs a node and waits (bounded) for it to exit on its own, successfully.
-async fn drain(node: &mut Node) -> Duration {
+async fn drain(node: &mut Crier) -> Duration {
     let sent = Instant::now();
     signal(node.child.id(), "-TERM");
     loop {
@@ -412,11 +385,11 @@ async fn scenario(nginx_bin: PathBuf) {
     let started = Instant::now();
     let redis = RedisServer::start();
     let prefix = unique_prefix("rolling");
-    let mut nodes: Vec<Node> = (0..3).map(|_| start_node(&redis, &prefix)).collect();
+    let mut nodes: Vec<Crier> = (0..3).map(|_| start_node(&redis, &prefix)).collect();
     for n in &nodes {
         wait_ready(&n.addr).await;
     }
-    let addrs = |nodes: &[Node]| nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>();
+    let addrs = |nodes: &[Crier]| nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>();
     let mut nginx = Nginx::start(&addrs(&nodes));
     assert_eq!(nginx.bin, nginx_bin);
     let url = nginx.url();

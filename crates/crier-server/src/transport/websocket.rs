@@ -50,7 +50,14 @@ pub(crate) fn handle(
         .and_then(|v| v.split(',').next())
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty());
-    let mut ws = ws.max_message_size(state.config.max_frame_bytes).max_frame_size(state.config.max_frame_bytes);
+    // Small buffers: tungstenite's defaults (128 KiB each) cost every idle socket that much
+    // up front (136.6 KiB per idle connection measured, 11.9 KiB with these; see
+    // docs/benchmarks.md). Reads grow as frames need; writes go out whole frames at a time.
+    let mut ws = ws
+        .max_message_size(state.config.max_frame_bytes)
+        .max_frame_size(state.config.max_frame_bytes)
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
     if let Some(p) = first_protocol {
         ws = ws.protocols([p]);
     }

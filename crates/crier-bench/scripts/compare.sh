@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Runs the scenarios of docs/benchmarks.md against Crier and the reference Faye server
+# (Faye 1.4.3; faye-redis 0.2.0 for the cluster), one after the other on this machine,
+# and appends one JSON line per run to $OUT. Every server and Redis it starts listens on
+# 127.0.0.1 and is stopped (by its pid) when the script exits.
+#
+#   cargo build --release -p crier -p crier-bench
+#   (cp -r /work/shared/faye-peer /tmp/faye-peer && cd /tmp/faye-peer && npm install)
+#   crates/crier-bench/scripts/compare.sh            # all scenarios, about 15 minutes
+#   SCENARIOS="single idle" crates/crier-bench/scripts/compare.sh
+#
+# Settings (environment): CRIER, BENCH (binaries), FAYE_DIR (the installed faye-peer),
+# OUT (results file), PORT (first of the ports used, default 18000), DURATION (seconds
+# per run, default 10), SCENARIOS (any of: single cluster latency idle redis ceiling),
+# SERVERS (default "crier faye"), LABEL_CRIER; the rates and counts below. (No variable
+# of this script starts with CRIER_: crier reads those as configuration.)
+set -euo pipefail
+
+CRIER=${CRIER:-target/release/crier}
+BENCH=${BENCH:-target/release/crier-bench}
+FAYE_DIR=${FAYE_DIR:-/tmp/faye-peer}
+OUT=${OUT:-bench-results.jsonl}
+PORT=${PORT:-18000}
+DURATION=${DURATION:-10}
+SCENARIOS=${SCENARIOS:-single cluster latency idle redis ceiling}
+# Offered rates (messages/s over all publishers) for the zero-loss cluster sweep and the
+# latency runs; 1,000 subscribers each, so deliveries/s = 1,000 x rate (the small latency
+# runs: 100 subscribers).
+SWEEP_CRIER=${SWEEP_CRIER:-100 200 300 400 600 800 1000 1500}
+SWEEP_FAYE=${SWEEP_FAYE:-5 10 20 40}
+LATENCY_RATE=${LATENCY_RATE:-20}
+CLUSTER_LATENCY_RATE=${CLUSTER_LATENCY_RATE:-5}
+SMALL_LATENCY_RATE=${SMALL_LATENCY_RATE:-100}
+IDLE_COUNTS=${IDLE_COUNTS:-10000 19000}
+# Which servers to run, and the label of the Crier build (to compare two builds).
+SERVERS=${SERVERS:-crier faye}
+LABEL_CRIER=${LABEL_CRIER:-crier}
+
+A=$((PORT + 1)) B=$((PORT + 2)) REDIS=$((PORT + 79))
+PIDS=()
+
+log() { echo "compare.sh: $*" >&2; }
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    done
+    PIDS=()
+}
+trap cleanup EXIT
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+    for _ in $(seq 100); do port_free "$1" || return 0; sleep 0.1; done
+    log "nothing listens on $1"; return 1
+}
+
+for p in $A $B $REDIS; do port_free "$p" || { log "port $p is taken; set PORT"; exit 1; }; done
+
+# start_crier PORT [REDIS_PORT]
+start_crier() {
+    local redis=()
+    [ -n "${2:-}" ] && redis=(--redis "redis://127.0.0.1:$2")
+    "$CRIER" serve --listen "127.0.0.1:$1" "${redis[@]}" >"/tmp/compare-crier-$1.log" 2>&1 &
+    PIDS+=($!); LAST=$!
+    wait_port "$1"
+}
+
+# start_faye PORT [REDIS_PORT]
+start_faye() {
+    (cd "$FAYE_DIR" && exec node server.js "$@") >"/tmp/compare-faye-$1.log" 2>&1 &
+    PIDS+=($!); LAST=$!
+    wait_port "$1"
+}
+
+start_redis() {
+    redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/tmp/compare-redis.log 2>&1 &
+    PIDS+=($!); LAST=$!
+    wait_port "$REDIS"
+}
+
+# Stops everything but Redis, and empties Redis.
+restart() {
+    local keep=()
+    for p in "${PIDS[@]}"; do
+        if [ "$p" = "${REDIS_PID:-}" ]; then keep+=("$p"); else kill "$p" 2>/dev/null || true; fi
+    done
+    for p in "${PIDS[@]}"; do
+        [ "$p" = "${REDIS_PID:-}" ] && continue
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    done
+    PIDS=("${keep[@]}")
+    [ -n "${REDIS_PID:-}" ] && redis-cli -p "$REDIS" flushall >/dev/null
+    return 0
+}
+
+bench() { # LABEL ARGS...
+    local label=${1/#crier\//$LABEL_CRIER/}; shift
+    log "$label: $*"
+    "$BENCH" --label "$label" --json "$@" | tee -a "$OUT" || log "$label: the run failed"
+}
+
+url() { echo "http://127.0.0.1:$1/faye"; }
+
+single() {
+    for server in $SERVERS; do
+        "start_$server" "$A"; pid=$LAST
+        bench "$server/single/fan-out" --url "$(url "$A")" -s 1000 -p 2 --duration "$DURATION" --server-pid "$pid"
+        bench "$server/single/fan-out-10ch" --url "$(url "$A")" -s 1000 -p 10 -c 10 --duration "$DURATION" --server-pid "$pid"
+        restart
+    done
+}
+
+cluster() {
+    start_redis; REDIS_PID=$LAST
+    for server in $SERVERS; do
+        local sweep=$SWEEP_CRIER
+        [ "$server" = faye ] && sweep=$SWEEP_FAYE
+        "start_$server" "$A" "$REDIS"; pa=$LAST
+        "start_$server" "$B" "$REDIS"; pb=$LAST
+        # Faye acknowledges a publish before fanning it out, so an ack-paced publisher
+        # has no backpressure there and would only pile work up in the node process.
+        [ "$server" = crier ] && bench "$server/cluster/fan-out" --sub-url "$(url "$A")" --pub-url "$(url "$B")" \
+            -s 1000 -p 2 --duration "$DURATION" --server-pid "$pa" --server-pid "$pb"
+        for rate in $sweep; do
+            restart
+            "start_$server" "$A" "$REDIS"; pa=$LAST
+            "start_$server" "$B" "$REDIS"; pb=$LAST
+            bench "$server/cluster/rate-$rate" --sub-url "$(url "$A")" --pub-url "$(url "$B")" -s 1000 -p 2 \
+                --rate "$rate" --drain 15 --duration "$DURATION" --server-pid "$pa" --server-pid "$pb"
+        done
+        restart
+    done
+}
+
+latency() {
+    for server in $SERVERS; do
+        "start_$server" "$A"
+        bench "$server/single/latency-$LATENCY_RATE" --url "$(url "$A")" -s 1000 -p 2 --rate "$LATENCY_RATE" \
+            --duration "$DURATION"
+        restart
+        "start_$server" "$A"
+        bench "$server/single/latency-100x$SMALL_LATENCY_RATE" --url "$(url "$A")" -s 100 -p 2 \
+            --rate "$SMALL_LATENCY_RATE" --duration "$DURATION"
+        restart
+    done
+    [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
+    for server in $SERVERS; do
+        "start_$server" "$A" "$REDIS"
+        "start_$server" "$B" "$REDIS"
+        bench "$server/cluster/latency-$CLUSTER_LATENCY_RATE" --sub-url "$(url "$A")" --pub-url "$(url "$B")" \
+            -s 1000 -p 2 --rate "$CLUSTER_LATENCY_RATE" --duration "$DURATION"
+        restart
+        "start_$server" "$A" "$REDIS"
+        "start_$server" "$B" "$REDIS"
+        bench "$server/cluster/latency-100x$SMALL_LATENCY_RATE" --sub-url "$(url "$A")" --pub-url "$(url "$B")" \
+            -s 100 -p 2 --rate "$SMALL_LATENCY_RATE" --duration "$DURATION"
+        restart
+    done
+}
+
+idle() {
+    for n in $IDLE_COUNTS; do
+        for server in $SERVERS; do
+            "start_$server" "$A"; pid=$LAST
+            bench "$server/single/idle-$n" --mode idle --url "$(url "$A")" --clients "$n" --duration "$DURATION" \
+                --server-pid "$pid"
+            restart
+        done
+    done
+}
+
+redis() {
+    [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
+    for server in $SERVERS; do
+        for n in 1 100 1000; do
+            "start_$server" "$A" "$REDIS"
+            "start_$server" "$B" "$REDIS"
+            bench "$server/cluster/redis-$n" --sub-url "$(url "$A")" --pub-url "$(url "$B")" -s "$n" -p 1 \
+                --rate 20 --messages 100 --duration "$DURATION" --drain 15 --redis "127.0.0.1:$REDIS"
+            restart
+        done
+    done
+}
+
+ceiling() {
+    [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
+    for pipeline in 1 16; do
+        log "redis-benchmark PUBLISH, pipeline $pipeline"
+        redis-benchmark -p "$REDIS" -n 200000 -c 50 -P "$pipeline" -q PUBLISH bench x | tr '\r' '\n' | tail -1 |
+            sed "s/^/redis-benchmark -P $pipeline: /" | tee -a "$OUT.txt"
+    done
+}
+
+for s in $SCENARIOS; do "$s"; done
