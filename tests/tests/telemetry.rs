@@ -59,6 +59,7 @@ async fn key_series_move_when_traffic_flows() {
         "crier_delivery_latency_seconds_count",
         "crier_limit_publishes_refused_total",
         "crier_queue_dropped_total",
+        "crier_subscriptions",
     ] {
         assert!(before.contains_key(key), "{key} exposed");
     }
@@ -79,6 +80,7 @@ async fn key_series_move_when_traffic_flows() {
             && d("crier_messages_delivered_total") >= 5.0
             && d("crier_delivery_latency_seconds_count") >= 5.0
             && after.get("crier_websocket_connections").copied() == Some(1.0)
+            && d("crier_subscriptions") == 1.0
             && after.get("crier_delivery_latency_seconds_bucket{le=\"+Inf\"}").copied()
                 == after.get("crier_delivery_latency_seconds_count").copied()
     })

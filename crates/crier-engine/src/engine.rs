@@ -362,6 +362,7 @@ impl Inner {
         self.detach(id);
         let Some(subs) = removed else { return Ok(false) };
         self.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.subscriptions.fetch_sub(subs.len() as i64, Ordering::Relaxed);
         for p in subs {
             self.emit(Event::Unsubscribe(id.clone(), p));
         }

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub queue_disconnects: AtomicU64,
     /// Subscriptions added.
     pub subscribes: AtomicU64,
+    /// Subscriptions added minus removed through this node (each change is counted on the
+    /// one node that made it, so the sum over nodes is the cluster's total).
+    pub subscriptions: AtomicI64,
     /// Messages refused by an error (any code).
     pub errors: AtomicU64,
     /// Backend calls that failed.
@@ -90,6 +93,11 @@ impl Metrics {
                 g(&self.queue_disconnects),
             ),
             ("crier_subscribes_total", "Subscriptions added.", g(&self.subscribes)),
+            (
+                "crier_subscriptions",
+                "Subscriptions added minus removed through this node (sum over nodes: the cluster's total).",
+                self.subscriptions.load(Ordering::Relaxed),
+            ),
             ("crier_errors_total", "Messages answered with a Bayeux error.", g(&self.errors)),
             ("crier_backend_errors_total", "Backend calls that failed.", g(&self.backend_errors)),
         ]

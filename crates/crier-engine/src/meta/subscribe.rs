@@ -99,8 +99,10 @@ impl Inner {
                 Ok(true) => {
                     if subscribe {
                         Metrics::inc(&self.metrics.subscribes);
+                        self.metrics.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         self.emit(Event::Subscribe(id.clone(), p));
                     } else {
+                        self.metrics.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         self.emit(Event::Unsubscribe(id.clone(), p));
                     }
                 }
