@@ -85,6 +85,22 @@ async fn publishes_per_session_are_rate_limited_but_anonymous_backends_are_not()
     assert_eq!(metric(&s, "crier_limit_publishes_refused_total").await, 5);
 }
 
+#[tokio::test]
+async fn channel_name_length_and_depth_are_configurable() {
+    let engine = crier_engine::EngineConfig { max_channel_length: 16, max_channel_depth: 3, ..Default::default() };
+    let s = TestServer::start_with(Options { engine: Some(engine), ..Options::default() }).await;
+    let id = connected_client(&s.url()).await;
+    let long = "/abcdefghijklmnopq"; // 18 bytes
+    let (_, r) = post_json(&s.url(), &json!({"channel": long, "data": 1})).await;
+    assert_eq!(r[0]["error"], json!(format!("405:{long}:Invalid channel")), "{r}");
+    let (_, r) = post_json(&s.url(), &json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/a/b/c/d"})).await;
+    assert_eq!(r[0]["error"], json!("405:/a/b/c/d:Invalid channel"), "{r}");
+    let (_, r) = post_json(&s.url(), &json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/a/b/*"})).await;
+    assert_eq!(r[0]["successful"], json!(true), "{r}");
+    let (_, r) = post_json(&s.url(), &json!({"channel":"/a/b/c","data":1})).await;
+    assert_eq!(r[0]["successful"], json!(true), "{r}");
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()

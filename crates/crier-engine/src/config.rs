@@ -32,6 +32,11 @@ pub struct EngineConfig {
     pub max_subscriptions: usize,
     /// Seconds between sweeps for expired sessions (0: a quarter of the timeout, at least 1 s).
     pub sweep_interval_secs: u64,
+    /// Longest channel name or pattern, in bytes (at most 1024, the protocol's hard limit);
+    /// longer ones get `405:<channel>:Invalid channel`.
+    pub max_channel_length: usize,
+    /// Most segments in a channel name or pattern (at most 64, the protocol's hard limit).
+    pub max_channel_depth: usize,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +48,8 @@ impl Default for EngineConfig {
             overflow: OverflowPolicy::DropOldest,
             max_subscriptions: 1000,
             sweep_interval_secs: 0,
+            max_channel_length: crier_protocol::channel::MAX_CHANNEL_LEN,
+            max_channel_depth: crier_protocol::channel::MAX_CHANNEL_DEPTH,
         }
     }
 }
@@ -56,6 +63,11 @@ impl EngineConfig {
     /// How long a session lives after its last connect (2 × timeout, as Faye).
     pub fn session_lifetime(&self) -> Duration {
         self.timeout() * 2
+    }
+
+    /// Whether a channel name or pattern is within the configured length and depth.
+    pub fn channel_allowed(&self, name: &str) -> bool {
+        name.len() <= self.max_channel_length && name.bytes().filter(|&b| b == b'/').count() <= self.max_channel_depth
     }
 
     /// Time between sweeps for expired sessions.

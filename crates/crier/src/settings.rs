@@ -177,6 +177,13 @@ impl Settings {
         if self.engine.max_queue == 0 {
             return Err("engine.max_queue: must be at least 1".to_owned());
         }
+        let (len, depth) = (crier_protocol::channel::MAX_CHANNEL_LEN, crier_protocol::channel::MAX_CHANNEL_DEPTH);
+        if !(2..=len).contains(&self.engine.max_channel_length) {
+            return Err(format!("engine.max_channel_length: must be between 2 and {len}"));
+        }
+        if !(1..=depth).contains(&self.engine.max_channel_depth) {
+            return Err(format!("engine.max_channel_depth: must be between 1 and {depth}"));
+        }
         if self.engine.max_subscriptions == 0 {
             return Err("engine.max_subscriptions: must be at least 1".to_owned());
         }
