@@ -93,7 +93,8 @@ async fn channel_name_length_and_depth_are_configurable() {
     let long = "/abcdefghijklmnopq"; // 18 bytes
     let (_, r) = post_json(&s.url(), &json!({"channel": long, "data": 1})).await;
     assert_eq!(r[0]["error"], json!(format!("405:{long}:Invalid channel")), "{r}");
-    let (_, r) = post_json(&s.url(), &json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/a/b/c/d"})).await;
+    let (_, r) =
+        post_json(&s.url(), &json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/a/b/c/d"})).await;
     assert_eq!(r[0]["error"], json!("405:/a/b/c/d:Invalid channel"), "{r}");
     let (_, r) = post_json(&s.url(), &json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/a/b/*"})).await;
     assert_eq!(r[0]["successful"], json!(true), "{r}");

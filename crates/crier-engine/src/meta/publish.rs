@@ -20,8 +20,7 @@ impl Inner {
             Some(Value::Null) | None => String::new(),
             Some(other) => other.to_string(),
         };
-        let channel =
-            m.channel().filter(|c| self.config.channel_allowed(c)).and_then(|c| ChannelName::parse(c).ok());
+        let channel = m.channel().filter(|c| self.config.channel_allowed(c)).and_then(|c| ChannelName::parse(c).ok());
         let error = if m.data().is_none() {
             Some(BayeuxError::missing("data").to_string())
         } else if channel.is_none() {

@@ -57,10 +57,8 @@ impl Inner {
         let mut patterns = Vec::with_capacity(items.len());
         for v in &items {
             let name = label(v);
-            let parsed = v
-                .as_str()
-                .filter(|s| self.config.channel_allowed(s))
-                .and_then(|s| ChannelPattern::parse(s).ok());
+            let parsed =
+                v.as_str().filter(|s| self.config.channel_allowed(s)).and_then(|s| ChannelPattern::parse(s).ok());
             let Some(p) = parsed else {
                 r.fail(BayeuxError::invalid_channel(&name));
                 return r;
