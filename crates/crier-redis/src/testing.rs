@@ -15,6 +15,9 @@ pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Kills the server if this process goes away without dropping it (a server kept in a
+    /// `static` is never dropped).
+    watchdog: Option<Child>,
 }
 
 fn free_port() -> u16 {
@@ -42,7 +45,7 @@ impl RedisServer {
             let dir = std::env::temp_dir().join(format!("crier-redis-{}-{port}", std::process::id()));
             let _ = std::fs::create_dir_all(&dir);
             let extra = extra.iter().map(|s| (*s).to_owned()).collect();
-            let mut s = RedisServer { port, dir, child: None, extra };
+            let mut s = RedisServer { port, dir, child: None, extra, watchdog: None };
             if s.spawn() {
                 return s;
             }
@@ -60,6 +63,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn();
         let Ok(child) = child else { return false };
+        self.watchdog = watchdog(child.id(), self.port);
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -83,6 +87,10 @@ impl RedisServer {
 
     /// Kills the server (SIGKILL): its data is gone, as after a crash without persistence.
     pub fn kill(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -213,7 +221,8 @@ impl RedisSentinel {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server --sentinel runs");
-        let sentinel = RedisServer { port, dir, child: Some(child), extra: Vec::new() };
+        let sentinel =
+            RedisServer { port, dir, watchdog: watchdog(child.id(), port), child: Some(child), extra: Vec::new() };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let replicas = sentinel.cmd(&["SENTINEL", "REPLICAS", SENTINEL_SERVICE]).unwrap_or_default();
@@ -236,6 +245,25 @@ impl RedisSentinel {
         let r = self.sentinel.cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])?;
         r.lines().filter(|l| !l.starts_with(['*', '$'])).nth(1)?.trim().parse().ok()
     }
+}
+
+/// A shell loop that waits for this process to end, then kills the server `pid`, but only
+/// if that pid is still a redis-server on `port` (a pid can be reused). Tests run on Linux
+/// (`/proc`); elsewhere the loop just finds nothing to kill.
+fn watchdog(pid: u32, port: u16) -> Option<Child> {
+    let script = format!(
+        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
+         tr '\\0' ' ' < /proc/{pid}/cmdline 2>/dev/null | grep -q ':{port}' && kill -9 {pid}",
+        parent = std::process::id()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
 }
 
 /// Whether a buffer holds one whole RESP reply (simple, error, integer or bulk string).
