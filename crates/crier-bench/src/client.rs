@@ -283,27 +283,41 @@ async fn recv_text(ws: &mut Ws) -> anyhow::Result<String> {
     }
 }
 
-/// A WebSocket subscriber or idle client: set up, report readiness, receive until stopped.
-pub(crate) async fn ws_subscriber(ctx: Arc<Ctx>, spec: SubSpec, ready: mpsc::Sender<(usize, bool)>) -> Tally {
-    let mut tally = Tally::new(spec.publishers);
+/// Opens a WebSocket session within the ramp-up allowance (subscribed to `subscription` if
+/// given) and reports readiness; `None` (already reported, error recorded) if it failed or
+/// the run stopped meanwhile.
+async fn open_session(
+    ctx: &Ctx,
+    target: &Target,
+    source: Option<IpAddr>,
+    subscription: Option<&str>,
+    index: usize,
+    ready: mpsc::Sender<(usize, bool)>,
+) -> Option<WsPeer> {
     let permit = ctx.ramp_permit().await;
     let opened = tokio::select! {
-        r = WsPeer::open(&spec.target, spec.source, spec.subscription.as_deref()) => r,
+        r = WsPeer::open(target, source, subscription) => r,
         _ = ctx.stop.cancelled() => Err(anyhow!("stopped during setup")),
     };
     drop(permit);
-    let mut peer = match opened {
-        Ok(p) => p,
-        Err(e) => {
-            ctx.shared.errors.add("setup", format!("{e:#}"));
-            let _ = ready.send((spec.index, false)).await;
-            return tally;
-        }
+    let ok = opened.is_ok();
+    if let Err(e) = &opened {
+        ctx.shared.errors.add("setup", format!("{e:#}"));
+    }
+    let _ = ready.send((index, ok)).await;
+    opened.ok()
+}
+
+/// A WebSocket subscriber or idle client: set up, report readiness, receive until stopped.
+pub(crate) async fn ws_subscriber(ctx: Arc<Ctx>, spec: SubSpec, ready: mpsc::Sender<(usize, bool)>) -> Tally {
+    let mut tally = Tally::new(spec.publishers);
+    let Some(mut peer) =
+        open_session(&ctx, &spec.target, spec.source, spec.subscription.as_deref(), spec.index, ready).await
+    else {
+        return tally;
     };
     tally.ready = true;
     ctx.alive.fetch_add(1, Ordering::Relaxed);
-    let _ = ready.send((spec.index, true)).await;
-    drop(ready);
     loop {
         match peer.next_event(None, std::future::pending(), &ctx.stop).await {
             Event::Stopped => {
@@ -562,23 +576,10 @@ enum PubPhase {
 /// A WebSocket publisher: a session that publishes with acknowledgements.
 pub(crate) async fn ws_publisher(ctx: Arc<Ctx>, spec: PubSpec, ready: mpsc::Sender<(usize, bool)>) -> PubTally {
     let mut tally = PubTally::default();
-    let permit = ctx.ramp_permit().await;
-    let opened = tokio::select! {
-        r = WsPeer::open(&spec.target, spec.source, None) => r,
-        _ = ctx.stop.cancelled() => Err(anyhow!("stopped during setup")),
-    };
-    drop(permit);
-    let mut peer = match opened {
-        Ok(p) => p,
-        Err(e) => {
-            ctx.shared.errors.add("setup", format!("{e:#}"));
-            let _ = ready.send((spec.index, false)).await;
-            return tally;
-        }
+    let Some(mut peer) = open_session(&ctx, &spec.target, spec.source, None, spec.index, ready).await else {
+        return tally;
     };
     tally.ready = true;
-    let _ = ready.send((spec.index, true)).await;
-    drop(ready);
     let publish = OwnedPublish {
         client_id: Some(peer.cid.clone()),
         channel: spec.channel.clone(),

@@ -474,6 +474,18 @@ impl Shared {
         }
     }
 
+    /// Adds the session to the name's members; returns the log's end (`ms-seq`), where a new
+    /// subscription's cursor starts.
+    async fn join(&self, id: &ClientId, name: &ChannelPattern) -> Result<String, BackendError> {
+        let last: Value = self
+            .scripts
+            .join
+            .evalsha_with_reload(&self.client, vec![self.keys.members(name), self.keys.log(name)], vec![id.as_str()])
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(text(&last).unwrap_or_else(|| "0-0".to_owned()))
+    }
+
     async fn restore(&self, id: &ClientId, now: u64) -> Result<(), BackendError> {
         let subs = self.local.lock().subscriptions(id);
         let identity = self.local.lock().identity(id).unwrap_or_default();
@@ -496,12 +508,7 @@ impl Shared {
                 .await
                 .map_err(|e| self.fail(e))?;
             for (n, _) in &subs {
-                let _: Value = self
-                    .scripts
-                    .join
-                    .evalsha_with_reload(&self.client, vec![self.keys.members(n), self.keys.log(n)], vec![id.as_str()])
-                    .await
-                    .map_err(|e| self.fail(e))?;
+                self.join(id, n).await?;
             }
         }
         Ok(())
@@ -639,13 +646,7 @@ impl Backend for RedisBackend {
     async fn subscribe(&self, id: &ClientId, pattern: &ChannelPattern) -> Result<bool, BackendError> {
         let s = &self.shared;
         let _session = s.lock_session(id).await;
-        let last: Value = s
-            .scripts
-            .join
-            .evalsha_with_reload(&s.client, vec![s.keys.members(pattern), s.keys.log(pattern)], vec![id.as_str()])
-            .await
-            .map_err(|e| s.fail(e))?;
-        let cursor = text(&last).unwrap_or_else(|| "0-0".to_owned());
+        let cursor = s.join(id, pattern).await?;
         let v: Value = s
             .scripts
             .subscribe

@@ -303,13 +303,17 @@ enum Accepted {
 /// Whether a session takes a delivery now (see the module docs for the rules).
 fn accept(st: &mut SessionState, d: &Arc<Delivery>) -> Accepted {
     let Some(p) = &d.position else { return Accepted::Skip };
+    let several = st.subs.len() > 1;
     let Some(c) = st.subs.get_mut(&p.name) else { return Accepted::Skip };
     if p.offset <= c.queued {
         return Accepted::Skip;
     }
     let caught_up = c.queued == c.sent;
     c.queued = p.offset;
-    if st.recent.contains(&d.seq) {
+    // Copies come only through a session's other names: with one name there is nothing to
+    // look for (this runs per message per session), but the id is still recorded below in
+    // case a second name is being added.
+    if several && st.recent.contains(&d.seq) {
         // Nothing taken through this name waits to be sent: resuming may start after it.
         if caught_up {
             c.sent = p.offset;
