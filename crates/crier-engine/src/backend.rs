@@ -8,6 +8,7 @@ use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 
 use crate::context::Identity;
 use crate::delivery::Delivery;
+use crate::users::{NodeStats, Presence, PresenceChange};
 
 /// A backend failure. The engine maps it to Bayeux errors (`407` on publish, `500` otherwise).
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,60 @@ pub trait Backend: Send + Sync + 'static {
     /// Fans a message out to every session subscribed to a name matching `channel`, once per
     /// session, wherever it is attached. Returns once the message is accepted for delivery.
     async fn publish(&self, channel: &ChannelName, delivery: Arc<Delivery>) -> Result<(), BackendError>;
+
+    /// Logs each delivery under exactly the given subscription name (no channel
+    /// expansion) and fans it out to that name's sessions. The deliveries of one call share
+    /// a `seq`, so a session reached through several of the names receives one of them.
+    /// Used for user-targeted messages, de-duplicated broadcasts and monitoring events.
+    async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError>;
+
+    /// Sessions subscribed to a name matching `channel` (the sessions a publish to it
+    /// reaches), each once, sorted.
+    async fn subscribers(&self, channel: &ChannelName) -> Result<Vec<ClientId>, BackendError>;
+
+    /// Every subscription name with at least one session, with its number of sessions.
+    async fn channels(&self) -> Result<Vec<(ChannelPattern, u64)>, BackendError>;
+
+    /// Number of live sessions in the whole cluster.
+    async fn session_count(&self) -> Result<u64, BackendError>;
+
+    /// Records that `id` is one of `user`'s sessions; returns the user's new status if it
+    /// changed (offline → online).
+    async fn user_joined(&self, user: &str, id: &ClientId, now: Millis)
+    -> Result<Option<PresenceChange>, BackendError>;
+
+    /// Removes `id` from `user`'s sessions; returns the new status if it changed (to
+    /// offline when it was the last session, to away when every remaining one is away).
+    async fn user_left(&self, user: &str, id: &ClientId, now: Millis) -> Result<Option<PresenceChange>, BackendError>;
+
+    /// Marks one of `user`'s sessions away (or back); returns the new status if it changed.
+    async fn set_away(
+        &self,
+        user: &str,
+        id: &ClientId,
+        away: bool,
+        now: Millis,
+    ) -> Result<Option<PresenceChange>, BackendError>;
+
+    /// The live sessions of a user, sorted.
+    async fn user_sessions(&self, user: &str) -> Result<Vec<ClientId>, BackendError>;
+
+    /// The presence of each user, in the order asked (offline for unknown users).
+    async fn presence(&self, users: &[String], now: Millis) -> Result<Vec<Presence>, BackendError>;
+
+    /// Number of users with at least one session.
+    async fn online_users(&self) -> Result<u64, BackendError>;
+
+    /// Publishes this node's figures for the cluster-stats API (every few seconds).
+    async fn heartbeat(&self, stats: &NodeStats) -> Result<(), BackendError>;
+
+    /// The figures of every node that sent a heartbeat since `since` (ms), sorted by node.
+    async fn nodes(&self, since: Millis) -> Result<Vec<NodeStats>, BackendError>;
+
+    /// This node's id in the cluster.
+    fn node_id(&self) -> String {
+        "local".to_owned()
+    }
 
     /// This node becomes the one that delivers the session's messages (a handshake, or a
     /// connect or socket for a session not attached here). Returns once anything the session

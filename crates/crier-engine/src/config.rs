@@ -37,6 +37,13 @@ pub struct EngineConfig {
     pub max_channel_length: usize,
     /// Most segments in a channel name or pattern (at most 64, the protocol's hard limit).
     pub max_channel_depth: usize,
+    /// Publish monitoring events (handshake, subscribe, unsubscribe, publish, disconnect,
+    /// presence) on `/meta/crier/events/<kind>` for server-side subscribers. Costs one
+    /// backend publish per event, so it is off by default.
+    pub event_channels: bool,
+    /// Seconds between this node's heartbeats (its figures for the cluster-stats API);
+    /// a node silent for three intervals is no longer listed.
+    pub stats_interval_secs: u64,
 }
 
 impl Default for EngineConfig {
@@ -50,11 +57,18 @@ impl Default for EngineConfig {
             sweep_interval_secs: 0,
             max_channel_length: crier_protocol::channel::MAX_CHANNEL_LEN,
             max_channel_depth: crier_protocol::channel::MAX_CHANNEL_DEPTH,
+            event_channels: false,
+            stats_interval_secs: 5,
         }
     }
 }
 
 impl EngineConfig {
+    /// The heartbeat interval (at least 1 s).
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_secs(self.stats_interval_secs.max(1))
+    }
+
     /// The connect hold time.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs.max(1))

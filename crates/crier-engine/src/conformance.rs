@@ -276,6 +276,17 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@case $make, ($($attr)?), disconnect_releases_and_fires_events);
         $crate::conformance_suite!(@case $make, ($($attr)?), expires_idle_sessions);
         $crate::conformance_suite!(@case $make, ($($attr)?), identity_is_bound_to_the_session);
+        $crate::conformance_suite!(@api $make, ($($attr)?), users_presence_and_targeted_sends);
+        $crate::conformance_suite!(@api $make, ($($attr)?), broadcast_delivers_once_per_session);
+        $crate::conformance_suite!(@api $make, ($($attr)?), server_side_subscriptions_and_listings);
+        $crate::conformance_suite!(@api $make, ($($attr)?), cluster_stats_count_what_exists);
+    };
+    (@api $make:expr, ($($attr:tt)?), $case:ident) => {
+        #[tokio::test $($attr)?]
+        async fn $case() {
+            let backend = ($make)().await;
+            $crate::conformance_api::$case(backend).await;
+        }
     };
     (@case $make:expr, ($($attr:tt)?), $case:ident) => {
         #[tokio::test $($attr)?]

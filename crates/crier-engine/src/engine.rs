@@ -58,6 +58,11 @@ impl EngineBuilder {
         });
         let sweeper = inner.clone();
         inner.tasks.spawn(async move { sweeper.sweep_loop().await });
+        inner.tasks.spawn(inner.clone().heartbeat_loop());
+        if inner.config.event_channels {
+            let rx = inner.events.subscribe();
+            inner.tasks.spawn(inner.clone().event_channel_loop(rx));
+        }
         Engine { inner }
     }
 }
@@ -65,7 +70,7 @@ impl EngineBuilder {
 /// The Bayeux engine. Cheap to clone; all clones share one state.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -215,7 +220,7 @@ impl Inner {
             }
         } else {
             let span = tracing::info_span!("publish", channel = channel.as_str(), client_id = m.client_id());
-            vec![Outgoing::Message(self.publish(m).instrument(span).await)]
+            vec![Outgoing::Message(self.publish(m, ctx).instrument(span).await)]
         };
         let mut out = Vec::with_capacity(replies.len());
         for item in replies {
@@ -334,9 +339,14 @@ impl Inner {
         found
     }
 
-    fn backend_failure(&self, e: &crate::BackendError) -> BayeuxError {
+    pub(crate) fn backend_failure(&self, e: &crate::BackendError) -> BayeuxError {
         Metrics::inc(&self.metrics.backend_errors);
         crate::meta::backend_error(e)
+    }
+
+    /// Whether anyone listens to events (building some events costs a copy).
+    pub(crate) fn wants_events(&self) -> bool {
+        self.events.receiver_count() > 0
     }
 
     pub(crate) fn emit(&self, e: Event) {
@@ -356,15 +366,33 @@ impl Inner {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Destroys a session everywhere; fires the unsubscribe and disconnect events once.
+    /// Destroys a session everywhere; fires the unsubscribe and disconnect events once, and
+    /// takes the session out of its user's presence.
     pub(crate) async fn destroy(&self, id: &ClientId) -> Result<bool, crate::BackendError> {
         let removed = self.backend.destroy_session(id).await?;
         self.detach(id);
         let Some(subs) = removed else { return Ok(false) };
         self.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.subscriptions.fetch_sub(subs.len() as i64, Ordering::Relaxed);
+        let mut user = None;
+        let mut counted = 0;
         for p in subs {
+            if crate::users::is_reserved(&p) {
+                user = user.or_else(|| crate::users::user_of_name(&p));
+                continue;
+            }
+            counted += 1;
             self.emit(Event::Unsubscribe(id.clone(), p));
+        }
+        self.metrics.subscriptions.fetch_sub(counted, Ordering::Relaxed);
+        if let Some(user) = user {
+            match self.backend.user_left(&user, id, self.clock.now()).await {
+                Ok(Some(change)) => self.emit(Event::Presence(change)),
+                Ok(None) => {}
+                Err(e) => {
+                    Metrics::inc(&self.metrics.backend_errors);
+                    tracing::warn!(client_id = %id, error = %e, "updating presence of a destroyed session failed");
+                }
+            }
         }
         self.emit(Event::Disconnect(id.clone()));
         Ok(true)

@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use crier_protocol::Message;
+use serde_json::Value;
 
 use crate::context::{Identity, RequestContext};
 
@@ -38,6 +39,16 @@ pub trait Extension: Send + Sync + 'static {
     /// an error string that refuses the handshake (e.g. `403::Invalid token`).
     async fn identify(&self, _handshake: &Message, _ctx: &RequestContext) -> Result<Option<Identity>, String> {
         Ok(None)
+    }
+
+    /// Called for a publish to a `/service/**` channel after the incoming hooks:
+    /// `Some(Ok(data))` answers the sender with `data` in the publish reply (CometD's
+    /// remote call: the reply carries the request's `id`), `Some(Err(error))` fails the
+    /// publish with that Bayeux error string; either way the message is not broadcast.
+    /// `None` leaves it to the next extension, and if none answers it is published as
+    /// usual (Faye's behaviour).
+    async fn service(&self, _message: &Message, _ctx: &RequestContext) -> Option<Result<Value, String>> {
+        None
     }
 
     /// Whether [`Extension::incoming`] needs the session's identity in the context (it
@@ -89,6 +100,16 @@ impl Pipeline {
             }
         }
         Ok(None)
+    }
+
+    /// The first extension's answer to a `/service/**` publish, if any answers.
+    pub(crate) async fn service(&self, m: &Message, ctx: &RequestContext) -> Option<Result<Value, String>> {
+        for e in &self.exts {
+            if let Some(answer) = e.service(m, ctx).await {
+                return Some(answer);
+            }
+        }
+        None
     }
 
     pub(crate) fn has_outgoing(&self) -> bool {

@@ -9,6 +9,7 @@
 //! Messages for a session attached to this node wait in its bounded queue until a held
 //! long-poll takes them or a socket's [`Pump`] pushes them.
 
+mod admin;
 mod backend;
 mod clock;
 mod config;
@@ -23,10 +24,14 @@ mod meta;
 mod metrics;
 mod pump;
 mod session;
+mod users;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance_api;
 
+pub use admin::{ApiError, ChannelInfo, ClusterStats, Selector, SessionInfo};
 pub use backend::{Backend, BackendError, DeliverySink, Durability, LogPosition, Millis};
 pub use clock::Clock;
 pub use config::{EngineConfig, OverflowPolicy};
@@ -36,5 +41,10 @@ pub use engine::{Engine, EngineBuilder};
 pub use events::Event;
 pub use extension::{Extension, Verdict};
 pub use memory::MemoryBackend;
+pub use meta::PRESENCE_CHANNEL;
 pub use metrics::{Histogram, Metrics};
 pub use pump::Pump;
+pub use users::{
+    EVENTS_PREFIX, MAX_USER_LEN, NodeStats, Presence, PresenceChange, PresenceStatus, RESERVED_PREFIX, USER_PREFIX,
+    is_reserved, user_name, user_of_name,
+};

@@ -10,6 +10,58 @@ use parking_lot::Mutex;
 use crate::backend::{Backend, BackendError, DeliverySink, Millis};
 use crate::context::Identity;
 use crate::delivery::Delivery;
+use crate::users::{NodeStats, Presence, PresenceChange, PresenceStatus};
+
+/// One user's sessions and presence timestamps.
+#[derive(Default)]
+struct User {
+    sessions: HashSet<ClientId>,
+    away: HashSet<ClientId>,
+    online_since: Option<Millis>,
+    last_online: Option<Millis>,
+    away_since: Option<Millis>,
+}
+
+impl User {
+    fn status(&self) -> PresenceStatus {
+        if self.sessions.is_empty() {
+            PresenceStatus::Offline
+        } else if self.sessions.iter().all(|s| self.away.contains(s)) {
+            PresenceStatus::Away
+        } else {
+            PresenceStatus::Online
+        }
+    }
+
+    /// Applies a change made at `now`: updates the timestamps and reports the new status
+    /// if it differs from `before`.
+    fn settle(&mut self, user: &str, before: PresenceStatus, now: Millis) -> Option<PresenceChange> {
+        let after = self.status();
+        if after == before {
+            return None;
+        }
+        match after {
+            PresenceStatus::Offline => {
+                self.online_since = None;
+                self.away_since = None;
+                self.last_online = Some(now);
+            }
+            PresenceStatus::Online => {
+                self.away_since = None;
+                if before == PresenceStatus::Offline {
+                    self.online_since = Some(now);
+                }
+            }
+            PresenceStatus::Away => {
+                self.away_since = Some(now);
+                if before == PresenceStatus::Offline {
+                    self.online_since = Some(now);
+                }
+            }
+        }
+        Some(PresenceChange { user: user.to_owned(), status: after, at: now })
+    }
+}
 
 #[derive(Default)]
 struct Inner {
@@ -19,6 +71,10 @@ struct Inner {
     identities: HashMap<ClientId, Identity>,
     /// Subscription name or pattern → subscribed sessions.
     channels: HashMap<ChannelPattern, HashSet<ClientId>>,
+    /// User id → sessions and presence (kept after the last session ends, for `last_online`).
+    users: HashMap<String, User>,
+    /// This node's last heartbeat.
+    node: Option<NodeStats>,
 }
 
 /// Sessions and subscriptions in this process; publishing hands messages straight to the
@@ -148,5 +204,145 @@ impl Backend for MemoryBackend {
             sink.deliver(&recipients, &delivery);
         }
         Ok(())
+    }
+
+    async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {
+        // Each session takes the first delivery that reaches it, so one call delivers once.
+        let mut groups: Vec<(Vec<ClientId>, &Arc<Delivery>)> = Vec::with_capacity(targets.len());
+        {
+            let inner = self.inner.lock();
+            let mut seen: HashSet<&ClientId> = HashSet::new();
+            for (name, d) in targets {
+                let Some(set) = inner.channels.get(name) else { continue };
+                let fresh: Vec<ClientId> = set.iter().filter(|id| seen.insert(*id)).cloned().collect();
+                if !fresh.is_empty() {
+                    groups.push((fresh, d));
+                }
+            }
+        }
+        if let Some(sink) = self.sink.get() {
+            for (ids, d) in groups {
+                sink.deliver(&ids, d);
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribers(&self, channel: &ChannelName) -> Result<Vec<ClientId>, BackendError> {
+        let inner = self.inner.lock();
+        let mut all: Vec<ClientId> = channel
+            .expand()
+            .iter()
+            .filter_map(|n| inner.channels.get(n))
+            .flatten()
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        all.sort();
+        Ok(all)
+    }
+
+    async fn channels(&self) -> Result<Vec<(ChannelPattern, u64)>, BackendError> {
+        let inner = self.inner.lock();
+        let mut v: Vec<_> = inner.channels.iter().map(|(p, s)| (p.clone(), s.len() as u64)).collect();
+        v.sort();
+        Ok(v)
+    }
+
+    async fn session_count(&self) -> Result<u64, BackendError> {
+        Ok(self.inner.lock().sessions.len() as u64)
+    }
+
+    async fn user_joined(
+        &self,
+        user: &str,
+        id: &ClientId,
+        now: Millis,
+    ) -> Result<Option<PresenceChange>, BackendError> {
+        let mut inner = self.inner.lock();
+        let u = inner.users.entry(user.to_owned()).or_default();
+        let before = u.status();
+        u.sessions.insert(id.clone());
+        Ok(u.settle(user, before, now))
+    }
+
+    async fn user_left(&self, user: &str, id: &ClientId, now: Millis) -> Result<Option<PresenceChange>, BackendError> {
+        let mut inner = self.inner.lock();
+        let Some(u) = inner.users.get_mut(user) else { return Ok(None) };
+        let before = u.status();
+        u.sessions.remove(id);
+        u.away.remove(id);
+        Ok(u.settle(user, before, now))
+    }
+
+    async fn set_away(
+        &self,
+        user: &str,
+        id: &ClientId,
+        away: bool,
+        now: Millis,
+    ) -> Result<Option<PresenceChange>, BackendError> {
+        let mut inner = self.inner.lock();
+        let Some(u) = inner.users.get_mut(user) else { return Ok(None) };
+        if !u.sessions.contains(id) {
+            return Ok(None);
+        }
+        let before = u.status();
+        if away {
+            u.away.insert(id.clone());
+        } else {
+            u.away.remove(id);
+        }
+        Ok(u.settle(user, before, now))
+    }
+
+    async fn user_sessions(&self, user: &str) -> Result<Vec<ClientId>, BackendError> {
+        let inner = self.inner.lock();
+        let mut v: Vec<ClientId> =
+            inner.users.get(user).map(|u| u.sessions.iter().cloned().collect()).unwrap_or_default();
+        v.sort();
+        Ok(v)
+    }
+
+    async fn presence(&self, users: &[String], now: Millis) -> Result<Vec<Presence>, BackendError> {
+        let inner = self.inner.lock();
+        Ok(users
+            .iter()
+            .map(|name| match inner.users.get(name) {
+                Some(u) => {
+                    let status = u.status();
+                    Presence {
+                        user: name.clone(),
+                        status,
+                        sessions: u.sessions.len() as u64,
+                        online_since: u.online_since,
+                        last_online: if status == PresenceStatus::Offline { u.last_online } else { Some(now) },
+                        away_since: u.away_since,
+                    }
+                }
+                None => Presence {
+                    user: name.clone(),
+                    status: PresenceStatus::Offline,
+                    sessions: 0,
+                    online_since: None,
+                    last_online: None,
+                    away_since: None,
+                },
+            })
+            .collect())
+    }
+
+    async fn online_users(&self) -> Result<u64, BackendError> {
+        Ok(self.inner.lock().users.values().filter(|u| !u.sessions.is_empty()).count() as u64)
+    }
+
+    async fn heartbeat(&self, stats: &NodeStats) -> Result<(), BackendError> {
+        self.inner.lock().node = Some(stats.clone());
+        Ok(())
+    }
+
+    async fn nodes(&self, _since: Millis) -> Result<Vec<NodeStats>, BackendError> {
+        Ok(self.inner.lock().node.clone().into_iter().collect())
     }
 }

@@ -6,7 +6,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crier_engine::{Backend, BackendError, Delivery, DeliverySink, Durability, Identity, Millis};
+use crier_engine::{
+    Backend, BackendError, Delivery, DeliverySink, Durability, Identity, Millis, NodeStats, Presence, PresenceChange,
+};
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
@@ -37,13 +39,13 @@ pub(crate) struct Shared {
     pub(crate) keys: Keys,
     pub(crate) node: String,
     pub(crate) config: RedisConfig,
-    retention_ms: u64,
+    pub(crate) retention_ms: u64,
     pub(crate) local: Mutex<Local>,
     pub(crate) sink: OnceLock<Arc<dyn DeliverySink>>,
     /// Per name: whether this node's subscriber holds its channel. The async lock orders
     /// SSUBSCRIBE and SUNSUBSCRIBE of one name.
     name_locks: Mutex<HashMap<ChannelPattern, Arc<tokio::sync::Mutex<bool>>>>,
-    scripts: Scripts,
+    pub(crate) scripts: Scripts,
     pub(crate) metrics: RedisMetrics,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -219,6 +221,28 @@ impl Shared {
                 }
             }
         });
+    }
+
+    /// Logs `delivery` (published to `channel`) under one subscription name and sends it
+    /// live on the name's pub/sub channel; nothing if the name has no member.
+    pub(crate) async fn publish_one(
+        &self,
+        name: &ChannelPattern,
+        channel: &ChannelName,
+        delivery: &Delivery,
+    ) -> Result<(), BackendError> {
+        let args = vec![
+            self.config.log_max_len.to_string(),
+            self.retention_ms.to_string(),
+            delivery.seq.to_string(),
+            channel.as_str().to_owned(),
+            delivery.json.to_string(),
+            self.keys.channel(name),
+        ];
+        let keys = vec![self.keys.members(name), self.keys.log(name)];
+        let _: Value =
+            self.scripts.publish.evalsha_with_reload(&self.client, keys, args).await.map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     pub(crate) fn fail(&self, e: fred::error::Error) -> BackendError {
@@ -662,6 +686,10 @@ impl Backend for RedisBackend {
         // two steps above may have removed the member but not (yet) the name.
         let _: Value = s.client.sadd(s.keys.members(pattern), id.as_str()).await.map_err(|e| s.fail(e))?;
         let new = parts.first().and_then(int) == Some(1);
+        if new {
+            // For the channel listing; pruned lazily there (see `Shared::channels`).
+            let _: Value = s.client.sadd(s.keys.names(), pattern.as_str()).await.map_err(|e| s.fail(e))?;
+        }
         let node = parts.get(1).and_then(text).unwrap_or_default();
         if node == s.node {
             // Held here (or being attached here): listen to the name and catch up from the
@@ -705,25 +733,78 @@ impl Backend for RedisBackend {
 
     async fn publish(&self, channel: &ChannelName, delivery: Arc<Delivery>) -> Result<(), BackendError> {
         let s = &self.shared;
-        let max_len = s.config.log_max_len.to_string();
-        let keep = s.retention_ms.to_string();
-        let pid = delivery.seq.to_string();
         // One script call per matching name (at most depth + 2), all in flight at once; the
         // cost does not depend on how many sessions subscribe.
         let calls = channel.expand().into_iter().map(|name| {
-            let args = vec![
-                max_len.clone(),
-                keep.clone(),
-                pid.clone(),
-                channel.as_str().to_owned(),
-                delivery.json.to_string(),
-                s.keys.channel(&name),
-            ];
-            let keys = vec![s.keys.members(&name), s.keys.log(&name)];
-            async move { s.scripts.publish.evalsha_with_reload::<Value, _, _>(&s.client, keys, args).await }
+            let d = &delivery;
+            async move { s.publish_one(&name, channel, d).await }
         });
-        futures::future::try_join_all(calls).await.map_err(|e| s.fail(e))?;
+        futures::future::try_join_all(calls).await?;
         Ok(())
+    }
+
+    async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {
+        self.shared.publish_to(targets).await
+    }
+
+    async fn subscribers(&self, channel: &ChannelName) -> Result<Vec<ClientId>, BackendError> {
+        self.shared.subscribers(channel).await
+    }
+
+    async fn channels(&self) -> Result<Vec<(ChannelPattern, u64)>, BackendError> {
+        self.shared.channels().await
+    }
+
+    async fn session_count(&self) -> Result<u64, BackendError> {
+        self.shared.session_count().await
+    }
+
+    async fn user_joined(
+        &self,
+        user: &str,
+        id: &ClientId,
+        now: Millis,
+    ) -> Result<Option<PresenceChange>, BackendError> {
+        self.shared.presence_op("join", user, id, now).await
+    }
+
+    async fn user_left(&self, user: &str, id: &ClientId, now: Millis) -> Result<Option<PresenceChange>, BackendError> {
+        self.shared.presence_op("leave", user, id, now).await
+    }
+
+    async fn set_away(
+        &self,
+        user: &str,
+        id: &ClientId,
+        away: bool,
+        now: Millis,
+    ) -> Result<Option<PresenceChange>, BackendError> {
+        self.shared.presence_op(if away { "away" } else { "back" }, user, id, now).await
+    }
+
+    async fn user_sessions(&self, user: &str) -> Result<Vec<ClientId>, BackendError> {
+        self.shared.user_sessions(user).await
+    }
+
+    async fn presence(&self, users: &[String], now: Millis) -> Result<Vec<Presence>, BackendError> {
+        self.shared.presence(users, now).await
+    }
+
+    async fn online_users(&self) -> Result<u64, BackendError> {
+        self.shared.online_users().await
+    }
+
+    async fn heartbeat(&self, stats: &NodeStats) -> Result<(), BackendError> {
+        // Kept for a minute: `nodes` filters by age, the TTL only cleans up.
+        self.shared.heartbeat(stats, 60_000).await
+    }
+
+    async fn nodes(&self, since: Millis) -> Result<Vec<NodeStats>, BackendError> {
+        self.shared.nodes(since).await
+    }
+
+    fn node_id(&self) -> String {
+        self.shared.node.clone()
     }
 
     async fn attach(&self, id: &ClientId) -> Result<(), BackendError> {

@@ -29,6 +29,9 @@ pub struct RedisConfig {
     /// Pub/sub messages buffered between the Redis connection and the node's fan-out. If
     /// the fan-out falls behind by more, the node re-reads what it missed from the logs.
     pub pubsub_buffer: usize,
+    /// Seconds a user's presence record (`last_online` and the other timestamps) is kept
+    /// after its last change.
+    pub presence_retention_secs: u64,
 }
 
 impl Default for RedisConfig {
@@ -42,6 +45,7 @@ impl Default for RedisConfig {
             cursor_flush_ms: 1000,
             ping_interval_secs: 5,
             pubsub_buffer: 16_384,
+            presence_retention_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -68,6 +72,9 @@ impl RedisConfig {
         }
         if self.ping_interval_secs == 0 {
             return Err("redis.ping_interval_secs: must be at least 1".to_owned());
+        }
+        if self.presence_retention_secs == 0 {
+            return Err("redis.presence_retention_secs: must be at least 1".to_owned());
         }
         if self.pubsub_buffer < 16 {
             return Err("redis.pubsub_buffer: must be at least 16".to_owned());

@@ -58,10 +58,53 @@ impl Keys {
         format!("{}:{{n:{node}}}", self.prefix)
     }
 
+    /// Set: client ids of one user (`hex` is the user id in hex, so any id makes a valid
+    /// key). Every user key shares the tag `{users}`: a presence change and the online
+    /// index change in one script. On Redis Cluster, presence traffic (handshakes and
+    /// disconnects of sessions with a user) therefore sits on one shard.
+    pub(crate) fn user_sessions(&self, hex: &str) -> String {
+        format!("{}:{{users}}:{hex}:sessions", self.prefix)
+    }
+
+    /// Set: the user's sessions that said they are away (a subset of its sessions).
+    pub(crate) fn user_away(&self, hex: &str) -> String {
+        format!("{}:{{users}}:{hex}:away", self.prefix)
+    }
+
+    /// Hash: `online_since`, `last_online`, `away_since` (ms).
+    pub(crate) fn user_presence(&self, hex: &str) -> String {
+        format!("{}:{{users}}:{hex}:presence", self.prefix)
+    }
+
+    /// Set: users with at least one session.
+    pub(crate) fn online(&self) -> String {
+        format!("{}:{{users}}:online", self.prefix)
+    }
+
+    /// Set: subscription names that had a member when added; pruned lazily when listed.
+    pub(crate) fn names(&self) -> String {
+        format!("{}:names", self.prefix)
+    }
+
+    /// Set: ids of nodes that sent a heartbeat.
+    pub(crate) fn stats_nodes(&self) -> String {
+        format!("{}:stats", self.prefix)
+    }
+
+    /// String (JSON) with a TTL: one node's latest figures.
+    pub(crate) fn node_stats(&self, node: &str) -> String {
+        format!("{}:stats:{node}", self.prefix)
+    }
+
     /// The subscription name carried by a pub/sub channel from [`Keys::channel`].
     pub(crate) fn name_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
         channel.strip_prefix(self.prefix.as_str())?.strip_prefix(":{c:")?.strip_suffix('}')
     }
+}
+
+/// A user id in lowercase hex: what user keys are named by.
+pub(crate) fn user_hex(user: &str) -> String {
+    user.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod listener;
 mod local;
 mod metrics;
 mod scripts;
+mod users;
 mod values;
 
 pub use backend::RedisBackend;

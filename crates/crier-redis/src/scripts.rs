@@ -106,6 +106,51 @@ if missing then return 1 end
 return 0
 "#;
 
+/// A presence change of one user. KEYS: sessions, away, presence, online.
+/// ARGV: op (`join`, `leave`, `away`, `back`), client id, now (ms), presence TTL (ms), user.
+/// Returns `{before, after}` statuses, or false when `away`/`back` names a session that is
+/// not the user's. The away set stays a subset of the sessions set, so "every session
+/// away" is a count comparison.
+const PRESENCE: &str = r#"
+local function status()
+  local n = redis.call('SCARD', KEYS[1])
+  if n == 0 then return 'offline' end
+  if redis.call('SCARD', KEYS[2]) >= n then return 'away' end
+  return 'online'
+end
+local op, id, now = ARGV[1], ARGV[2], ARGV[3]
+if (op == 'away' or op == 'back') and redis.call('SISMEMBER', KEYS[1], id) == 0 then return false end
+local before = status()
+if op == 'join' then redis.call('SADD', KEYS[1], id)
+elseif op == 'leave' then redis.call('SREM', KEYS[1], id); redis.call('SREM', KEYS[2], id)
+elseif op == 'away' then redis.call('SADD', KEYS[2], id)
+else redis.call('SREM', KEYS[2], id) end
+local after = status()
+if after ~= before then
+  if after == 'offline' then
+    redis.call('HDEL', KEYS[3], 'online_since', 'away_since')
+    redis.call('HSET', KEYS[3], 'last_online', now)
+    redis.call('SREM', KEYS[4], ARGV[5])
+  else
+    if before == 'offline' then
+      redis.call('HSET', KEYS[3], 'online_since', now)
+      redis.call('SADD', KEYS[4], ARGV[5])
+    end
+    if after == 'away' then redis.call('HSET', KEYS[3], 'away_since', now)
+    else redis.call('HDEL', KEYS[3], 'away_since') end
+  end
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return {before, after}
+"#;
+
+/// One user's presence. KEYS: sessions, away, presence.
+/// Returns `{sessions, away, online_since, last_online, away_since}` ('' when unset).
+const PRESENCE_READ: &str = r#"
+local h = redis.call('HMGET', KEYS[3], 'online_since', 'last_online', 'away_since')
+return {redis.call('SCARD', KEYS[1]), redis.call('SCARD', KEYS[2]), h[1] or '', h[2] or '', h[3] or ''}
+"#;
+
 pub(crate) struct Scripts {
     pub(crate) publish: Script,
     pub(crate) join: Script,
@@ -116,11 +161,13 @@ pub(crate) struct Scripts {
     pub(crate) cursors: Script,
     pub(crate) restore: Script,
     pub(crate) identify: Script,
+    pub(crate) presence: Script,
+    pub(crate) presence_read: Script,
 }
 
 impl Scripts {
     /// Every script, to load them all up front.
-    pub(crate) fn all(&self) -> [&Script; 9] {
+    pub(crate) fn all(&self) -> [&Script; 11] {
         [
             &self.publish,
             &self.join,
@@ -131,6 +178,8 @@ impl Scripts {
             &self.cursors,
             &self.restore,
             &self.identify,
+            &self.presence,
+            &self.presence_read,
         ]
     }
 
@@ -145,6 +194,8 @@ impl Scripts {
             cursors: Script::from_lua(CURSORS),
             restore: Script::from_lua(RESTORE),
             identify: Script::from_lua(IDENTIFY),
+            presence: Script::from_lua(PRESENCE),
+            presence_read: Script::from_lua(PRESENCE_READ),
         }
     }
 }

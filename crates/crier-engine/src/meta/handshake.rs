@@ -84,10 +84,15 @@ impl Inner {
             return r;
         }
         // The client most likely connects through this node next.
+        let user = identity.as_ref().and_then(|i| i.user.clone());
         let attached = self.attach(&id).await;
         if let Ok(s) = &attached {
             *s.identity.lock() = identity.map(Arc::new);
         }
+        let attached = match (attached, &user) {
+            (Ok(s), Some(user)) => self.join_user(&id, user).await.map(|()| s),
+            (other, _) => other,
+        };
         if let Err(e) = attached {
             Metrics::inc(&self.metrics.backend_errors);
             let _ = self.backend.destroy_session(&id).await;
@@ -97,9 +102,23 @@ impl Inner {
         }
         Metrics::inc(&self.metrics.handshakes);
         self.metrics.sessions.fetch_add(1, Ordering::Relaxed);
-        self.emit(Event::Handshake(id.clone()));
+        self.emit(Event::Handshake(id.clone(), user));
         r.set("clientId", id.as_str());
         r.set_advice(&Advice::retry(self.config.interval_ms, self.config.timeout().as_millis() as u64));
         r
+    }
+
+    /// Makes a new session one of its user's: subscribed to the user's private name (so
+    /// user-targeted messages reach it on any node) and counted in the user's presence.
+    async fn join_user(&self, id: &ClientId, user: &str) -> Result<(), crate::BackendError> {
+        let Some(name) = crate::users::user_name(user) else {
+            tracing::warn!(client_id = %id, len = user.len(), "user id too long to address; session kept without a user");
+            return Ok(());
+        };
+        self.backend.subscribe(id, &name).await?;
+        if let Some(change) = self.backend.user_joined(user, id, self.clock.now()).await? {
+            self.emit(Event::Presence(change));
+        }
+        Ok(())
     }
 }

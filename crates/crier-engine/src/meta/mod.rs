@@ -6,6 +6,8 @@ mod connect;
 mod disconnect;
 mod handshake;
 mod publish;
+
+pub use publish::PRESENCE_CHANNEL;
 mod subscribe;
 
 use crier_protocol::BayeuxError;

@@ -1,19 +1,26 @@
 //! Publishing to any non-meta channel. No session is needed (Faye accepts anonymous
 //! publishes and unknown client ids); the reply comes once the message is accepted for
-//! delivery.
+//! delivery. A `/service/**` publish may instead be answered: by the built-in presence
+//! service, or by an extension's [`crate::Extension::service`] hook (CometD's remote call).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crier_protocol::{BayeuxError, ChannelName, ErrorCode, Message};
+use crier_protocol::{BayeuxError, ChannelKind, ChannelName, ErrorCode, Message};
 use serde_json::Value;
 
+use crate::context::RequestContext;
 use crate::delivery::Delivery;
 use crate::engine::Inner;
 use crate::events::Event;
 use crate::metrics::Metrics;
 
+/// Where a session with a user says it is away (`{"status":"away"}`) or back
+/// (`{"status":"online"}`).
+pub const PRESENCE_CHANNEL: &str = "/service/presence";
+
 impl Inner {
-    pub(crate) async fn publish(&self, m: Message) -> Message {
+    pub(crate) async fn publish(&self, m: Message, ctx: &RequestContext) -> Message {
         let mut r = m.response();
         let channel_label = match m.channel_raw() {
             Some(Value::String(s)) => s.clone(),
@@ -33,7 +40,22 @@ impl Inner {
             return r;
         }
         let Some(channel) = channel else { return r };
+        if channel.kind() == ChannelKind::Service {
+            let answer = if channel.as_str() == PRESENCE_CHANNEL {
+                Some(self.presence_service(&m).await)
+            } else {
+                self.pipeline.service(&m, ctx).await
+            };
+            if let Some(answer) = answer {
+                match answer {
+                    Ok(data) => r.set("data", data),
+                    Err(e) => r.fail(e),
+                }
+                return r;
+            }
+        }
         let publisher = m.client_id().map(str::to_owned);
+        let data = self.wants_events().then(|| Arc::new(m.data().cloned().unwrap_or(Value::Null)));
         let delivery = Delivery::new(self.next_seq(), channel.clone(), m, self.clock.now());
         if let Err(e) = self.backend.publish(&channel, delivery).await {
             Metrics::inc(&self.metrics.backend_errors);
@@ -42,7 +64,49 @@ impl Inner {
             return r;
         }
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
-        self.emit(Event::Publish(publisher, channel));
+        if let Some(data) = data {
+            self.emit(Event::Publish(publisher, channel, data));
+        }
         r
+    }
+
+    /// `/service/presence`: the sender's session marks itself away or back.
+    async fn presence_service(&self, m: &Message) -> Result<Value, String> {
+        let away = match m.data().and_then(|d| d.get("status")).and_then(Value::as_str) {
+            Some("away") => true,
+            Some("online") => false,
+            _ => {
+                return Err(BayeuxError::with_text(
+                    ErrorCode::BadRequest,
+                    [PRESENCE_CHANNEL],
+                    "data.status must be \"away\" or \"online\"",
+                )
+                .to_string());
+            }
+        };
+        let Some(id) = m.client_id().and_then(crier_protocol::ClientId::parse) else {
+            return Err(BayeuxError::missing("clientId").to_string());
+        };
+        let identity = match self.backend.identity(&id).await {
+            Ok(i) => i,
+            Err(e) => return Err(self.backend_failure(&e).to_string()),
+        };
+        let Some(user) = identity.and_then(|i| i.user) else {
+            return Err(BayeuxError::with_text(
+                ErrorCode::ChannelForbidden,
+                [PRESENCE_CHANNEL],
+                "presence needs a session bound to a user",
+            )
+            .to_string());
+        };
+        match self.backend.set_away(&user, &id, away, self.clock.now()).await {
+            Ok(change) => {
+                if let Some(c) = change {
+                    self.emit(Event::Presence(c));
+                }
+                Ok(serde_json::json!({"status": if away { "away" } else { "online" }}))
+            }
+            Err(e) => Err(self.backend_failure(&e).to_string()),
+        }
     }
 }

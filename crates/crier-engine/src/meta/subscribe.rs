@@ -81,7 +81,7 @@ impl Inner {
             };
             // Count distinct new names: an entry repeated in the list, or one the session
             // already holds, adds no subscription, so it must not count towards the limit.
-            let current: HashSet<&ChannelPattern> = current.iter().collect();
+            let current: HashSet<&ChannelPattern> = current.iter().filter(|p| !crate::users::is_reserved(p)).collect();
             let new = patterns.iter().filter(|p| !current.contains(p)).collect::<HashSet<_>>().len();
             if current.len() + new > max {
                 tracing::warn!(client_id = %id, limit = max, requested = new, "subscription limit reached");

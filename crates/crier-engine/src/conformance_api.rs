@@ -1,0 +1,231 @@
+//! Conformance cases for the server API's operations (users, presence, targeted sends,
+//! de-duplicated broadcasts, server-side subscriptions, listings, stats), run against every
+//! backend by [`crate::conformance_suite`]. Sessions get a user from their handshake's
+//! `ext.user` through a small test extension, as a JWT policy would bind one.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use crier_protocol::{ClientId, Message};
+use serde_json::{Value, json};
+
+use crate::conformance::Harness;
+use crate::{
+    ApiError, Backend, Engine, EngineConfig, Event, Extension, Identity, PresenceStatus, RequestContext, Selector,
+};
+
+/// Binds `ext.user` of a handshake as the session's user.
+struct UserFromExt;
+
+#[async_trait]
+impl Extension for UserFromExt {
+    async fn identify(&self, m: &Message, _ctx: &RequestContext) -> Result<Option<Identity>, String> {
+        let user = m.ext().and_then(|e| e.get("user")).and_then(Value::as_str);
+        Ok(user.map(|u| Identity { user: Some(u.to_owned()), ..Identity::default() }))
+    }
+
+    fn has_outgoing(&self) -> bool {
+        false
+    }
+}
+
+fn harness(b: Arc<dyn Backend>) -> Harness {
+    let config = EngineConfig { timeout_secs: 2, ..EngineConfig::default() };
+    Harness { engine: Engine::builder(config, b).extension(Arc::new(UserFromExt)).build() }
+}
+
+/// Handshakes as `user` and makes the first connect.
+async fn user_client(h: &Harness, user: &str) -> String {
+    let r = h
+        .send(vec![json!({"channel":"/meta/handshake","version":"1.0",
+            "supportedConnectionTypes":["long-polling"],"ext":{"user":user}})])
+        .await;
+    let id = r[0].client_id().unwrap_or_default().to_owned();
+    assert!(!id.is_empty(), "handshake failed: {r:?}");
+    let c = h.connect(&id, Some(0)).await;
+    assert_eq!(c[0].successful(), Some(true), "{c:?}");
+    id
+}
+
+fn data(ms: &[Message]) -> Vec<Value> {
+    ms.iter().filter_map(|m| m.data().cloned()).collect()
+}
+
+fn users(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn status(h: &Harness, user: &str) -> (PresenceStatus, u64) {
+    let p = h.engine.api_presence(&users(&[user])).await.expect("presence");
+    (p[0].status, p[0].sessions)
+}
+
+/// A user's sessions all receive a user-targeted message, once, whatever they subscribe
+/// to; presence follows sessions (online → away → online → offline) with timestamps, and
+/// the changes are events.
+pub async fn users_presence_and_targeted_sends(b: Arc<dyn Backend>) {
+    let h = harness(b);
+    let mut events = h.engine.events();
+    let a1 = user_client(&h, "alice").await;
+    let a2 = user_client(&h, "alice").await;
+    let b1 = user_client(&h, "bob").await;
+    let anon = h.client().await;
+    for id in [&a1, &a2, &b1, &anon] {
+        h.subscribe(id, "/inbox").await;
+    }
+    assert_eq!(status(&h, "alice").await, (PresenceStatus::Online, 2));
+    assert_eq!(status(&h, "carol").await, (PresenceStatus::Offline, 0));
+    assert_eq!(h.engine.api_online_users().await.expect("online"), 2);
+    let p = h.engine.api_presence(&users(&["alice", "carol"])).await.expect("presence");
+    assert!(p[0].online_since.is_some() && p[0].last_online.is_some() && p[0].away_since.is_none(), "{p:?}");
+    assert_eq!((p[1].online_since, p[1].last_online), (None, None), "{p:?}");
+
+    h.engine.api_send_to_users(&users(&["alice"]), "/inbox", json!({"n":1}), None).await.expect("send");
+    h.engine.api_send_to_users(&users(&["alice", "bob", "alice"]), "/inbox", json!({"n":2}), None).await.expect("send");
+    assert_eq!(data(&h.poll(&a1).await), [json!({"n":1}), json!({"n":2})]);
+    assert_eq!(data(&h.poll(&a2).await), [json!({"n":1}), json!({"n":2})]);
+    assert_eq!(data(&h.poll(&b1).await), [json!({"n":2})]);
+    assert!(h.poll(&anon).await.is_empty(), "an ordinary /inbox subscriber gets no user-targeted message");
+
+    // Away is per session; the user is away only when every session is.
+    let away = |id: &str, s: &str| json!({"channel":"/service/presence","clientId":id,"data":{"status":s}});
+    let r = h.send(vec![away(&a1, "away")]).await;
+    assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    assert_eq!(status(&h, "alice").await.0, PresenceStatus::Online);
+    h.send(vec![away(&a2, "away")]).await;
+    let p = h.engine.api_presence(&users(&["alice"])).await.expect("presence");
+    assert_eq!(p[0].status, PresenceStatus::Away);
+    assert!(p[0].away_since.is_some(), "{p:?}");
+    h.send(vec![away(&a2, "online")]).await;
+    assert_eq!(status(&h, "alice").await.0, PresenceStatus::Online);
+    let bad = h.send(vec![away(&a1, "sleeping")]).await;
+    assert_eq!(bad[0].successful(), Some(false), "{bad:?}");
+    let no_user = h.send(vec![away(&anon, "away")]).await;
+    assert_eq!(no_user[0].successful(), Some(false), "{no_user:?}");
+
+    // Disconnecting through the API: by client id, then every session of a user.
+    let sel = Selector { client_ids: vec![a1.clone()], ..Selector::default() };
+    assert_eq!(h.engine.api_disconnect(&sel).await.expect("disconnect"), 1);
+    let r = h.connect(&a1, Some(0)).await;
+    assert_eq!(r[0].error(), Some(format!("401:{a1}:Unknown client").as_str()), "{r:?}");
+    assert_eq!(status(&h, "alice").await, (PresenceStatus::Online, 1));
+    let sel = Selector { users: users(&["alice"]), ..Selector::default() };
+    assert_eq!(h.engine.api_disconnect(&sel).await.expect("disconnect"), 1);
+    let p = h.engine.api_presence(&users(&["alice"])).await.expect("presence");
+    assert_eq!((p[0].status, p[0].sessions, p[0].online_since), (PresenceStatus::Offline, 0, None), "{p:?}");
+    assert!(p[0].last_online.is_some(), "{p:?}");
+    assert_eq!(h.engine.api_online_users().await.expect("online"), 1);
+
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let Event::Presence(c) = e
+            && c.user == "alice"
+        {
+            seen.push(c.status);
+        }
+    }
+    use PresenceStatus::*;
+    assert_eq!(seen, [Online, Away, Online, Offline]);
+}
+
+/// A broadcast to several channels with de-duplication reaches each session once; without
+/// it, once per channel the session subscribes to.
+pub async fn broadcast_delivers_once_per_session(b: Arc<dyn Backend>) {
+    let h = harness(b);
+    let s = h.client().await;
+    let t = h.client().await;
+    for sub in ["/a", "/b", "/c/*"] {
+        h.subscribe(&s, sub).await;
+    }
+    h.subscribe(&t, "/b").await;
+    let channels = users(&["/a", "/b", "/c/x"]);
+    h.engine.api_broadcast(&channels, json!("once"), None, true).await.expect("broadcast");
+    let got = h.poll(&s).await;
+    assert_eq!(data(&got), [json!("once")]);
+    assert_eq!(got[0].channel(), Some("/a"), "the first channel given that reaches the session");
+    assert_eq!(data(&h.poll(&t).await), [json!("once")]);
+    h.engine.api_broadcast(&channels, json!("each"), None, false).await.expect("broadcast");
+    assert_eq!(data(&h.poll(&s).await).len(), 3);
+    assert_eq!(data(&h.poll(&t).await), [json!("each")]);
+    let id = h.engine.api_publish("/b", json!("one"), Some(json!({"k":1}))).await.expect("publish");
+    assert!(!id.is_empty());
+    let got = h.poll(&t).await;
+    assert_eq!(data(&got), [json!("one")]);
+    assert_eq!(got[0].ext(), Some(&json!({"k":1})));
+}
+
+/// Sessions are subscribed and unsubscribed by user, by client id and by their current
+/// subscriptions; listings show client-visible names only.
+pub async fn server_side_subscriptions_and_listings(b: Arc<dyn Backend>) {
+    let h = harness(b);
+    let a1 = user_client(&h, "alice").await;
+    let a2 = user_client(&h, "alice").await;
+    let other = user_client(&h, "bob").await;
+    let sel = Selector { users: users(&["alice"]), ..Selector::default() };
+    let (n, changed) = h.engine.api_subscribe(&sel, &users(&["/p/1", "/p/2"]), true).await.expect("subscribe");
+    assert_eq!((n, changed), (2, 4));
+    h.publish("/p/1", json!(1)).await;
+    assert_eq!(data(&h.poll(&a1).await), [json!(1)]);
+    assert_eq!(data(&h.poll(&a2).await), [json!(1)]);
+    assert!(h.poll(&other).await.is_empty());
+
+    let info = h.engine.api_channel("/p/1").await.expect("channel");
+    let mut both = vec![a1.clone(), a2.clone()];
+    both.sort();
+    assert_eq!(info.sessions, both);
+    assert_eq!(info.users, ["alice"]);
+    let list = h.engine.api_channels().await.expect("channels");
+    assert!(list.contains(&("/p/1".to_owned(), 2)), "{list:?}");
+    assert!(list.iter().all(|(c, _)| !c.starts_with("/meta/")), "reserved names are not listed: {list:?}");
+    let mine = h.engine.api_user_sessions("alice").await.expect("user");
+    assert_eq!(mine.len(), 2);
+    assert!(mine.iter().all(|s| s.subscriptions == ["/p/1", "/p/2"] && s.user.as_deref() == Some("alice")), "{mine:?}");
+    let one = h.engine.api_session(&a1).await.expect("session").expect("exists");
+    assert_eq!(one.subscriptions, ["/p/1", "/p/2"]);
+
+    // Everyone subscribed to /p/2 loses /p/1 and /p/2.
+    let sel = Selector { subscribers_of: users(&["/p/2"]), ..Selector::default() };
+    let (n, changed) = h.engine.api_subscribe(&sel, &users(&["/p/1", "/p/2"]), false).await.expect("unsubscribe");
+    assert_eq!((n, changed), (2, 4));
+    h.publish("/p/1", json!(2)).await;
+    assert!(h.poll(&a1).await.is_empty());
+    assert!(h.engine.api_channel("/p/1").await.expect("channel").sessions.is_empty());
+    let sel = Selector { client_ids: vec![other.clone()], ..Selector::default() };
+    assert_eq!(h.engine.api_subscribe(&sel, &users(&["/q/**"]), true).await.expect("subscribe"), (1, 1));
+    h.publish("/q/r/s", json!(3)).await;
+    assert_eq!(data(&h.poll(&other).await), [json!(3)]);
+
+    // Bad input is refused with a reason, never half-applied.
+    let bad = |r: Result<(usize, usize), ApiError>| matches!(r, Err(ApiError::Invalid(_)));
+    assert!(bad(h.engine.api_subscribe(&sel, &users(&["/ok", "no-slash"]), true).await));
+    assert!(bad(h.engine.api_subscribe(&sel, &users(&["/meta/x"]), true).await));
+    assert!(bad(h.engine.api_subscribe(&Selector::default(), &users(&["/ok"]), true).await));
+    let bad_id = Selector { client_ids: vec!["not an id".into()], ..Selector::default() };
+    assert!(bad(h.engine.api_subscribe(&bad_id, &users(&["/ok"]), true).await));
+    assert!(h.engine.api_session(&other).await.expect("session").expect("exists").subscriptions == ["/q/**"]);
+    assert!(matches!(h.engine.api_publish("/a/*", json!(1), None).await, Err(ApiError::Invalid(_))));
+    assert!(matches!(h.engine.api_publish("/service/x", json!(1), None).await, Err(ApiError::Invalid(_))));
+    assert!(matches!(h.engine.api_send_to_users(&[], "/x", json!(1), None).await, Err(ApiError::Invalid(_))));
+    let unknown = ClientId::from_random([7; 20]).as_str().to_owned();
+    assert_eq!(h.engine.api_session(&unknown).await.expect("session"), None);
+}
+
+/// The cluster figures count sessions, subscriptions and online users, and list this node.
+pub async fn cluster_stats_count_what_exists(b: Arc<dyn Backend>) {
+    let h = harness(b);
+    let a = user_client(&h, "alice").await;
+    let anon = h.client().await;
+    h.subscribe(&a, "/s/1").await;
+    h.subscribe(&anon, "/s/1").await;
+    h.subscribe(&anon, "/s/2").await;
+    let mut stats = h.engine.api_stats().await.expect("stats");
+    for _ in 0..50 {
+        if !stats.nodes.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        stats = h.engine.api_stats().await.expect("stats");
+    }
+    assert_eq!((stats.sessions, stats.subscriptions, stats.channels, stats.online_users), (2, 3, 2, 1), "{stats:?}");
+    assert_eq!(stats.nodes.len(), 1, "{stats:?}");
+}
