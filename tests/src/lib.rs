@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod tab;
+
+pub use tab::Tab;
+
 use crier_engine::{Backend, Engine, EngineConfig, Extension, MemoryBackend};
 use crier_server::ServerConfig;
 use futures::{SinkExt, StreamExt};
@@ -129,9 +133,27 @@ impl Cluster {
         Cluster { nodes, prefix }
     }
 
-    /// One more node of the cluster.
-    pub async fn node(url: &str, prefix: &str, timeout_secs: u64) -> TestServer {
-        let engine = EngineConfig { timeout_secs, ..EngineConfig::default() };
+    /// Starts `n` nodes on `redis` with a fresh key prefix; `options` gives each node's
+    /// settings and extensions (its backend is replaced by the cluster's Redis, and its
+    /// engine timeout by `timeout_secs`).
+    pub async fn start_with(
+        redis: &crier_redis::testing::RedisServer,
+        n: usize,
+        timeout_secs: u64,
+        options: impl Fn() -> Options,
+    ) -> Self {
+        let prefix = crier_redis::testing::unique_prefix("cluster");
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let o = options();
+            let engine = EngineConfig { timeout_secs, ..o.engine.clone().unwrap_or_default() };
+            let backend = Self::backend(&redis.url(), &prefix, &engine).await;
+            nodes.push(TestServer::start_with(Options { engine: Some(engine), backend: Some(backend), ..o }).await);
+        }
+        Cluster { nodes, prefix }
+    }
+
+    async fn backend(url: &str, prefix: &str, engine: &EngineConfig) -> Arc<dyn Backend> {
         let config = crier_redis::RedisConfig {
             url: url.to_owned(),
             prefix: prefix.to_owned(),
@@ -139,10 +161,14 @@ impl Cluster {
             ping_interval_secs: 1,
             ..crier_redis::RedisConfig::default()
         };
-        let backend =
-            crier_redis::RedisBackend::connect(config, engine.session_lifetime()).await.expect("node connects");
-        TestServer::start_with(Options { engine: Some(engine), backend: Some(Arc::new(backend)), ..Options::default() })
-            .await
+        Arc::new(crier_redis::RedisBackend::connect(config, engine.session_lifetime()).await.expect("node connects"))
+    }
+
+    /// One more node of the cluster.
+    pub async fn node(url: &str, prefix: &str, timeout_secs: u64) -> TestServer {
+        let engine = EngineConfig { timeout_secs, ..EngineConfig::default() };
+        let backend = Self::backend(url, prefix, &engine).await;
+        TestServer::start_with(Options { engine: Some(engine), backend: Some(backend), ..Options::default() }).await
     }
 
     /// Node `i`'s Bayeux URL.

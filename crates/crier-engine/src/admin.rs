@@ -43,7 +43,7 @@ pub struct Selector {
 }
 
 /// A session as the API reports it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct SessionInfo {
     /// The client id.
     pub client_id: String,
@@ -54,7 +54,7 @@ pub struct SessionInfo {
 }
 
 /// The sessions and users subscribed to a channel.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct ChannelInfo {
     /// The channel.
     pub channel: String,
@@ -65,7 +65,7 @@ pub struct ChannelInfo {
 }
 
 /// Cluster-wide figures.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct ClusterStats {
     /// The live nodes' own figures.
     pub nodes: Vec<NodeStats>,
@@ -136,13 +136,12 @@ impl Engine {
         let inner = &self.inner;
         let channel = publish_channel(inner, channel)?;
         let id = inner.api_message_id();
-        let events = inner.wants_events().then(|| Arc::new(data.clone()));
         let d =
             Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), inner.clock.now());
-        inner.backend.publish(&channel, d).await?;
+        inner.backend.publish(&channel, d.clone()).await?;
         inner.metrics.published.fetch_add(1, Ordering::Relaxed);
-        if let Some(data) = events {
-            inner.emit(Event::Publish(None, channel, data));
+        if inner.wants_events() {
+            inner.emit(Event::Publish(None, channel, d));
         }
         Ok(id)
     }
@@ -164,12 +163,20 @@ impl Engine {
         let parsed: Vec<ChannelName> = channels.iter().map(|c| publish_channel(inner, c)).collect::<Result<_, _>>()?;
         let id = inner.api_message_id();
         let now = inner.clock.now();
+        // With dedupe, every channel's delivery shares one seq: a session reached through
+        // several names takes the first (see `Backend::publish_to`).
+        let shared_seq = dedupe.then(|| inner.next_seq());
+        let deliveries: Vec<_> = parsed
+            .iter()
+            .map(|c| {
+                let seq = shared_seq.unwrap_or_else(|| inner.next_seq());
+                Delivery::new(seq, c.clone(), api_message(c, data.clone(), ext.clone(), &id), now)
+            })
+            .collect();
         if dedupe {
-            let seq = inner.next_seq();
             let mut seen: BTreeSet<ChannelPattern> = BTreeSet::new();
             let mut targets = Vec::new();
-            for c in &parsed {
-                let d = Delivery::new(seq, c.clone(), api_message(c, data.clone(), ext.clone(), &id), now);
+            for (c, d) in parsed.iter().zip(&deliveries) {
                 for name in c.expand() {
                     if seen.insert(name.clone()) {
                         targets.push((name, d.clone()));
@@ -178,16 +185,14 @@ impl Engine {
             }
             inner.backend.publish_to(&targets).await?;
         } else {
-            for c in &parsed {
-                let d = Delivery::new(inner.next_seq(), c.clone(), api_message(c, data.clone(), ext.clone(), &id), now);
-                inner.backend.publish(c, d).await?;
+            for (c, d) in parsed.iter().zip(&deliveries) {
+                inner.backend.publish(c, d.clone()).await?;
             }
         }
         inner.metrics.published.fetch_add(parsed.len() as u64, Ordering::Relaxed);
         if inner.wants_events() {
-            let data = Arc::new(data);
-            for c in parsed {
-                inner.emit(Event::Publish(None, c, data.clone()));
+            for (c, d) in parsed.into_iter().zip(deliveries) {
+                inner.emit(Event::Publish(None, c, d));
             }
         }
         Ok(id)

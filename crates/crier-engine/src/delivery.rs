@@ -25,6 +25,13 @@ pub struct Delivery {
     pub published_ms: u64,
 }
 
+/// Two deliveries are the same message if they share the publish and the encoding.
+impl PartialEq for Delivery {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && self.json == other.json
+    }
+}
+
 impl Delivery {
     /// Builds a delivery from a publish message (after incoming extensions ran).
     pub fn new(seq: u64, channel: ChannelName, message: Message, published_ms: u64) -> Arc<Self> {

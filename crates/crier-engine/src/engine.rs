@@ -317,7 +317,7 @@ impl Inner {
 
     /// The identity of the session a message names (cached on the attached session; read
     /// from the backend for sessions attached elsewhere). `None` if unknown or anonymous.
-    async fn identity_of(&self, m: &Message) -> Option<Arc<crate::context::Identity>> {
+    pub(crate) async fn identity_of(&self, m: &Message) -> Option<Arc<crate::context::Identity>> {
         let id = m.client_id().and_then(ClientId::parse)?;
         let local = self.hub.get(&id);
         if let Some(s) = &local

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use serde_json::Value;
 
+use crate::delivery::Delivery;
 use crate::users::PresenceChange;
 
 /// Something a client did, or that happened to it.
@@ -21,8 +22,8 @@ pub enum Event {
     /// A session lost a subscription (explicitly, or because it was destroyed).
     Unsubscribe(ClientId, ChannelPattern),
     /// A message was accepted: the publisher's client id (if it sent one), the channel and
-    /// the message's `data`.
-    Publish(Option<String>, ChannelName, Arc<Value>),
+    /// the message as delivered (shared with the fan-out, so an event costs no copy).
+    Publish(Option<String>, ChannelName, Arc<Delivery>),
     /// A session ended (explicit disconnect, expiry, queue overflow or the API).
     Disconnect(ClientId),
     /// A user's presence changed.
@@ -65,12 +66,12 @@ impl Event {
                 put("client_id", s(id.as_str()));
                 put("channel", s(p.as_str()));
             }
-            Event::Publish(id, c, data) => {
+            Event::Publish(id, c, d) => {
                 if let Some(id) = id {
                     put("client_id", s(id));
                 }
                 put("channel", s(c.as_str()));
-                put("data", (**data).clone());
+                put("data", d.message.data().cloned().unwrap_or(Value::Null));
             }
             Event::Disconnect(id) => put("client_id", s(id.as_str())),
             Event::Presence(c) => {

@@ -56,7 +56,7 @@ pub fn is_reserved(name: &ChannelPattern) -> bool {
 }
 
 /// A user's presence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PresenceStatus {
     /// At least one session, and not every session is away.
@@ -79,7 +79,7 @@ impl PresenceStatus {
 }
 
 /// What a backend knows of a user's presence. Times are ms since the epoch.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Presence {
     /// The user id.
     pub user: String,
@@ -108,7 +108,7 @@ pub struct PresenceChange {
 }
 
 /// One node's figures, written by each node periodically and read by the cluster-stats API.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct NodeStats {
     /// The node id.
     pub node: String,

@@ -38,6 +38,10 @@ pub struct ServerConfig {
     /// top-level `limits` section.
     #[serde(skip)]
     pub limits: crate::limits::LimitsConfig,
+    /// The server API. Not under `server.*`: the binary loads it from the top-level `api`
+    /// section.
+    #[serde(skip)]
+    pub api: crate::api::ApiConfig,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +59,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 10,
             internal_listen: None,
             limits: crate::limits::LimitsConfig::default(),
+            api: crate::api::ApiConfig::default(),
         }
     }
 }

@@ -52,3 +52,62 @@ impl IntoResponse for ServerError {
         (self.status(), [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.to_string()).into_response()
     }
 }
+
+/// Why a server-API request failed; answered as JSON `{"error": "..."}`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiFailure {
+    /// No or a wrong API key.
+    #[error("missing or invalid API key (send Authorization: Bearer KEY)")]
+    Unauthorized,
+    /// The API is off (`api.keys` is empty) or the path is not an API endpoint.
+    #[error("{0}")]
+    NotFound(String),
+    /// A method the endpoint does not serve.
+    #[error("method not allowed")]
+    Method,
+    /// The body is larger than `api.max_body_bytes`.
+    #[error("payload too large: the limit is {0} bytes")]
+    TooLarge(usize),
+    /// The body or a parameter is malformed; the text says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The backend failed.
+    #[error("backend unavailable")]
+    Unavailable,
+}
+
+impl From<crier_engine::ApiError> for ApiFailure {
+    fn from(e: crier_engine::ApiError) -> Self {
+        match e {
+            crier_engine::ApiError::Invalid(s) => ApiFailure::Invalid(s),
+            crier_engine::ApiError::Backend(e) => {
+                tracing::warn!(error = %e, "API call failed in the backend");
+                ApiFailure::Unavailable
+            }
+        }
+    }
+}
+
+impl ApiFailure {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiFailure::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiFailure::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiFailure::Method => StatusCode::METHOD_NOT_ALLOWED,
+            ApiFailure::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiFailure::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiFailure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        let mut r = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiFailure::Unauthorized) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}

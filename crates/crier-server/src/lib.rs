@@ -6,6 +6,7 @@
 //! at once with `retry` advice), sockets get a close frame, and the server stops within
 //! `shutdown_grace_secs`.
 
+mod api;
 mod config;
 mod cors;
 mod error;
@@ -21,6 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use api::ApiConfig;
 pub use config::ServerConfig;
 use crier_engine::Engine;
 pub use error::ServerError;
@@ -63,6 +65,7 @@ pub async fn serve(
     config.validate().map_err(ServeError::Config)?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let internal_addr = config.internal_listen.clone();
+    let api_addr = config.api.listen.clone().filter(|_| config.api.enabled());
     let state = Arc::new(state::AppState::new(engine.clone(), config)?);
     let app = routes::router(state.clone());
     // The internal port stays up through the drain (so probes see /readyz turn 503) and
@@ -73,6 +76,20 @@ pub async fn serve(
             let listener = TcpListener::bind(&addr).await?;
             tracing::info!(addr = %listener.local_addr()?, "internal port (health, metrics) listening");
             let router = routes::internal_router(state.clone());
+            let stop = internal_stop.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+            }))
+        }
+        None => None,
+    };
+    // A separate API port (`api.listen`) stops with the internal one, after the drain, so
+    // the app can still act on sessions while they go.
+    let api = match api_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(&addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "server API listening");
+            let router = routes::api_only_router(state.clone());
             let stop = internal_stop.clone();
             Some(tokio::spawn(async move {
                 axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
@@ -109,7 +126,7 @@ pub async fn serve(
     }
     engine.close().await;
     internal_stop.cancel();
-    if let Some(task) = internal {
+    for task in [internal, api].into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     Ok(())

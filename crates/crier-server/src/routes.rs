@@ -18,11 +18,24 @@ use crate::static_js;
 use crate::transport::{eventsource, jsonp, polling, websocket};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    if state.config.internal_listen.is_some() {
-        // Health and metrics live on the internal port only.
-        return Router::new().fallback(dispatch).with_state(state);
-    }
-    internal_routes().fallback(dispatch).with_state(state)
+    // Health and metrics live on the internal port when there is one.
+    let base = if state.config.internal_listen.is_some() { Router::new() } else { internal_routes() };
+    let base = if state.api.listen.is_none() { base.nest(&api_path(&state), api_routes(&state)) } else { base };
+    base.fallback(dispatch).with_state(state)
+}
+
+fn api_path(state: &AppState) -> String {
+    state.api.path.trim_end_matches('/').to_owned()
+}
+
+/// The API's routes, or a 404 with the reason on every API path when it is off.
+fn api_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    if state.api.enabled() { crate::api::router(state.clone()) } else { Router::new().fallback(crate::api::disabled) }
+}
+
+/// The router of the API port (`api.listen`).
+pub(crate) fn api_only_router(state: Arc<AppState>) -> Router {
+    Router::new().nest(&api_path(&state), api_routes(&state)).with_state(state)
 }
 
 /// `/healthz`, `/readyz`, `/metrics`.

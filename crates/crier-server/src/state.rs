@@ -42,6 +42,8 @@ pub(crate) struct AppState {
     pub(crate) tasks: TaskTracker,
     /// `limits.*` enforcement.
     pub(crate) limiter: crate::limits::Limiter,
+    /// `api.*` (a copy of `config.api`, for short access).
+    pub(crate) api: crate::api::ApiConfig,
 }
 
 impl AppState {
@@ -54,8 +56,10 @@ impl AppState {
             None => None,
         };
         let limiter = crate::limits::Limiter::new(config.limits.clone());
+        config.api.validate(&config.mount).map_err(ServeError::Config)?;
         Ok(AppState {
             limiter,
+            api: config.api.clone(),
             engine,
             config,
             client_js,

@@ -12,12 +12,15 @@ mod telemetry;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crier_engine::{Backend, Engine, MemoryBackend};
 use crier_redis::RedisBackend;
 use settings::{Overrides, Settings};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Exit code for invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -110,16 +113,37 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     } else {
         (Arc::new(MemoryBackend::new()), "memory")
     };
+    let node = backend.node_id();
+    let hooks = crier_hooks::Hooks::new(&s.hooks)?;
     let mut builder = Engine::builder(s.engine.clone(), backend);
     for policy in crier_auth::policies(&s.auth)? {
         builder = builder.extension(policy);
     }
+    // After the policies: a /service publish they refuse never reaches the app.
+    for ext in hooks.extensions() {
+        builder = builder.extension(ext);
+    }
     let engine = builder.build();
+    let hook_tasks = TaskTracker::new();
+    let hook_stop = CancellationToken::new();
+    if let Some(webhooks) = hooks.webhooks {
+        webhooks.spawn(engine.events(), &node, &hook_tasks, hook_stop.clone());
+    }
+    hook_tasks.close();
     let mut server = s.server.clone();
     server.allowed_origins.extend(s.auth.allowed_origins.iter().cloned());
     server.limits = s.limits.clone();
+    server.api = s.api.clone();
     tracing::info!(%addr, mount = %s.server.mount, timeout_secs = s.engine.timeout_secs, backend = kind, "crier listening");
-    crier_server::serve(listener, engine, server, shutdown_signal()).await?;
+    let served = crier_server::serve(listener, engine, server, shutdown_signal()).await;
+    // Only once the server has drained: the webhooks then send what the drain produced
+    // (disconnects) and stop by their own deadline; the margin covers a batch in flight.
+    hook_stop.cancel();
+    let flush = Duration::from_millis(s.hooks.events.shutdown_flush_ms) + Duration::from_secs(1);
+    if tokio::time::timeout(flush, hook_tasks.wait()).await.is_err() {
+        tracing::warn!("event webhooks did not stop in time");
+    }
+    served?;
     tracing::info!("crier stopped");
     Ok(())
 }

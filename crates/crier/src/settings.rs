@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crier_auth::AuthConfig;
 use crier_engine::EngineConfig;
+use crier_hooks::HooksConfig;
 use crier_redis::RedisConfig;
-use crier_server::{LimitsConfig, ServerConfig};
+use crier_server::{ApiConfig, LimitsConfig, ServerConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,10 @@ pub(crate) struct Settings {
     pub(crate) auth: AuthConfig,
     /// Per-node, per-connection and per-session limits.
     pub(crate) limits: LimitsConfig,
+    /// Calls to the app: /service forwarding and event webhooks.
+    pub(crate) hooks: HooksConfig,
+    /// The server API (`/api`): publish, users, presence, subscriptions, disconnects, stats.
+    pub(crate) api: ApiConfig,
 }
 
 impl Default for Settings {
@@ -78,6 +83,8 @@ impl Default for Settings {
             redis: RedisConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            hooks: HooksConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -159,10 +166,18 @@ impl Settings {
             jwt.secret = Some(MASK.to_owned());
         }
         s.redis.url = mask_url(&s.redis.url);
+        s.api.keys.iter_mut().for_each(|k| *k = MASK.to_owned());
         s.log.otlp_endpoint = s.log.otlp_endpoint.as_deref().map(mask_url);
         if let Some(hook) = &mut s.auth.webhook {
             hook.url = mask_url(&hook.url);
         }
+        // Headers to the app usually carry its credentials.
+        for route in &mut s.hooks.service {
+            route.url = mask_url(&route.url);
+            route.headers.values_mut().for_each(|v| *v = MASK.to_owned());
+        }
+        s.hooks.events.urls.iter_mut().for_each(|u| *u = mask_url(u));
+        s.hooks.events.headers.values_mut().for_each(|v| *v = MASK.to_owned());
         s
     }
 
@@ -171,6 +186,7 @@ impl Settings {
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("listen: {e} (got {:?}; expected ADDR:PORT)", self.listen))?;
         self.server.validate()?;
+        self.api.validate(&self.server.mount)?;
         if self.engine.timeout_secs == 0 {
             return Err("engine.timeout_secs: must be at least 1".to_owned());
         }
@@ -190,6 +206,7 @@ impl Settings {
         self.redis.validate()?;
         // Reads key and token files, so a bad one stops startup naming the key.
         crier_auth::policies(&self.auth).map_err(|e| e.to_string())?;
+        self.hooks.validate().map_err(|e| e.to_string())?;
         if self.log.level.trim().is_empty() {
             return Err("log.level: must not be empty".to_owned());
         }
@@ -236,13 +253,49 @@ mod tests {
     fn printed_configuration_masks_secrets() {
         let mut s = Settings::default();
         s.auth.publish_secret = Some("hunter2".to_owned());
+        s.api.keys = vec!["api-key-0123456789".to_owned()];
         s.auth.jwt = Some(crier_auth::JwtConfig { secret: Some("jwt-key".to_owned()), ..Default::default() });
         s.redis.url = "redis://app:pa55@redis:6379/0".to_owned();
         let text = toml::to_string_pretty(&s.masked()).expect("toml");
-        for secret in ["hunter2", "jwt-key", "pa55"] {
+        for secret in ["hunter2", "jwt-key", "pa55", "api-key-0123456789"] {
             assert!(!text.contains(secret), "{secret} printed: {text}");
         }
         assert!(text.contains("redis://***@redis:6379/0"), "{text}");
+    }
+
+    #[test]
+    fn hooks_are_validated_and_their_secrets_masked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hooks.toml",
+                "[[hooks.service]]\nchannel = \"/service/rpc/**\"\nurl = \"http://app:8080/rpc\"\n\
+                 headers = { authorization = \"Bearer rpc-key\" }\n\
+                 [hooks.events]\nurls = [\"http://u:pw@app:8080/events\"]\nkinds = [\"publish\"]\n\
+                 [hooks.events.headers]\nauthorization = \"Bearer event-key\"\n",
+            )?;
+            let s = load(figment(Some(Path::new("hooks.toml")), env(), &Overrides::default()))
+                .map_err(figment::Error::from)?;
+            assert_eq!(s.hooks.service[0].timeout_ms, 5000, "route defaults apply");
+            assert_eq!(s.hooks.events.kinds, [crier_hooks::EventKind::Publish]);
+            let text = toml::to_string_pretty(&s.masked()).expect("toml");
+            for secret in ["rpc-key", "event-key", "pw@"] {
+                assert!(!text.contains(secret), "{secret} printed: {text}");
+            }
+            for (body, want) in [
+                ("[[hooks.service]]\nchannel = \"/rpc/**\"\nurl = \"http://a/\"\n", "hooks.service[0].channel"),
+                ("[[hooks.service]]\nchannel = \"/service/x\"\nurl = \"nope\"\n", "hooks.service[0].url"),
+                ("[hooks.events]\nurls = [\"https://app/events\"]\n", "hooks.events.urls[0]: https"),
+                ("[hooks.events]\nkinds = [\"connect\"]\n", "hooks.events.kinds"),
+                ("[hooks.events]\nbatch_max = 0\n", "hooks.events.batch_max"),
+            ] {
+                jail.create_file("bad-hooks.toml", body)?;
+                let e = load(figment(Some(Path::new("bad-hooks.toml")), env(), &Overrides::default()))
+                    .err()
+                    .unwrap_or_default();
+                assert!(e.contains(want), "{body}: {e}");
+            }
+            Ok(())
+        });
     }
 
     #[test]

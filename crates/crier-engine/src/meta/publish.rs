@@ -3,7 +3,6 @@
 //! delivery. A `/service/**` publish may instead be answered: by the built-in presence
 //! service, or by an extension's [`crate::Extension::service`] hook (CometD's remote call).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crier_protocol::{BayeuxError, ChannelKind, ChannelName, ErrorCode, Message};
@@ -44,6 +43,15 @@ impl Inner {
             let answer = if channel.as_str() == PRESENCE_CHANNEL {
                 Some(self.presence_service(&m).await)
             } else {
+                // Service handlers see the caller's identity even when no extension asked
+                // for it on every message (the lookup is paid for service calls only).
+                let with_identity;
+                let ctx = if ctx.identity.is_none() {
+                    with_identity = RequestContext { identity: self.identity_of(&m).await, ..ctx.clone() };
+                    &with_identity
+                } else {
+                    ctx
+                };
                 self.pipeline.service(&m, ctx).await
             };
             if let Some(answer) = answer {
@@ -55,17 +63,16 @@ impl Inner {
             }
         }
         let publisher = m.client_id().map(str::to_owned);
-        let data = self.wants_events().then(|| Arc::new(m.data().cloned().unwrap_or(Value::Null)));
         let delivery = Delivery::new(self.next_seq(), channel.clone(), m, self.clock.now());
-        if let Err(e) = self.backend.publish(&channel, delivery).await {
+        if let Err(e) = self.backend.publish(&channel, delivery.clone()).await {
             Metrics::inc(&self.metrics.backend_errors);
             tracing::warn!(channel = %channel, error = %e, "publish failed");
             r.fail(BayeuxError::new(ErrorCode::PublishFailed, [channel.as_str()]));
             return r;
         }
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
-        if let Some(data) = data {
-            self.emit(Event::Publish(publisher, channel, data));
+        if self.wants_events() {
+            self.emit(Event::Publish(publisher, channel, delivery));
         }
         r
     }
