@@ -103,3 +103,27 @@ async fn batching_publisher_delivers_everything_in_order() {
     publisher.close().await;
     sub_client.disconnect().await.expect("disconnect");
 }
+
+/// A publisher's `ext` (here the publish secret) goes with every message of every batch;
+/// without it the same server refuses the publishes, each with its own error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_ext_carries_the_publish_secret() {
+    let auth = crier_auth::AuthConfig { publish_secret: Some("s3cret".to_owned()), ..Default::default() };
+    let server = TestServer::start_with(crier_tests::Options {
+        extensions: crier_auth::policies(&auth).expect("policies"),
+        ..Default::default()
+    })
+    .await;
+    for t in [Transport::WebSocket, Transport::LongPolling] {
+        let with = Publisher::builder(server.url()).transport(t).ext(json!({"password": "s3cret"})).build().expect("p");
+        let acks: Vec<_> = (0..30).map(|i| with.publish("/guarded", json!(i))).collect();
+        for ack in acks {
+            assert_eq!(ack.await.expect("accepted with the secret").successful(), Some(true));
+        }
+        with.close().await;
+        let without = Publisher::builder(server.url()).transport(t).build().expect("p");
+        let refused = without.publish("/guarded", json!(0)).await;
+        assert!(refused.is_err(), "{t:?}: {refused:?}");
+        without.close().await;
+    }
+}

@@ -42,6 +42,7 @@ pub struct PublisherBuilder {
     max_in_flight: usize,
     queue_capacity: usize,
     request_timeout: Duration,
+    ext: Option<Value>,
 }
 
 impl PublisherBuilder {
@@ -53,12 +54,20 @@ impl PublisherBuilder {
             max_in_flight: 1,
             queue_capacity: 100_000,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            ext: None,
         }
     }
 
     pub(crate) fn for_session(shared: Arc<Shared>) -> Self {
         let timeout = shared.cfg.request_timeout;
         PublisherBuilder { request_timeout: timeout, ..Self::new(Target::Session(shared)) }
+    }
+
+    /// An `ext` object sent with every message, e.g. `{"password": "..."}` for a server
+    /// whose `auth.publish_secret` guards publishing (the server strips it before delivery).
+    pub fn ext(mut self, ext: Value) -> Self {
+        self.ext = Some(ext);
+        self
     }
 
     /// The transport of an anonymous publisher (default [`Transport::LongPolling`],
@@ -142,7 +151,7 @@ impl PublisherBuilder {
             timeout: self.request_timeout,
         };
         let task = tokio::spawn(run(Arc::new(sink), rx, batching));
-        Ok(Publisher { queue, task })
+        Ok(Publisher { queue, task, ext: self.ext })
     }
 }
 
@@ -174,6 +183,7 @@ impl PublisherBuilder {
 pub struct Publisher {
     queue: mpsc::Sender<Job>,
     task: JoinHandle<()>,
+    ext: Option<Value>,
 }
 
 #[derive(Debug)]
@@ -204,7 +214,11 @@ impl Publisher {
                 let _ = done.send(Err(e));
             }
             Ok(name) => {
-                let job = Job { msg: wire::publish("", name.as_str(), data, None), done };
+                let mut msg = wire::publish("", name.as_str(), data, None);
+                if let Some(ext) = &self.ext {
+                    msg.set("ext", ext.clone());
+                }
+                let job = Job { msg, done };
                 match self.queue.try_send(job) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(job)) => waiting = Some((self.queue.clone(), job)),
@@ -227,7 +241,7 @@ impl Publisher {
 
     /// Stops accepting publishes and waits until every queued one has its result.
     pub async fn close(self) {
-        let Publisher { queue, task } = self;
+        let Publisher { queue, task, .. } = self;
         drop(queue);
         let _ = task.await;
     }
