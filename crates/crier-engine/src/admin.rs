@@ -40,6 +40,8 @@ pub struct Selector {
     pub users: Vec<String>,
     /// Channel names: their current subscribers.
     pub subscribers_of: Vec<String>,
+    /// Refuse (as invalid) a selection of more sessions than this, before acting on any.
+    pub limit: Option<usize>,
 }
 
 /// A session as the API reports it.
@@ -244,11 +246,20 @@ impl Engine {
         }
         for u in &sel.users {
             let u = user_id(u)?;
+            inner.heal_user(&u).await?;
             out.extend(inner.backend.user_sessions(&u).await?);
         }
         for c in &sel.subscribers_of {
             let name = ChannelName::parse(c).map_err(|_| invalid(format!("invalid channel name: {c:?}")))?;
             out.extend(inner.backend.subscribers(&name).await?);
+        }
+        if let Some(limit) = sel.limit
+            && out.len() > limit
+        {
+            return Err(invalid(format!(
+                "the selection matches {} sessions, more than the limit of {limit}",
+                out.len()
+            )));
         }
         Ok(out.into_iter().collect())
     }
@@ -306,6 +317,7 @@ impl Engine {
     /// The sessions of a user, each with its subscriptions.
     pub async fn api_user_sessions(&self, user: &str) -> Result<Vec<SessionInfo>, ApiError> {
         let user = user_id(user)?;
+        self.inner.heal_user(&user).await?;
         let mut out = Vec::new();
         for id in self.inner.backend.user_sessions(&user).await? {
             out.push(self.inner.session_info(&id).await?);
@@ -313,14 +325,23 @@ impl Engine {
         Ok(out)
     }
 
-    /// The sessions (and their users) a publish to `channel` reaches.
-    pub async fn api_channel(&self, channel: &str) -> Result<ChannelInfo, ApiError> {
+    /// The sessions (and their users) a publish to `channel` reaches; more than `limit`
+    /// sessions is refused as invalid (the users cost one backend read per session).
+    pub async fn api_channel(&self, channel: &str, limit: Option<usize>) -> Result<ChannelInfo, ApiError> {
         let inner = &self.inner;
         let name = ChannelName::parse(channel).map_err(|_| invalid(format!("invalid channel name: {channel:?}")))?;
         if name.kind() == ChannelKind::Meta {
             return Err(invalid(format!("{channel} is a /meta channel")));
         }
         let sessions = inner.backend.subscribers(&name).await?;
+        if let Some(limit) = limit
+            && sessions.len() > limit
+        {
+            return Err(invalid(format!(
+                "{channel} has {} subscribers, more than the limit of {limit}",
+                sessions.len()
+            )));
+        }
         let mut users = BTreeSet::new();
         for id in &sessions {
             if let Some(u) = inner.backend.identity(id).await?.and_then(|i| i.user) {
@@ -344,6 +365,9 @@ impl Engine {
     pub async fn api_presence(&self, users: &[String]) -> Result<Vec<Presence>, ApiError> {
         for u in users {
             user_id(u)?;
+        }
+        for u in users {
+            self.inner.heal_user(u).await?;
         }
         Ok(self.inner.backend.presence(users, self.inner.clock.now()).await?)
     }
@@ -386,7 +410,25 @@ impl Engine {
 }
 
 impl Inner {
-    /// A message id for API publishes: unique per node and, with the node id, cluster-wide.
+    /// Takes out of a user's presence the sessions that no longer exist: a disconnect whose
+    /// presence update failed, was cut short (a dropped request) or died with its node
+    /// leaves one behind. Runs before presence is reported and, for a sample of online
+    /// users, on every sweep.
+    pub(crate) async fn heal_user(&self, user: &str) -> Result<(), BackendError> {
+        for id in self.backend.user_sessions(user).await? {
+            if self.backend.session_exists(&id).await? {
+                continue;
+            }
+            tracing::debug!(client_id = %id, "pruning an ended session from its user's presence");
+            if let Some(change) = self.backend.user_left(user, &id, self.clock.now()).await? {
+                self.emit(Event::Presence(change));
+            }
+        }
+        Ok(())
+    }
+
+    /// An id for an API publish, returned to the caller for its logs (deliveries carry no
+    /// `id`); unique in practice cluster-wide, as `seq` starts at random on each node.
     fn api_message_id(&self) -> String {
         format!("api-{:x}", self.next_seq())
     }

@@ -147,6 +147,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Number of users with at least one session.
     async fn online_users(&self) -> Result<u64, BackendError>;
 
+    /// Up to `n` users with at least one session, picked at random (for the sweep that
+    /// prunes sessions a failed or interrupted disconnect left in a user's presence).
+    async fn online_user_sample(&self, n: usize) -> Result<Vec<String>, BackendError>;
+
     /// Publishes this node's figures for the cluster-stats API (every few seconds).
     async fn heartbeat(&self, stats: &NodeStats) -> Result<(), BackendError>;
 

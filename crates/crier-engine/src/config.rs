@@ -41,8 +41,8 @@ pub struct EngineConfig {
     /// presence) on `/meta/crier/events/<kind>` for server-side subscribers. Costs one
     /// backend publish per event, so it is off by default.
     pub event_channels: bool,
-    /// Seconds between this node's heartbeats (its figures for the cluster-stats API);
-    /// a node silent for three intervals is no longer listed.
+    /// Seconds between this node's heartbeats (its figures for the cluster-stats API),
+    /// 1 to 20; a node silent for three intervals is no longer listed.
     pub stats_interval_secs: u64,
 }
 
@@ -64,9 +64,9 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// The heartbeat interval (at least 1 s).
+    /// The heartbeat interval, 1 to 20 s (a backend keeps a heartbeat for a minute).
     pub fn stats_interval(&self) -> Duration {
-        Duration::from_secs(self.stats_interval_secs.max(1))
+        Duration::from_secs(self.stats_interval_secs.clamp(1, 20))
     }
 
     /// The connect hold time.

@@ -280,6 +280,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@api $make, ($($attr)?), broadcast_delivers_once_per_session);
         $crate::conformance_suite!(@api $make, ($($attr)?), server_side_subscriptions_and_listings);
         $crate::conformance_suite!(@api $make, ($($attr)?), cluster_stats_count_what_exists);
+        $crate::conformance_suite!(@api $make, ($($attr)?), presence_heals_sessions_ended_without_an_update);
     };
     (@api $make:expr, ($($attr:tt)?), $case:ident) => {
         #[tokio::test $($attr)?]

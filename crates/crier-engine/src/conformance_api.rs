@@ -169,7 +169,10 @@ pub async fn server_side_subscriptions_and_listings(b: Arc<dyn Backend>) {
     assert_eq!(data(&h.poll(&a2).await), [json!(1)]);
     assert!(h.poll(&other).await.is_empty());
 
-    let info = h.engine.api_channel("/p/1").await.expect("channel");
+    assert!(matches!(h.engine.api_channel("/p/1", Some(1)).await, Err(ApiError::Invalid(_))), "over the limit");
+    let too_many = Selector { users: users(&["alice"]), limit: Some(1), ..Selector::default() };
+    assert!(matches!(h.engine.api_subscribe(&too_many, &users(&["/p/9"]), true).await, Err(ApiError::Invalid(_))));
+    let info = h.engine.api_channel("/p/1", Some(2)).await.expect("channel");
     let mut both = vec![a1.clone(), a2.clone()];
     both.sort();
     assert_eq!(info.sessions, both);
@@ -189,7 +192,7 @@ pub async fn server_side_subscriptions_and_listings(b: Arc<dyn Backend>) {
     assert_eq!((n, changed), (2, 4));
     h.publish("/p/1", json!(2)).await;
     assert!(h.poll(&a1).await.is_empty());
-    assert!(h.engine.api_channel("/p/1").await.expect("channel").sessions.is_empty());
+    assert!(h.engine.api_channel("/p/1", None).await.expect("channel").sessions.is_empty());
     let sel = Selector { client_ids: vec![other.clone()], ..Selector::default() };
     assert_eq!(h.engine.api_subscribe(&sel, &users(&["/q/**"]), true).await.expect("subscribe"), (1, 1));
     h.publish("/q/r/s", json!(3)).await;
@@ -228,4 +231,26 @@ pub async fn cluster_stats_count_what_exists(b: Arc<dyn Backend>) {
     }
     assert_eq!((stats.sessions, stats.subscriptions, stats.channels, stats.online_users), (2, 3, 2, 1), "{stats:?}");
     assert_eq!(stats.nodes.len(), 1, "{stats:?}");
+}
+
+/// A session that ended without its presence update (a failed or interrupted disconnect,
+/// a node that died half-way) is pruned from its user's presence when presence is read,
+/// and by the sweep.
+pub async fn presence_heals_sessions_ended_without_an_update(b: Arc<dyn Backend>) {
+    let h = harness(b.clone());
+    let a1 = user_client(&h, "alice").await;
+    let a2 = user_client(&h, "alice").await;
+    let z = user_client(&h, "zed").await;
+    // Ended behind the engine's back: the record goes, the presence update never runs.
+    for id in [&a1, &z] {
+        b.destroy_session(&ClientId::parse(id).expect("id")).await.expect("destroy");
+    }
+    assert_eq!(status(&h, "alice").await, (PresenceStatus::Online, 1), "read heals");
+    let mine = h.engine.api_user_sessions("alice").await.expect("user");
+    assert_eq!(mine.iter().map(|s| s.client_id.as_str()).collect::<Vec<_>>(), [a2.as_str()]);
+    // Nobody reads zed's presence: the sweep's sample finds it.
+    assert_eq!(h.engine.api_online_users().await.expect("online"), 2);
+    h.engine.sweep().await;
+    assert_eq!(h.engine.api_online_users().await.expect("online"), 1);
+    assert_eq!(status(&h, "zed").await, (PresenceStatus::Offline, 0));
 }

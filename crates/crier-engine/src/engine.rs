@@ -408,6 +408,17 @@ impl Inner {
                 return 0;
             }
         };
+        // Ghost sessions in users' presence (see `heal_user`), a bounded sample per sweep.
+        match self.backend.online_user_sample(100).await {
+            Ok(users) => {
+                for u in users {
+                    if let Err(e) = self.heal_user(&u).await {
+                        tracing::debug!(error = %e, "presence pruning failed");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "presence sample failed"),
+        }
         let mut n = 0;
         for id in expired {
             match self.destroy(&id).await {

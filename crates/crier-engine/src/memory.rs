@@ -12,6 +12,10 @@ use crate::context::Identity;
 use crate::delivery::Delivery;
 use crate::users::{NodeStats, Presence, PresenceChange, PresenceStatus};
 
+/// How long an offline user's presence (its `last_online`) is kept: 30 days, as the Redis
+/// backend's default `presence_retention_secs`.
+const OFFLINE_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// One user's sessions and presence timestamps.
 #[derive(Default)]
 struct User {
@@ -337,8 +341,17 @@ impl Backend for MemoryBackend {
         Ok(self.inner.lock().users.values().filter(|u| !u.sessions.is_empty()).count() as u64)
     }
 
+    async fn online_user_sample(&self, n: usize) -> Result<Vec<String>, BackendError> {
+        let inner = self.inner.lock();
+        Ok(inner.users.iter().filter(|(_, u)| !u.sessions.is_empty()).take(n).map(|(k, _)| k.clone()).collect())
+    }
+
     async fn heartbeat(&self, stats: &NodeStats) -> Result<(), BackendError> {
-        self.inner.lock().node = Some(stats.clone());
+        let mut inner = self.inner.lock();
+        inner.node = Some(stats.clone());
+        // Offline users are kept for their `last_online`, but not forever.
+        let horizon = stats.updated_ms.saturating_sub(OFFLINE_RETENTION_MS);
+        inner.users.retain(|_, u| !u.sessions.is_empty() || u.last_online.is_some_and(|t| t >= horizon));
         Ok(())
     }
 

@@ -225,19 +225,23 @@ impl Shared {
 
     /// Logs `delivery` (published to `channel`) under one subscription name and sends it
     /// live on the name's pub/sub channel; nothing if the name has no member.
+    /// `json` is the delivery's encoding as a shared Redis string, made once per publish:
+    /// each name's call holds a reference, not a copy (a message matches up to depth + 2
+    /// names, a broadcast many more).
     pub(crate) async fn publish_one(
         &self,
         name: &ChannelPattern,
         channel: &ChannelName,
         delivery: &Delivery,
+        json: &fred::bytes_utils::Str,
     ) -> Result<(), BackendError> {
-        let args = vec![
-            self.config.log_max_len.to_string(),
-            self.retention_ms.to_string(),
-            delivery.seq.to_string(),
-            channel.as_str().to_owned(),
-            delivery.json.to_string(),
-            self.keys.channel(name),
+        let args: Vec<Value> = vec![
+            Value::from(self.config.log_max_len.to_string()),
+            Value::from(self.retention_ms.to_string()),
+            Value::from(delivery.seq.to_string()),
+            Value::from(channel.as_str()),
+            Value::String(json.clone()),
+            Value::from(self.keys.channel(name)),
         ];
         let keys = vec![self.keys.members(name), self.keys.log(name)];
         let _: Value =
@@ -533,8 +537,23 @@ impl Shared {
                 .map_err(|e| self.fail(e))?;
             for (n, _) in &subs {
                 self.join(id, n).await?;
+                self.register_name(n).await?;
+            }
+            // The user index went with the data: the session counts for its user again.
+            let user = self.local.lock().identity(id).and_then(|j| serde_json::from_str::<Identity>(&j).ok());
+            if let Some(user) = user.and_then(|i| i.user) {
+                self.presence_op("join", &user, id, now).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Lists a name for `Backend::channels` (reserved names never are).
+    async fn register_name(&self, name: &ChannelPattern) -> Result<(), BackendError> {
+        if crier_engine::is_reserved(name) {
+            return Ok(());
+        }
+        let _: Value = self.client.sadd(self.keys.names(), name.as_str()).await.map_err(|e| self.fail(e))?;
         Ok(())
     }
 }
@@ -630,7 +649,11 @@ impl Backend for RedisBackend {
             .await
             .map_err(|e| s.fail(e))?;
         // The index entry goes in any case, so a half-destroyed session is not swept forever.
-        let _: Value = s.client.zrem(s.keys.index(), id.as_str()).await.map_err(|e| s.fail(e))?;
+        // Once DESTROY ran this call owns the session's end: a failure of the cleanup below
+        // is logged, not returned, or the events and the presence update would be lost.
+        if let Err(e) = s.client.zrem::<Value, _, _>(s.keys.index(), id.as_str()).await {
+            tracing::warn!(client_id = %id, error = %e, "removing a destroyed session from the index failed");
+        }
         let Some(parts) = array(v) else { return Ok(None) };
         let mut parts = parts.into_iter();
         let node = parts.next().as_ref().and_then(text).unwrap_or_default();
@@ -643,11 +666,14 @@ impl Backend for RedisBackend {
             .filter_map(|n| ChannelPattern::parse(&n).ok())
             .collect();
         names.sort();
-        futures::future::try_join_all(
+        let left = futures::future::try_join_all(
             names.iter().map(|n| async move { s.client.srem::<Value, _, _>(s.keys.members(n), id.as_str()).await }),
         )
-        .await
-        .map_err(|e| s.fail(e))?;
+        .await;
+        if let Err(e) = left {
+            // A stale member costs a log entry per publish until its name is next cleaned.
+            tracing::warn!(client_id = %id, error = %e, "removing a destroyed session from its names failed");
+        }
         let removed = s.local.lock().remove_session(id);
         if let Some(r) = removed {
             let unused = r.unused;
@@ -688,7 +714,7 @@ impl Backend for RedisBackend {
         let new = parts.first().and_then(int) == Some(1);
         if new {
             // For the channel listing; pruned lazily there (see `Shared::channels`).
-            let _: Value = s.client.sadd(s.keys.names(), pattern.as_str()).await.map_err(|e| s.fail(e))?;
+            s.register_name(pattern).await?;
         }
         let node = parts.get(1).and_then(text).unwrap_or_default();
         if node == s.node {
@@ -735,9 +761,10 @@ impl Backend for RedisBackend {
         let s = &self.shared;
         // One script call per matching name (at most depth + 2), all in flight at once; the
         // cost does not depend on how many sessions subscribe.
+        let json = fred::bytes_utils::Str::from(delivery.json.as_ref());
         let calls = channel.expand().into_iter().map(|name| {
-            let d = &delivery;
-            async move { s.publish_one(&name, channel, d).await }
+            let (d, json) = (&delivery, &json);
+            async move { s.publish_one(&name, channel, d, json).await }
         });
         futures::future::try_join_all(calls).await?;
         Ok(())
@@ -792,6 +819,10 @@ impl Backend for RedisBackend {
 
     async fn online_users(&self) -> Result<u64, BackendError> {
         self.shared.online_users().await
+    }
+
+    async fn online_user_sample(&self, n: usize) -> Result<Vec<String>, BackendError> {
+        self.shared.online_user_sample(n).await
     }
 
     async fn heartbeat(&self, stats: &NodeStats) -> Result<(), BackendError> {

@@ -102,9 +102,24 @@ impl Shared {
         Ok(n.max(0) as u64)
     }
 
+    pub(crate) async fn online_user_sample(&self, n: usize) -> Result<Vec<String>, BackendError> {
+        let v: Value = self.client.srandmember(self.keys.online(), Some(n)).await.map_err(|e| self.fail(e))?;
+        Ok(array(v).unwrap_or_default().iter().filter_map(text).collect())
+    }
+
     /// Logs each delivery under exactly its name (see `Backend::publish_to`).
     pub(crate) async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {
-        let calls = targets.iter().map(|(name, d)| self.publish_one(name, &d.channel, d));
+        // One shared encoding per distinct delivery (a broadcast has one per channel).
+        let mut encoded: Vec<(&Arc<Delivery>, fred::bytes_utils::Str)> = Vec::new();
+        for (_, d) in targets {
+            if !encoded.iter().any(|(k, _)| Arc::ptr_eq(k, d)) {
+                encoded.push((d, fred::bytes_utils::Str::from(d.json.as_ref())));
+            }
+        }
+        let calls = targets.iter().map(|(name, d)| {
+            let json = encoded.iter().find(|(k, _)| Arc::ptr_eq(k, d)).map(|(_, j)| j.clone()).unwrap_or_default();
+            async move { self.publish_one(name, &d.channel, d, &json).await }
+        });
         futures::future::try_join_all(calls).await?;
         Ok(())
     }

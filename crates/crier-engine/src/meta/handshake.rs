@@ -95,7 +95,8 @@ impl Inner {
         };
         if let Err(e) = attached {
             Metrics::inc(&self.metrics.backend_errors);
-            let _ = self.backend.destroy_session(&id).await;
+            // The whole end of a session (presence included), not just its record.
+            let _ = self.destroy(&id).await;
             r.fail(super::backend_error(&e));
             r.set_advice(&Advice::handshake());
             return r;
@@ -110,14 +111,25 @@ impl Inner {
 
     /// Makes a new session one of its user's: subscribed to the user's private name (so
     /// user-targeted messages reach it on any node) and counted in the user's presence.
+    /// A session destroyed meanwhile fails the handshake and is not counted.
     async fn join_user(&self, id: &ClientId, user: &str) -> Result<(), crate::BackendError> {
         let Some(name) = crate::users::user_name(user) else {
             tracing::warn!(client_id = %id, len = user.len(), "user id too long to address; session kept without a user");
             return Ok(());
         };
-        self.backend.subscribe(id, &name).await?;
+        let gone = || crate::BackendError::unavailable("session ended during its handshake");
+        if !self.backend.subscribe(id, &name).await? {
+            return Err(gone());
+        }
         if let Some(change) = self.backend.user_joined(user, id, self.clock.now()).await? {
             self.emit(Event::Presence(change));
+        }
+        // A destroy between the subscribe and the join found nothing to leave: undo here.
+        if !self.backend.session_exists(id).await? {
+            if let Some(change) = self.backend.user_left(user, id, self.clock.now()).await? {
+                self.emit(Event::Presence(change));
+            }
+            return Err(gone());
         }
         Ok(())
     }
