@@ -124,6 +124,11 @@ async fn publisher_ext_carries_the_publish_secret() {
         let without = Publisher::builder(server.url()).transport(t).build().expect("p");
         let refused = without.publish("/guarded", json!(0)).await;
         assert!(refused.is_err(), "{t:?}: {refused:?}");
+        // A session's own presence needs no publish secret (it is refused here only for
+        // lack of a user, not of the secret).
+        let presence = without.publish("/service/presence", json!({"status": "away"})).await;
+        let text = format!("{presence:?}");
+        assert!(text.contains("presence needs a session") || text.contains("clientId"), "{t:?}: {text}");
         without.close().await;
     }
 }

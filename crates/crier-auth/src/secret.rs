@@ -11,7 +11,8 @@ use crate::util::{ext_str, is_publish, refuse, same_secret, strip_ext};
 
 /// Requires a secret in `ext.<field>` to publish (if `publish` is set) and to subscribe (if
 /// `subscribe` is set), and removes it from every message, so it never reaches a subscriber.
-/// Messages from inside the server (no request) need no secret.
+/// Messages from inside the server (no request) need no secret, nor does a session's own
+/// presence (`/service/presence` changes only the sender's session and is never broadcast).
 pub struct SecretPolicy {
     pub(crate) publish: Option<String>,
     pub(crate) subscribe: Option<String>,
@@ -39,7 +40,7 @@ impl SecretPolicy {
 impl Extension for SecretPolicy {
     async fn incoming(&self, m: &mut Message, ctx: &RequestContext) -> Verdict {
         if !ctx.is_local() {
-            if is_publish(m) {
+            if is_publish(m) && m.channel() != Some(crier_engine::PRESENCE_CHANNEL) {
                 if let Some(secret) = &self.publish {
                     self.check(m, secret);
                 }
