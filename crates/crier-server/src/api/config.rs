@@ -19,6 +19,9 @@ pub struct ApiConfig {
     pub max_items: usize,
     /// Largest request body, in bytes (HTTP 413 beyond).
     pub max_body_bytes: usize,
+    /// Most sessions one subscribe, unsubscribe or disconnect may select, and most
+    /// subscribers `channels/subscribers` lists (HTTP 400 beyond, before anything changes).
+    pub max_sessions: usize,
 }
 
 impl Default for ApiConfig {
@@ -29,6 +32,7 @@ impl Default for ApiConfig {
             listen: None,
             max_items: 1000,
             max_body_bytes: 1024 * 1024,
+            max_sessions: 10_000,
         }
     }
 }
@@ -55,6 +59,9 @@ impl ApiConfig {
         }
         if self.max_items == 0 {
             return Err("api.max_items: must be at least 1".to_owned());
+        }
+        if self.max_sessions == 0 {
+            return Err("api.max_sessions: must be at least 1".to_owned());
         }
         if self.max_body_bytes == 0 {
             return Err("api.max_body_bytes: must be at least 1".to_owned());

@@ -38,8 +38,8 @@ fn limit(state: &AppState, lists: &[(&str, usize)]) -> Result<(), ApiFailure> {
     }
 }
 
-fn selector(client_ids: Vec<String>, users: Vec<String>, subscribers_of: Vec<String>) -> Selector {
-    Selector { client_ids, users, subscribers_of }
+fn selector(state: &AppState, client_ids: Vec<String>, users: Vec<String>, subscribers_of: Vec<String>) -> Selector {
+    Selector { client_ids, users, subscribers_of, limit: Some(state.api.max_sessions) }
 }
 
 pub(super) async fn openapi(State(state): State<Arc<AppState>>) -> Response {
@@ -77,7 +77,7 @@ async fn change(state: &AppState, body: Body, subscribe: bool) -> Answer<Subscri
             ("channels", r.channels.len()),
         ],
     )?;
-    let sel = selector(r.client_ids, r.users, r.subscribers_of);
+    let sel = selector(state, r.client_ids, r.users, r.subscribers_of);
     let (sessions, changed) = state.engine.api_subscribe(&sel, &r.channels, subscribe).await?;
     Ok(Json(SubscribeResponse { sessions: sessions as u64, changed: changed as u64 }))
 }
@@ -96,7 +96,7 @@ pub(super) async fn disconnect(State(state): State<Arc<AppState>>, body: Body) -
         &state,
         &[("client_ids", r.client_ids.len()), ("users", r.users.len()), ("subscribers_of", r.subscribers_of.len())],
     )?;
-    let n = state.engine.api_disconnect(&selector(r.client_ids, r.users, r.subscribers_of)).await?;
+    let n = state.engine.api_disconnect(&selector(&state, r.client_ids, r.users, r.subscribers_of)).await?;
     Ok(Json(DisconnectResponse { disconnected: n as u64 }))
 }
 
@@ -138,11 +138,9 @@ pub(super) async fn channel_subscribers(
     State(state): State<Arc<AppState>>,
     query: Result<Query<ChannelQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Answer<Channel> {
-    let channel = query
-        .ok()
-        .and_then(|Query(q)| q.channel)
-        .ok_or_else(|| ApiFailure::Invalid("missing query parameter: channel".to_owned()))?;
-    Ok(Json(state.engine.api_channel(&channel).await?))
+    let Query(q) = query.map_err(|e| ApiFailure::Invalid(format!("invalid query: {}", e.body_text())))?;
+    let channel = q.channel.ok_or_else(|| ApiFailure::Invalid("missing query parameter: channel".to_owned()))?;
+    Ok(Json(state.engine.api_channel(&channel, Some(state.api.max_sessions)).await?))
 }
 
 pub(super) async fn presence(State(state): State<Arc<AppState>>, body: Body) -> Answer<PresenceResponse> {

@@ -6,6 +6,7 @@
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use super::ApiConfig;
 use super::types::*;
 
 /// One operation of the document.
@@ -27,7 +28,7 @@ struct Doc {
 
 fn error_responses(codes: &[&str], err: &Value) -> Map<String, Value> {
     let text = |c: &str| match c {
-        "400" => "Malformed request; `error` says why.",
+        "400" => "Malformed request, or over a limit (api.max_items, api.max_sessions); `error` says why.",
         "401" => "Missing or invalid API key.",
         "404" => "Not found.",
         "413" => "Body larger than `api.max_body_bytes`.",
@@ -35,7 +36,14 @@ fn error_responses(codes: &[&str], err: &Value) -> Map<String, Value> {
     };
     codes
         .iter()
-        .map(|c| ((*c).to_owned(), json!({"description": text(c), "content": {"application/json": {"schema": err}}})))
+        .map(|c| {
+            let mut r = json!({"description": text(c), "content": {"application/json": {"schema": err}}});
+            if *c == "401" {
+                let challenge = json!({"description": "`Bearer`.", "required": true, "schema": {"const": "Bearer"}});
+                r["headers"] = json!({"WWW-Authenticate": challenge});
+            }
+            ((*c).to_owned(), r)
+        })
         .collect()
 }
 
@@ -65,7 +73,23 @@ impl Doc {
     }
 }
 
-/// The document, with paths under `base` (e.g. `/api`).
+/// Sets `maxItems` on every list of every request body (`api.max_items`, the default here).
+fn limit_lists(schemas: &mut Map<String, Value>, max_items: usize) {
+    for (name, schema) in schemas.iter_mut() {
+        if !name.ends_with("Request") {
+            continue;
+        }
+        for prop in schema["properties"].as_object_mut().into_iter().flat_map(|p| p.values_mut()) {
+            if prop["type"] == "array" {
+                prop["maxItems"] = json!(max_items);
+            }
+        }
+    }
+}
+
+/// The document, with paths under `base` (e.g. `/api`). Limits (list lengths, channel
+/// names) are the defaults, so that every server with the same path serves the same
+/// document, the checked-in one; a server configured otherwise applies its own (400 beyond).
 pub(crate) fn document(base: &str) -> Value {
     let settings = SchemaSettings::draft2020_12().with(|s| {
         s.definitions_path = "/components/schemas".into();
@@ -143,26 +167,26 @@ pub(crate) fn document(base: &str) -> Value {
         ok,
         errors: &std,
     });
-    let path_param = |name: &str, what: &str| json!([{"name": name, "in": "path", "required": true, "description": what, "schema": {"type": "string"}}]);
-    let ok = d.schema::<Session>();
+    let path_param = |name: &str, what: &str, schema: Value| json!([{"name": name, "in": "path", "required": true, "description": what, "schema": schema}]);
+    let (client_id, ok) = (d.schema::<ClientId>(), d.schema::<Session>());
     d.op(Op {
         method: "get",
         path: &p("/sessions/{client_id}"),
         id: "session",
         summary: "One session: its user and subscriptions.",
         request: None,
-        params: path_param("client_id", "The client id."),
+        params: path_param("client_id", "The client id.", client_id),
         ok,
         errors: &["400", "401", "404", "503"],
     });
-    let ok = d.schema::<UserResponse>();
+    let (user, ok) = (d.schema::<UserId>(), d.schema::<UserResponse>());
     d.op(Op {
         method: "get",
         path: &p("/users/{user}"),
         id: "user",
         summary: "One user: presence, sessions and the channels they subscribe to.",
         request: None,
-        params: path_param("user", "The user id (URL-encoded)."),
+        params: path_param("user", "The user id (URL-encoded).", user),
         ok,
         errors: &["400", "401", "503"],
     });
@@ -178,7 +202,7 @@ pub(crate) fn document(base: &str) -> Value {
         errors: &reads,
     });
     let ok = d.schema::<Channel>();
-    let q = json!([{"name": "channel", "in": "query", "required": true, "description": "A channel name, e.g. /chat/room1.", "schema": {"type": "string"}}]);
+    let q = json!([{"name": "channel", "in": "query", "required": true, "description": "A channel name, e.g. /chat/room1.", "schema": listed_channel()}]);
     d.op(Op {
         method: "get",
         path: &p("/channels/subscribers"),
@@ -233,13 +257,31 @@ pub(crate) fn document(base: &str) -> Value {
         errors: &[],
     });
 
-    let schemas = d.generator.take_definitions(true);
+    // Follow-ups the stateful phase of a property-based test (and a reader) can take: from
+    // a channel's subscribers to their sessions and users, from a user to their sessions.
+    let link = |op: &str, param: &str, from: &str| json!({"operationId": op, "parameters": {param: from}});
+    let links = [
+        (
+            "/channels/subscribers",
+            json!({
+                "GetSession": link("session", "client_id", "$response.body#/sessions/0"),
+                "GetUser": link("user", "user", "$response.body#/users/0"),
+            }),
+        ),
+        ("/users/{user}", json!({"GetSession": link("session", "client_id", "$response.body#/sessions/0/client_id")})),
+    ];
+    for (path, l) in links {
+        d.paths[&p(path)]["get"]["responses"]["200"]["links"] = l;
+    }
+
+    let mut schemas = d.generator.take_definitions(true);
+    limit_lists(&mut schemas, ApiConfig::default().max_items);
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Crier server API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Programmatic control of a Crier cluster: publish, users, presence, subscriptions, disconnects and stats. Every call but this document's needs `Authorization: Bearer <api key>`. See docs/api.md."
+            "description": "Programmatic control of a Crier cluster: publish, users, presence, subscriptions, disconnects and stats. Every call but this document's needs `Authorization: Bearer <api key>`. The limits in the schemas (list lengths, channel names) are the defaults of api.max_items, engine.max_channel_length and engine.max_channel_depth; a server configured otherwise applies its own. See docs/api.md."
         },
         "paths": d.paths,
         "components": {
