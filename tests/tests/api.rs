@@ -364,3 +364,34 @@ async fn the_api_checks_keys_input_and_limits() {
         serde_json::from_str(include_str!("../../docs/openapi.json")).expect("docs/openapi.json parses");
     assert_eq!(doc, on_disk);
 }
+
+/// `api.path` and `api.listen` move the API: on its own port it is not on the main one.
+#[tokio::test]
+async fn the_api_path_and_port_are_configurable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let moved = ApiConfig { path: "/admin/v1".to_owned(), listen: Some(format!("127.0.0.1:{port}")), ..api_config() };
+    let s = TestServer::start_with(Options {
+        server: Some(ServerConfig { api: moved, ..ServerConfig::default() }),
+        ..Options::default()
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{port}/admin/v1/presence/online");
+    let reached = eventually(WAIT, || async {
+        matches!(http().get(&url).bearer_auth(KEY).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    assert!(reached, "the API answers on its own port and path");
+    let doc: Value = http()
+        .get(format!("http://127.0.0.1:{port}/admin/v1/openapi.json"))
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert!(doc["paths"].get("/admin/v1/publish").is_some(), "the document names the configured path");
+    for path in ["/admin/v1/presence/online", "/api/presence/online"] {
+        let r = http().get(s.at(path)).bearer_auth(KEY).send().await.expect("request");
+        assert_eq!(r.status(), 404, "{path} is not on the main port");
+    }
+}

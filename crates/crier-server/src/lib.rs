@@ -72,28 +72,17 @@ pub async fn serve(
     // stops last.
     let internal_stop = tokio_util::sync::CancellationToken::new();
     let internal = match internal_addr {
-        Some(addr) => {
-            let listener = TcpListener::bind(&addr).await?;
-            tracing::info!(addr = %listener.local_addr()?, "internal port (health, metrics) listening");
-            let router = routes::internal_router(state.clone());
-            let stop = internal_stop.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
-            }))
-        }
+        Some(addr) => Some(
+            side_port(&addr, routes::internal_router(state.clone()), &internal_stop, "internal port (health, metrics)")
+                .await?,
+        ),
         None => None,
     };
     // A separate API port (`api.listen`) stops with the internal one, after the drain, so
     // the app can still act on sessions while they go.
     let api = match api_addr {
         Some(addr) => {
-            let listener = TcpListener::bind(&addr).await?;
-            tracing::info!(addr = %listener.local_addr()?, "server API listening");
-            let router = routes::api_only_router(state.clone());
-            let stop = internal_stop.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
-            }))
+            Some(side_port(&addr, routes::api_only_router(state.clone()), &internal_stop, "server API").await?)
         }
         None => None,
     };
@@ -130,4 +119,17 @@ pub async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     Ok(())
+}
+
+/// Serves `router` on a port of its own until `stop` is cancelled.
+async fn side_port(
+    addr: &str,
+    router: axum::Router,
+    stop: &tokio_util::sync::CancellationToken,
+    what: &str,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, std::io::Error> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "{what} listening");
+    let stop = stop.clone();
+    Ok(tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await }))
 }
