@@ -90,7 +90,7 @@ async fn a_users_tabs_on_two_nodes_get_targeted_messages_and_presence_follows_th
     let (n0, n1) = (&c.nodes[0], &c.nodes[1]);
     let mut a1 = Tab::open(&c.url(0), "websocket", Some(&token("alice")), &["/inbox"]).await;
     let mut a2 = Tab::open(&c.url(1), "long-polling", Some(&token("alice")), &["/inbox"]).await;
-    let mut bob = Tab::open(&c.url(1), "websocket", Some(&token("bob")), &["/inbox"]).await;
+    let bob = Tab::open(&c.url(1), "websocket", Some(&token("bob")), &["/inbox"]).await;
     let anon = Tab::open(&c.url(0), "websocket", None, &["/inbox"]).await;
 
     let p = presence(n1, "alice").await;
@@ -130,7 +130,6 @@ async fn a_users_tabs_on_two_nodes_get_targeted_messages_and_presence_follows_th
     assert!(p["last_online"].is_u64() && p["online_since"].is_null(), "{p}");
 
     // A tab that vanishes (no disconnect) goes offline when its session expires (2 × 2 s).
-    bob.send("noop").await;
     bob.kill().await;
     assert!(status_becomes(n0, "bob", "offline").await, "bob's session expires");
     assert_eq!(ok(n1, "GET", "/presence/online", None).await["online_users"], 0, "the anonymous tab is no user");

@@ -142,9 +142,7 @@ impl Engine {
             Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), inner.clock.now());
         inner.backend.publish(&channel, d.clone()).await?;
         inner.metrics.published.fetch_add(1, Ordering::Relaxed);
-        if inner.wants_events() {
-            inner.emit(Event::Publish(None, channel, d));
-        }
+        inner.emit(Event::Publish(None, channel, d));
         Ok(id)
     }
 
@@ -192,10 +190,8 @@ impl Engine {
             }
         }
         inner.metrics.published.fetch_add(parsed.len() as u64, Ordering::Relaxed);
-        if inner.wants_events() {
-            for (c, d) in parsed.into_iter().zip(deliveries) {
-                inner.emit(Event::Publish(None, c, d));
-            }
+        for (c, d) in parsed.into_iter().zip(deliveries) {
+            inner.emit(Event::Publish(None, c, d));
         }
         Ok(id)
     }

@@ -344,11 +344,6 @@ impl Inner {
         crate::meta::backend_error(e)
     }
 
-    /// Whether anyone listens to events (building some events costs a copy).
-    pub(crate) fn wants_events(&self) -> bool {
-        self.events.receiver_count() > 0
-    }
-
     pub(crate) fn emit(&self, e: Event) {
         // No receivers is fine: events are for whoever listens.
         let _ = self.events.send(e);

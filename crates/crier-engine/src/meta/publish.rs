@@ -71,9 +71,8 @@ impl Inner {
             return r;
         }
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
-        if self.wants_events() {
-            self.emit(Event::Publish(publisher, channel, delivery));
-        }
+        // The event shares the delivery: no copy, so no need to ask whether anyone listens.
+        self.emit(Event::Publish(publisher, channel, delivery));
         r
     }
 
