@@ -227,3 +227,35 @@ async fn oversized_and_overlong_frames_close_the_socket() {
     let r = ws.recv(SHORT).await.expect("reply");
     assert_eq!(r.as_array().map(Vec::len), Some(5), "{r}");
 }
+
+// `server.ws_read_buffer_bytes` bounds what an idle socket keeps, not what it can read: with
+// a 64-byte buffer a 200 KB publish is read whole and delivered intact, in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_larger_than_the_read_buffer_are_read_whole() {
+    let s = server_with(ServerConfig { ws_read_buffer_bytes: 64, ..ServerConfig::default() }).await;
+    let url = s.url();
+    let id = handshake(&url).await;
+    let mut ws = RawWs::connect(&s.ws_url()).await;
+    ws.send(&json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/big","id":"s"})).await;
+    assert_eq!(ws.recv(SHORT).await.expect("subscribe reply")[0]["successful"], json!(true));
+    ws.send(&ws_connect(&id, "c1")).await;
+    until_reply(&mut ws, "c1").await;
+    let data = "y".repeat(200_000);
+    let other = handshake(&url).await;
+    let mut pub_ws = RawWs::connect(&s.ws_url()).await;
+    pub_ws.send(&json!({"channel":"/big","clientId":other,"data":data,"id":"p"})).await;
+    assert_eq!(pub_ws.recv(SHORT).await.expect("publish ack")[0]["successful"], json!(true));
+    assert_eq!(ws.recv(SHORT).await, Some(json!([{"channel":"/big","data":data}])));
+}
+
+#[test]
+fn the_read_buffer_size_is_bounded() {
+    for bad in [0, 63, 128 * 1024 + 1] {
+        let c = ServerConfig { ws_read_buffer_bytes: bad, ..ServerConfig::default() };
+        let e = c.validate().expect_err("out of range");
+        assert!(e.contains("server.ws_read_buffer_bytes"), "{e}");
+    }
+    for good in [64, 512, 128 * 1024] {
+        assert_eq!(ServerConfig { ws_read_buffer_bytes: good, ..ServerConfig::default() }.validate(), Ok(()));
+    }
+}

@@ -28,8 +28,11 @@ SCENARIOS=${SCENARIOS:-single cluster latency idle redis ceiling}
 # runs: 100 subscribers).
 SWEEP_CRIER=${SWEEP_CRIER:-100 200 300 400 600 800 1000 1500}
 SWEEP_FAYE=${SWEEP_FAYE:-5 10 20 40}
-LATENCY_RATE=${LATENCY_RATE:-20}
-CLUSTER_LATENCY_RATE=${CLUSTER_LATENCY_RATE:-5}
+# Latency is measured at each of these offered rates (1,000 subscribers): a sweep up to
+# about two thirds of what Faye sustains (single node about 60k deliveries/s, cluster
+# about 20k), since the ratio depends on how loaded Faye is.
+LATENCY_RATES=${LATENCY_RATES:-10 20 40}
+CLUSTER_LATENCY_RATES=${CLUSTER_LATENCY_RATES:-5 10 15}
 SMALL_LATENCY_RATE=${SMALL_LATENCY_RATE:-100}
 IDLE_COUNTS=${IDLE_COUNTS:-10000 19000}
 # Which servers to run, and the label of the Crier build (to compare two builds).
@@ -137,10 +140,12 @@ cluster() {
 
 latency() {
     for server in $SERVERS; do
-        "start_$server" "$A"
-        bench "$server/single/latency-$LATENCY_RATE" --url "$(url "$A")" -s 1000 -p 2 --rate "$LATENCY_RATE" \
-            --duration "$DURATION"
-        restart
+        for rate in $LATENCY_RATES; do
+            "start_$server" "$A"
+            bench "$server/single/latency-$rate" --url "$(url "$A")" -s 1000 -p 2 --rate "$rate" \
+                --duration "$DURATION"
+            restart
+        done
         "start_$server" "$A"
         bench "$server/single/latency-100x$SMALL_LATENCY_RATE" --url "$(url "$A")" -s 100 -p 2 \
             --rate "$SMALL_LATENCY_RATE" --duration "$DURATION"
@@ -148,11 +153,13 @@ latency() {
     done
     [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
     for server in $SERVERS; do
-        "start_$server" "$A" "$REDIS"
-        "start_$server" "$B" "$REDIS"
-        bench "$server/cluster/latency-$CLUSTER_LATENCY_RATE" --sub-url "$(url "$A")" --pub-url "$(url "$B")" \
-            -s 1000 -p 2 --rate "$CLUSTER_LATENCY_RATE" --duration "$DURATION"
-        restart
+        for rate in $CLUSTER_LATENCY_RATES; do
+            "start_$server" "$A" "$REDIS"
+            "start_$server" "$B" "$REDIS"
+            bench "$server/cluster/latency-$rate" --sub-url "$(url "$A")" --pub-url "$(url "$B")" \
+                -s 1000 -p 2 --rate "$rate" --duration "$DURATION"
+            restart
+        done
         "start_$server" "$A" "$REDIS"
         "start_$server" "$B" "$REDIS"
         bench "$server/cluster/latency-100x$SMALL_LATENCY_RATE" --sub-url "$(url "$A")" --pub-url "$(url "$B")" \

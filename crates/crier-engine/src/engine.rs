@@ -54,6 +54,7 @@ impl EngineBuilder {
             // (ranges of 2^63 / publishes-per-node-lifetime), with no coordination.
             seq: AtomicU64::new(rand::random::<u64>() >> 1),
             shutdown: CancellationToken::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
         });
         let sweeper = inner.clone();
@@ -83,6 +84,9 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) seq: AtomicU64,
     pub(crate) shutdown: CancellationToken,
+    /// Mirrors `shutdown` for the delivery path (`is_cancelled` takes the token's mutex,
+    /// which every socket would share).
+    draining: std::sync::atomic::AtomicBool,
     pub(crate) tasks: TaskTracker,
 }
 
@@ -147,6 +151,7 @@ impl Engine {
     /// reconnect, to another node behind a load balancer), new connects are not held, and
     /// pumps stop.
     pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::Release);
         self.inner.shutdown.cancel();
         self.inner.hub.close_all();
     }
@@ -207,7 +212,7 @@ impl Inner {
                     }
                     vec![Outgoing::Message(r)]
                 }
-                meta::CONNECT => self.connect(&m, ctx, batched).await,
+                meta::CONNECT => self.connect(m, ctx, batched).await,
                 meta::SUBSCRIBE => vec![Outgoing::Message(self.subscribe(&m, ctx, true).await)],
                 meta::UNSUBSCRIBE => vec![Outgoing::Message(self.subscribe(&m, ctx, false).await)],
                 meta::DISCONNECT => vec![Outgoing::Message(self.disconnect(&m).await)],
@@ -347,6 +352,11 @@ impl Inner {
     pub(crate) fn emit(&self, e: Event) {
         // No receivers is fine: events are for whoever listens.
         let _ = self.events.send(e);
+    }
+
+    /// Whether the engine is draining (lock-free).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Records publish-to-client latency for deliveries about to be sent.

@@ -35,25 +35,29 @@ impl Pump {
     /// dropping this future loses nothing.
     pub async fn next(&mut self) -> Option<Vec<Outgoing>> {
         loop {
-            let notified = self.session.notify().notified();
+            let notified = self.session.queued().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let items = self.session.drain();
             if !items.is_empty() {
-                let span = tracing::info_span!("deliver", count = items.len(), client_id = self.client_id());
+                // Debug level: at info a span per socket write costs more than the write.
+                let span = tracing::debug_span!("deliver", count = items.len(), client_id = self.client_id());
                 let out = self.deliver(items).instrument(span).await;
                 if !out.is_empty() {
                     return Some(out);
                 }
                 continue;
             }
-            if self.session.closed().is_cancelled() || self.inner.shutdown.is_cancelled() {
+            if self.session.is_closed() || self.inner.is_draining() {
                 return None;
             }
+            // No wait on the engine's shutdown token: draining cancels it and then closes
+            // every attached session, so `closed` covers it (checked above for a session
+            // attached after the sweep). One shared token registered by every socket on
+            // every delivery would be a hot spot.
             tokio::select! {
                 _ = notified => {}
                 _ = self.session.closed().cancelled() => {}
-                _ = self.inner.shutdown.cancelled() => {}
             }
         }
     }

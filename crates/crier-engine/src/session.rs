@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crier_protocol::ClientId;
 use parking_lot::Mutex;
@@ -43,8 +44,15 @@ pub(crate) struct Session {
     /// The session's identity, once known on this node (set at handshake, or loaded).
     pub(crate) identity: Mutex<Option<Arc<crate::context::Identity>>>,
     state: Mutex<State>,
-    notify: Notify,
+    /// Woken when messages are queued: the pump or a held long-poll takes them.
+    queued: Notify,
+    /// Woken when a newer connect supersedes a held one. Separate from `queued` so a
+    /// socket's held connect (which never takes messages) sleeps through deliveries.
+    superseded: Notify,
     closed: CancellationToken,
+    /// Mirrors `closed` for the hot paths: `CancellationToken::is_cancelled` takes a mutex,
+    /// and every push and every pump turn asks.
+    is_closed: AtomicBool,
 }
 
 impl Session {
@@ -53,14 +61,16 @@ impl Session {
             id,
             identity: Mutex::new(None),
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
+            queued: Notify::new(),
+            superseded: Notify::new(),
             closed: CancellationToken::new(),
+            is_closed: AtomicBool::new(false),
         })
     }
 
     /// Queues a delivery, applying the overflow policy, and wakes the deliverer.
     pub(crate) fn push(&self, d: &Arc<Delivery>, max: usize, policy: OverflowPolicy) -> Pushed {
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             return Pushed::Closed;
         }
         let result = {
@@ -84,9 +94,10 @@ impl Session {
             }
         };
         if result == Pushed::Overflowed {
+            self.is_closed.store(true, Ordering::Release);
             self.closed.cancel();
         }
-        self.notify.notify_waiters();
+        self.queued.notify_waiters();
         result
     }
 
@@ -107,7 +118,7 @@ impl Session {
                 st.queue.push_front(it);
             }
         }
-        self.notify.notify_waiters();
+        self.queued.notify_waiters();
     }
 
     /// Starts a connect: supersedes any held one. Returns its number and whether it is the
@@ -120,7 +131,7 @@ impl Session {
             st.connected_once = true;
             (st.connect_gen, first)
         };
-        self.notify.notify_waiters();
+        self.superseded.notify_waiters();
         r
     }
 
@@ -137,8 +148,17 @@ impl Session {
         self.state.lock().overflowed
     }
 
-    pub(crate) fn notify(&self) -> &Notify {
-        &self.notify
+    pub(crate) fn queued(&self) -> &Notify {
+        &self.queued
+    }
+
+    pub(crate) fn superseded(&self) -> &Notify {
+        &self.superseded
+    }
+
+    /// Whether the session was closed here (lock-free; see `is_closed`).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn closed(&self) -> &CancellationToken {
@@ -147,7 +167,9 @@ impl Session {
 
     /// Ends the session locally: held connects return and pumps stop.
     pub(crate) fn close(&self) {
+        self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
-        self.notify.notify_waiters();
+        self.queued.notify_waiters();
+        self.superseded.notify_waiters();
     }
 }

@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Seconds between WebSocket ping frames (0: none).
     pub ws_ping_secs: u64,
+    /// Bytes each WebSocket reads from the network at a time, and the read buffer every
+    /// socket keeps while idle (64 to 131072). Larger frames are still read whole, in
+    /// several reads; a larger value costs that much memory per idle connection.
+    pub ws_read_buffer_bytes: usize,
     /// Seconds between EventSource keep-alive comments.
     pub eventsource_ping_secs: u64,
     /// Seconds to wait for connections to finish after a shutdown signal.
@@ -55,6 +59,7 @@ impl Default for ServerConfig {
             max_json_depth: 64,
             allowed_origins: Vec::new(),
             ws_ping_secs: 20,
+            ws_read_buffer_bytes: 512,
             eventsource_ping_secs: 10,
             shutdown_grace_secs: 10,
             internal_listen: None,
@@ -78,6 +83,12 @@ impl ServerConfig {
         }
         if self.max_frame_bytes < 1024 {
             return Err("server.max_frame_bytes: must be at least 1024".to_owned());
+        }
+        if !(64..=128 * 1024).contains(&self.ws_read_buffer_bytes) {
+            return Err(format!(
+                "server.ws_read_buffer_bytes: must be between 64 and 131072 (got {})",
+                self.ws_read_buffer_bytes
+            ));
         }
         if self.max_batch == 0 {
             return Err("server.max_batch: must be at least 1".to_owned());

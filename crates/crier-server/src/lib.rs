@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api::ApiConfig;
+use axum::serve::ListenerExt;
 pub use config::ServerConfig;
 use crier_engine::Engine;
 pub use error::ServerError;
@@ -96,8 +97,9 @@ pub async fn serve(
         drain_engine.drain();
         stop.cancel();
     };
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(signal);
+    let server =
+        axum::serve(listener.tap_io(no_delay), app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(signal);
     let tracker = state.tasks.clone();
     let stopped = state.shutdown.clone();
     let run = async move {
@@ -121,6 +123,15 @@ pub async fn serve(
     Ok(())
 }
 
+/// Turns Nagle's algorithm off on an accepted socket. A push server writes small frames
+/// whose latency matters: with Nagle on, a frame written while the previous one is still
+/// unacknowledged waits for the peer's (possibly delayed) ACK.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+    }
+}
+
 /// Serves `router` on a port of its own until `stop` is cancelled.
 async fn side_port(
     addr: &str,
@@ -131,5 +142,7 @@ async fn side_port(
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "{what} listening");
     let stop = stop.clone();
-    Ok(tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await }))
+    Ok(tokio::spawn(async move {
+        axum::serve(listener.tap_io(no_delay), router).with_graceful_shutdown(stop.cancelled_owned()).await
+    }))
 }

@@ -15,13 +15,12 @@ use crate::metrics::Metrics;
 use crate::session::Session;
 
 impl Inner {
-    pub(crate) async fn connect(&self, m: &Message, ctx: &RequestContext, batched: bool) -> Vec<Outgoing> {
-        let mut r = m.response();
+    pub(crate) async fn connect(&self, m: Message, ctx: &RequestContext, batched: bool) -> Vec<Outgoing> {
         let conntype = m.connection_type();
         let raw_id = m.client_id();
-        let session = match self.session_of(m).await {
+        let session = match self.session_of(&m).await {
             Ok(s) => s,
-            Err(e) => return vec![Outgoing::Message(fail(r, e.to_string()))],
+            Err(e) => return vec![Outgoing::Message(fail(m.response(), e.to_string()))],
         };
         let error = if conntype.is_none() {
             Some(BayeuxError::missing("connectionType").to_string())
@@ -36,27 +35,33 @@ impl Inner {
         };
         let session = match (error, session) {
             (None, Some(s)) => s,
-            (Some(e), _) => return vec![Outgoing::Message(fail(r, e))],
+            (Some(e), _) => return vec![Outgoing::Message(fail(m.response(), e))],
             (None, None) => {
                 let e = BayeuxError::unknown_client(raw_id.unwrap_or_default()).to_string();
-                return vec![Outgoing::Message(fail(r, e))];
+                return vec![Outgoing::Message(fail(m.response(), e))];
             }
         };
 
         // A session whose queue overflowed under the `disconnect` policy ends here.
         if session.overflowed() {
             let _ = self.destroy(&session.id).await;
-            return vec![Outgoing::Message(fail(r, BayeuxError::unknown_client(session.id.as_str()).to_string()))];
+            return vec![Outgoing::Message(fail(
+                m.response(),
+                BayeuxError::unknown_client(session.id.as_str()).to_string(),
+            ))];
         }
         match self.backend.touch(&session.id, self.clock.now()).await {
             Ok(true) => {}
             Ok(false) => {
                 self.detach(&session.id);
-                return vec![Outgoing::Message(fail(r, BayeuxError::unknown_client(session.id.as_str()).to_string()))];
+                return vec![Outgoing::Message(fail(
+                    m.response(),
+                    BayeuxError::unknown_client(session.id.as_str()).to_string(),
+                ))];
             }
             Err(e) => {
                 Metrics::inc(&self.metrics.backend_errors);
-                return vec![Outgoing::Message(fail(r, super::backend_error(&e).to_string()))];
+                return vec![Outgoing::Message(fail(m.response(), super::backend_error(&e).to_string()))];
             }
         }
 
@@ -67,12 +72,16 @@ impl Inner {
         // quickly that they are connected), a connect batched with other messages (its
         // replies would wait), EventSource connects (the stream carries the messages), and
         // anything while draining.
-        let hold = if first || batched || eventsource || self.shutdown.is_cancelled() {
+        let hold = if first || batched || eventsource || self.is_draining() {
             Duration::ZERO
         } else {
             m.advice_timeout_ms().map(Duration::from_millis).unwrap_or(timeout).min(timeout)
         };
         let drain = !ctx.transport.is_socket();
+        // An idle socket keeps this future for the whole hold: keep what the reply needs,
+        // not the request and a reply (a map allocation each).
+        let stub = ReplyStub::of(&m);
+        drop(m);
         let mut delivered = self.hold(&session, generation, hold, drain).await;
         if !delivered.is_empty() {
             let span = tracing::info_span!("deliver", count = delivered.len(), client_id = session.id.as_str());
@@ -100,6 +109,7 @@ impl Inner {
         } else {
             Advice::retry(self.config.interval_ms, timeout.as_millis() as u64)
         };
+        let mut r = stub.build();
         r.set_advice(&advice);
         let mut out = Vec::with_capacity(1 + delivered.len());
         out.push(Outgoing::Message(r));
@@ -116,9 +126,17 @@ impl Inner {
     async fn hold(&self, s: &Arc<Session>, generation: u64, hold: Duration, drain: bool) -> Vec<Arc<Delivery>> {
         let deadline = Instant::now() + hold;
         loop {
-            let notified = s.notify().notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            // A socket's connect only waits to be superseded: deliveries go to its pump.
+            let queued = s.queued().notified();
+            tokio::pin!(queued);
+            if drain {
+                queued.as_mut().enable();
+            }
+            // Closing the session (also done to every session when the engine drains)
+            // notifies `superseded` too, so no cancellation futures are needed here.
+            let superseded = s.superseded().notified();
+            tokio::pin!(superseded);
+            superseded.as_mut().enable();
             if !s.is_current(generation) {
                 return Vec::new();
             }
@@ -128,17 +146,16 @@ impl Inner {
                     return items;
                 }
             }
-            if s.closed().is_cancelled() || self.shutdown.is_cancelled() || Instant::now() >= deadline {
+            if s.is_closed() || self.is_draining() || Instant::now() >= deadline {
                 return Vec::new();
             }
             tokio::select! {
-                _ = notified => {
+                _ = queued, if drain => {
                     // Let messages published in the same burst share this response.
                     tokio::task::yield_now().await;
                 }
+                _ = superseded => {}
                 _ = tokio::time::sleep_until(deadline) => {}
-                _ = s.closed().cancelled() => {}
-                _ = self.shutdown.cancelled() => {}
             }
         }
     }
@@ -169,6 +186,51 @@ impl Drop for Requeue<'_> {
     fn drop(&mut self) {
         if let Some(items) = self.items.take() {
             self.session.requeue(items);
+        }
+    }
+}
+
+/// The parts of a connect's reply taken from the request: `Message::response` of a request
+/// without `error`, kept without the request itself.
+struct ReplyStub {
+    parts: [Option<serde_json::Value>; 3],
+}
+
+const REPLY_KEYS: [&str; 3] = ["id", "clientId", "channel"];
+
+impl ReplyStub {
+    fn of(m: &Message) -> Self {
+        ReplyStub { parts: REPLY_KEYS.map(|k| m.0.get(k).filter(|v| crier_protocol::message::truthy(v)).cloned()) }
+    }
+
+    fn build(self) -> Message {
+        let mut r = Message::new();
+        for (k, v) in REPLY_KEYS.into_iter().zip(self.parts) {
+            if let Some(v) = v {
+                r.set(k, v);
+            }
+        }
+        r.set("successful", true);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_reply_stub_builds_the_response() {
+        for m in [
+            json!({"channel":"/meta/connect","clientId":"abc","id":"7","connectionType":"websocket"}),
+            json!({"channel":"/meta/connect","clientId":"abc","id":0,"advice":{"timeout":0}}),
+            json!({"channel":"/meta/connect","clientId":"abc","id":""}),
+            json!({"channel":"/meta/connect","clientId":"abc"}),
+        ] {
+            let m: Message = serde_json::from_value(m).expect("message");
+            assert_eq!(ReplyStub::of(&m).build(), m.response(), "{m:?}");
         }
     }
 }

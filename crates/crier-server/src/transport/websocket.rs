@@ -51,12 +51,13 @@ pub(crate) fn handle(
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty());
     // Small buffers: tungstenite's defaults (128 KiB each) cost every idle socket that much
-    // up front (136.6 KiB per idle connection measured, 11.9 KiB with these; see
-    // docs/benchmarks.md). Reads grow as frames need; writes go out whole frames at a time.
+    // up front (136.6 KiB per idle connection measured; see docs/benchmarks.md). The read
+    // buffer stays allocated while the socket is idle, so it is the configured size (512
+    // bytes by default); a larger frame is still read whole. Writes go out a frame at a time.
     let mut ws = ws
         .max_message_size(state.config.max_frame_bytes)
         .max_frame_size(state.config.max_frame_bytes)
-        .read_buffer_size(4096)
+        .read_buffer_size(state.config.ws_read_buffer_bytes)
         .write_buffer_size(0);
     if let Some(p) = first_protocol {
         ws = ws.protocols([p]);
@@ -106,6 +107,10 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
     let pinging = state.config.ws_ping_secs > 0;
     let mut ping_n: u64 = 0;
     let mut sessions_made = 0;
+    // Made once, on a child token: every poll of a `cancelled()` future takes its token's
+    // mutex, and the shared token's would be taken by every socket on every delivery.
+    let shutdown = state.shutdown.child_token().cancelled_owned();
+    tokio::pin!(shutdown);
 
     let close_with = loop {
         tokio::select! {
@@ -138,7 +143,9 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
                 state.limiter.check_sessions(&mut batch, &mut sessions_made);
                 if let Some(id) = connect_client_id(&batch)
                     && pump.as_ref().map(|p| p.client_id()) != Some(id.as_str())
-                    && let Some(p) = state.engine.pump(&id, &ctx).await
+                    // Boxed: this runs once per socket, and inline its state would be part
+                    // of every idle socket's task.
+                    && let Some(p) = Box::pin(state.engine.pump(&id, &ctx)).await
                 {
                     pump = Some(p);
                 }
@@ -173,7 +180,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
                     break None;
                 }
             }
-            _ = state.shutdown.cancelled() => {
+            _ = &mut shutdown => {
                 // The engine is draining, so held connects return at once: send those
                 // replies (with their retry advice) before closing.
                 let flush = async {
@@ -183,7 +190,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
                         }
                     }
                 };
-                let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), Box::pin(flush)).await;
                 break Some(close(CLOSE_GOING_AWAY, "server shutting down"));
             }
         }
