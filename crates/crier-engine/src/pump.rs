@@ -42,7 +42,9 @@ impl Pump {
             if !items.is_empty() {
                 // Debug level: at info a span per socket write costs more than the write.
                 let span = tracing::debug_span!("deliver", count = items.len(), client_id = self.client_id());
-                let out = self.deliver(items).instrument(span).await;
+                // Boxed: this future waits inline in every idle socket's task, and the
+                // delivery step would make it several hundred bytes larger.
+                let out = Box::pin(self.deliver(items).instrument(span)).await;
                 if !out.is_empty() {
                     return Some(out);
                 }

@@ -21,5 +21,5 @@ async fn held_connect_and_pump_futures_stay_small() {
     let mut pump = h.engine.pump(&id, &ctx).await.expect("a pump for a live session");
     let next = pump.next();
     let size = std::mem::size_of_val(&next);
-    assert!(size <= 512, "Pump::next future is {size} bytes");
+    assert!(size <= 256, "Pump::next future is {size} bytes");
 }

@@ -5,14 +5,51 @@ use std::net::SocketAddr;
 use axum::http::HeaderMap;
 use crier_engine::{RequestContext, RequestInfo, Transport};
 
-/// Builds the context extensions see: headers (lowercase names) and remote address.
+/// Headers that only drive the HTTP connection or the WebSocket handshake. They mean
+/// nothing to an extension, and a socket keeps its context for its whole life, so they
+/// are not copied into it.
+const MECHANICS: [&str; 6] =
+    ["connection", "upgrade", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "keep-alive"];
+
+/// Builds the context extensions see: headers (lowercase names, without [`MECHANICS`]) and
+/// remote address.
 pub(crate) fn context(
     transport: Transport,
     headers: &HeaderMap,
     remote: Option<SocketAddr>,
     path: &str,
 ) -> RequestContext {
-    let headers =
-        headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))).collect();
+    let headers = headers
+        .iter()
+        .filter(|(k, _)| !MECHANICS.contains(&k.as_str()))
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+        .collect();
     RequestContext::new(transport, RequestInfo { headers, remote_addr: remote, path: path.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn connection_mechanics_are_left_out_of_the_context() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("host", "example.com"),
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+            ("cookie", "s=1"),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        let ctx = context(Transport::WebSocket, &h, None, "/faye");
+        let req = ctx.request.expect("request info");
+        let names: Vec<&str> = req.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["host", "cookie"]);
+        assert_eq!(req.header("Cookie"), Some("s=1"));
+    }
 }
