@@ -99,7 +99,10 @@ async fn pump_next(pump: &mut Option<Pump>) -> Option<Vec<Outgoing>> {
 
 async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
     state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
-    let (mut sink, mut stream) = socket.split();
+    // Not split: the read is the only branch future that borrows the socket, and select!
+    // drops the branch futures before a handler writes. split() would cost every socket an
+    // `Arc` (the socket inside it, ~400 bytes) and a lock taken on every read and write.
+    let mut ws = socket;
     let mut inflight: FuturesUnordered<Inflight> = FuturesUnordered::new();
     let mut pump: Option<Pump> = None;
     let ping_every = Duration::from_secs(state.config.ws_ping_secs.max(1));
@@ -114,7 +117,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
 
     let close_with = loop {
         tokio::select! {
-            frame = stream.next(), if inflight.len() < MAX_INFLIGHT => {
+            frame = ws.recv(), if inflight.len() < MAX_INFLIGHT => {
                 let bytes = match frame {
                     None => break None,
                     Some(Err(e)) => {
@@ -157,7 +160,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
             Some((empty, replies)) = inflight.next(), if !inflight.is_empty() => {
                 // An empty batch (old Faye clients' keep-alive `[]`) is answered with `[]`;
                 // a batch whose replies were all dropped by extensions gets nothing.
-                if (empty || !replies.is_empty()) && sink.send(WsMessage::Text(encode_outgoing(&replies).into())).await.is_err() {
+                if (empty || !replies.is_empty()) && ws.send(WsMessage::Text(encode_outgoing(&replies).into())).await.is_err() {
                     break None;
                 }
             }
@@ -165,7 +168,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
                 match items {
                     Some(items) => {
                         let frame = encode_outgoing(&items);
-                        if sink.send(WsMessage::Text(frame.into())).await.is_err() {
+                        if ws.send(WsMessage::Text(frame.into())).await.is_err() {
                             // Not written: keep them for the session's next connect.
                             if let Some(p) = &pump { p.requeue(items); }
                             break None;
@@ -176,7 +179,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
             }
             _ = ping.tick(), if pinging => {
                 ping_n += 1;
-                if sink.send(WsMessage::Ping(ping_n.to_string().into_bytes().into())).await.is_err() {
+                if ws.send(WsMessage::Ping(ping_n.to_string().into_bytes().into())).await.is_err() {
                     break None;
                 }
             }
@@ -186,7 +189,7 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
                 let flush = async {
                     while let Some((_, replies)) = inflight.next().await {
                         if !replies.is_empty() {
-                            let _ = sink.send(WsMessage::Text(encode_outgoing(&replies).into())).await;
+                            let _ = ws.send(WsMessage::Text(encode_outgoing(&replies).into())).await;
                         }
                     }
                 };
@@ -196,9 +199,9 @@ async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
         }
     };
     if let Some(frame) = close_with {
-        let _ = sink.send(frame).await;
+        let _ = ws.send(frame).await;
     }
-    let _ = sink.close().await;
+    let _ = ws.close().await;
     state.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
 }
 
