@@ -97,12 +97,14 @@ async fn pump_next(pump: &mut Option<Pump>) -> Option<Vec<Outgoing>> {
     }
 }
 
-async fn run(state: Arc<AppState>, socket: WebSocket, ctx: RequestContext) {
+// The socket is used in place (not rebound to a local): an async fn's arguments keep their
+// own slot in its state for its whole life, so a moved-out argument would be dead weight
+// in every idle socket's task.
+async fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) {
     state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
     // Not split: the read is the only branch future that borrows the socket, and select!
     // drops the branch futures before a handler writes. split() would cost every socket an
     // `Arc` (the socket inside it, ~400 bytes) and a lock taken on every read and write.
-    let mut ws = socket;
     let mut inflight: FuturesUnordered<Inflight> = FuturesUnordered::new();
     let mut pump: Option<Pump> = None;
     let ping_every = Duration::from_secs(state.config.ws_ping_secs.max(1));
