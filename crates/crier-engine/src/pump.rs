@@ -9,7 +9,7 @@ use crate::backend::Durability;
 use crate::context::RequestContext;
 use crate::delivery::{Delivery, Outgoing};
 use crate::engine::Inner;
-use crate::session::Session;
+use crate::session::{Requeue, Session};
 
 /// Delivers one session's messages to the socket that owns this pump.
 pub struct Pump {
@@ -31,8 +31,9 @@ impl Pump {
     /// Waits for messages and returns them (after outgoing extensions, for this socket's
     /// request). `None` once the session has ended or the engine is draining.
     ///
-    /// Cancel safety: messages are taken from the queue only after the wait completes, so
-    /// dropping this future loses nothing.
+    /// Cancel safety: messages are taken from the queue only after the wait completes, and
+    /// go back to it if this future is dropped while they are being delivered (outgoing
+    /// extensions may wait), so dropping it loses nothing.
     pub async fn next(&mut self) -> Option<Vec<Outgoing>> {
         loop {
             let notified = self.session.queued().notified();
@@ -44,7 +45,9 @@ impl Pump {
                 let span = tracing::debug_span!("deliver", count = items.len(), client_id = self.client_id());
                 // Boxed: this future waits inline in every idle socket's task, and the
                 // delivery step would make it several hundred bytes larger.
-                let out = Box::pin(self.deliver(items).instrument(span)).await;
+                let guard = Requeue::new(&self.session, items);
+                let out = Box::pin(self.deliver(guard.items()).instrument(span)).await;
+                guard.disarm();
                 if !out.is_empty() {
                     return Some(out);
                 }
@@ -66,15 +69,15 @@ impl Pump {
 
     /// Records the position of messages taken from the queue and runs outgoing extensions
     /// on them; what the extensions drop is left out.
-    async fn deliver(&self, items: Vec<Arc<Delivery>>) -> Vec<Outgoing> {
+    async fn deliver(&self, items: &[Arc<Delivery>]) -> Vec<Outgoing> {
         // A socket streams continuously: positions are stored in the background.
-        if let Err(e) = self.inner.backend.sent(&self.session.id, &items, Durability::Soon).await {
+        if let Err(e) = self.inner.backend.sent(&self.session.id, items, Durability::Soon).await {
             tracing::debug!(client_id = %self.session.id, error = %e, "recording delivery position failed");
         }
-        self.inner.observe_latency(&items);
+        self.inner.observe_latency(items);
         let mut out = Vec::with_capacity(items.len());
         for d in items {
-            if let Some(o) = self.inner.outgoing_delivery(d, &self.ctx).await {
+            if let Some(o) = self.inner.outgoing_delivery(d.clone(), &self.ctx).await {
                 out.push(o);
             }
         }

@@ -94,8 +94,10 @@ impl Session {
             }
         };
         if result == Pushed::Overflowed {
-            self.is_closed.store(true, Ordering::Release);
-            self.closed.cancel();
+            // Closed like any other end of the session: a socket's held connect waits only
+            // on `superseded`, and must answer now, not at its deadline.
+            self.close();
+            return result;
         }
         self.queued.notify_waiters();
         result
@@ -171,5 +173,35 @@ impl Session {
         self.closed.cancel();
         self.queued.notify_waiters();
         self.superseded.notify_waiters();
+    }
+}
+
+/// Messages taken from a session's queue on their way out: if the future carrying them is
+/// dropped before they are handed over, they go back to the front of the queue.
+pub(crate) struct Requeue<'a> {
+    session: &'a Session,
+    items: Option<Vec<Arc<Delivery>>>,
+}
+
+impl<'a> Requeue<'a> {
+    pub(crate) fn new(session: &'a Session, items: Vec<Arc<Delivery>>) -> Self {
+        Requeue { session, items: Some(items) }
+    }
+
+    pub(crate) fn items(&self) -> &[Arc<Delivery>] {
+        self.items.as_deref().unwrap_or_default()
+    }
+
+    /// They were handed over: nothing goes back.
+    pub(crate) fn disarm(mut self) -> Vec<Arc<Delivery>> {
+        self.items.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if let Some(items) = self.items.take() {
+            self.session.requeue(items);
+        }
     }
 }

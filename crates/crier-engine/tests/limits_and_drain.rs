@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crier_engine::conformance::Harness;
-use crier_engine::{Engine, EngineConfig, MemoryBackend, OverflowPolicy};
+use crier_engine::{Engine, EngineConfig, MemoryBackend, OverflowPolicy, RequestContext, RequestInfo, Transport};
+use crier_protocol::Message;
 use serde_json::json;
 
 fn harness(config: EngineConfig) -> Harness {
@@ -99,4 +100,70 @@ async fn second_concurrent_connect_releases_the_first() {
     h.publish("/c", json!("to the newest")).await;
     let r2 = tokio::time::timeout(Duration::from_millis(500), second).await.expect("second released").expect("task");
     assert_eq!(r2[1].data(), Some(&json!("to the newest")));
+}
+
+// A socket's held connect waits only to be superseded or closed (deliveries go to its
+// pump), so an overflow under the `disconnect` policy must close the session in a way that
+// wakes it: it answers at once, and the next connect learns the session is gone.
+#[tokio::test(start_paused = true)]
+async fn overflow_answers_a_held_socket_connect_at_once() {
+    let h = harness(EngineConfig { max_queue: 2, overflow: OverflowPolicy::Disconnect, ..EngineConfig::default() });
+    let a = h.client().await;
+    h.subscribe(&a, "/q").await;
+    h.connect(&a, Some(0)).await;
+    let engine = h.engine.clone();
+    let connect: Message = serde_json::from_value(
+        json!({"channel":"/meta/connect","clientId":a,"connectionType":"websocket","id":"held"}),
+    )
+    .expect("message");
+    let started = tokio::time::Instant::now();
+    let held = tokio::spawn(async move {
+        let ws = RequestContext::new(Transport::WebSocket, RequestInfo::default());
+        engine.process(vec![connect], &ws).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!held.is_finished(), "the connect is held");
+    for i in 0..3 {
+        h.publish("/q", json!(i)).await;
+    }
+    let reply = held.await.expect("held connect task");
+    assert!(started.elapsed() < Duration::from_secs(1), "answered after {:?}", started.elapsed());
+    assert_eq!(reply.len(), 1);
+    let r = h.connect(&a, Some(0)).await;
+    assert_eq!(r[0].error(), Some(format!("401:{a}:Unknown client").as_str()));
+}
+
+/// An outgoing extension that takes its time with deliveries (a lookup, a webhook).
+struct SlowOutgoing;
+
+#[async_trait::async_trait]
+impl crier_engine::Extension for SlowOutgoing {
+    async fn outgoing(&self, m: &mut Message, _ctx: &RequestContext) -> crier_engine::Verdict {
+        if !m.channel().is_some_and(|c| c.starts_with("/meta/")) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        crier_engine::Verdict::Pass
+    }
+}
+
+// A socket's pump that is dropped while its messages pass through outgoing extensions
+// (the socket's loop chose another branch, or the socket closed) puts them back: the next
+// connect delivers them.
+#[tokio::test(start_paused = true)]
+async fn a_pump_dropped_mid_delivery_puts_its_messages_back() {
+    let engine = Engine::builder(EngineConfig::default(), Arc::new(MemoryBackend::new()))
+        .extension(Arc::new(SlowOutgoing))
+        .build();
+    let h = Harness { engine };
+    let a = h.client().await;
+    h.subscribe(&a, "/q").await;
+    h.connect(&a, Some(0)).await;
+    let ws = RequestContext::new(Transport::WebSocket, RequestInfo::default());
+    let mut pump = h.engine.pump(&a, &ws).await.expect("pump");
+    h.publish("/q", json!(1)).await;
+    h.publish("/q", json!(2)).await;
+    assert!(tokio::time::timeout(Duration::from_millis(500), pump.next()).await.is_err(), "still delivering");
+    drop(pump);
+    let got: Vec<_> = h.poll(&a).await.iter().filter_map(|m| m.data().cloned()).collect();
+    assert_eq!(got, vec![json!(1), json!(2)]);
 }

@@ -12,7 +12,7 @@ use crate::context::RequestContext;
 use crate::delivery::{Delivery, Outgoing};
 use crate::engine::Inner;
 use crate::metrics::Metrics;
-use crate::session::Session;
+use crate::session::{Requeue, Session};
 
 impl Inner {
     pub(crate) async fn connect(&self, m: Message, ctx: &RequestContext, batched: bool) -> Vec<Outgoing> {
@@ -90,8 +90,8 @@ impl Inner {
                 // connect on another node resumes after these. If this request goes away
                 // meanwhile, the guard puts them back in the queue. Failing to store risks
                 // a duplicate later, never a loss, so the response goes out anyway.
-                let guard = Requeue { session: &session, items: Some(delivered) };
-                let items = guard.items.as_deref().unwrap_or_default();
+                let guard = Requeue::new(&session, delivered);
+                let items = guard.items();
                 if let Err(e) = self.backend.sent(&session.id, items, Durability::Now).await {
                     Metrics::inc(&self.metrics.backend_errors);
                     tracing::warn!(client_id = %session.id, error = %e, "storing delivery position failed");
@@ -171,25 +171,6 @@ fn fail(mut r: Message, e: String) -> Message {
 
 /// Puts taken messages back at the front of the session's queue if dropped armed: the
 /// connect that took them was cancelled before answering.
-struct Requeue<'a> {
-    session: &'a Arc<Session>,
-    items: Option<Vec<Arc<Delivery>>>,
-}
-
-impl Requeue<'_> {
-    fn disarm(mut self) -> Vec<Arc<Delivery>> {
-        self.items.take().unwrap_or_default()
-    }
-}
-
-impl Drop for Requeue<'_> {
-    fn drop(&mut self) {
-        if let Some(items) = self.items.take() {
-            self.session.requeue(items);
-        }
-    }
-}
-
 /// The parts of a connect's reply taken from the request: `Message::response` of a request
 /// without `error`, kept without the request itself.
 struct ReplyStub {
