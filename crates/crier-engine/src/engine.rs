@@ -17,7 +17,9 @@ use crate::context::RequestContext;
 use crate::delivery::Outgoing;
 use crate::events::Event;
 use crate::extension::{Extension, Pipeline, Verdict};
+use crate::held::{HeldConnect, SocketReplies};
 use crate::hub::Hub;
+use crate::meta::connect::{Connected, Held};
 use crate::metrics::Metrics;
 use crate::pump::Pump;
 use crate::session::Session;
@@ -119,6 +121,22 @@ impl Engine {
         out
     }
 
+    /// [`Engine::process`] for a socket: a lone `/meta/connect` that is to be held comes
+    /// back as a [`HeldConnect`] instead of being held inside this future, so what a socket
+    /// keeps for its whole hold is that and [`HeldConnect::finish`]'s future.
+    pub async fn process_socket(&self, mut batch: Vec<Message>, ctx: &RequestContext) -> SocketReplies {
+        if batch.len() == 1 && batch[0].channel() == Some(meta::CONNECT) {
+            let m = batch.remove(0);
+            return match self.inner.handle_with(m, ctx, false, true).await {
+                Handled::Replies(r) => SocketReplies::Now(r),
+                Handled::Held(held, identity) => {
+                    SocketReplies::Held(HeldConnect { inner: self.inner.clone(), held, identity })
+                }
+            };
+        }
+        SocketReplies::Now(self.process(batch, ctx).await)
+    }
+
     /// A pump that delivers a session's messages to a socket (WebSocket or EventSource), or
     /// `None` if no such session exists. No state is created for an unknown id.
     pub async fn pump(&self, client_id: &str, ctx: &RequestContext) -> Option<Pump> {
@@ -188,9 +206,32 @@ impl Engine {
     }
 }
 
+/// What handling one message came to.
+pub(crate) enum Handled {
+    Replies(Vec<Outgoing>),
+    /// A detached connect, with the identity its outgoing extensions will see.
+    Held(Held, Option<Arc<crate::context::Identity>>),
+}
+
 impl Inner {
     /// Handles one message: incoming extensions, the handler, outgoing extensions.
-    async fn handle(&self, mut m: Message, ctx: &RequestContext, batched: bool) -> Vec<Outgoing> {
+    async fn handle(&self, m: Message, ctx: &RequestContext, batched: bool) -> Vec<Outgoing> {
+        match self.handle_with(m, ctx, batched, false).await {
+            Handled::Replies(r) => r,
+            // Not asked for; answered here all the same.
+            Handled::Held(h, identity) => self.finish_connect(&h, identity, ctx).await,
+        }
+    }
+
+    /// [`Inner::handle`], where a socket's connect that is to be held may come back as data
+    /// (`detach`), with the identity its outgoing extensions will see.
+    pub(crate) async fn handle_with(
+        &self,
+        mut m: Message,
+        ctx: &RequestContext,
+        batched: bool,
+        detach: bool,
+    ) -> Handled {
         let with_identity;
         let ctx = if self.pipeline.wants_identity() && m.channel() != Some(meta::HANDSHAKE) {
             with_identity = RequestContext { identity: self.identity_of(&m).await, ..ctx.clone() };
@@ -199,7 +240,7 @@ impl Inner {
             ctx
         };
         if self.pipeline.incoming(&mut m, ctx).await == Verdict::Drop {
-            return Vec::new();
+            return Handled::Replies(Vec::new());
         }
         let channel = m.channel().unwrap_or("").to_owned();
         let replies: Vec<Outgoing> = if channel == "/meta" || channel.starts_with("/meta/") {
@@ -212,7 +253,10 @@ impl Inner {
                     }
                     vec![Outgoing::Message(r)]
                 }
-                meta::CONNECT => self.connect(m, ctx, batched).await,
+                meta::CONNECT => match self.connect(m, ctx, batched, detach).await {
+                    Connected::Replies(r) => r,
+                    Connected::Held(h) => return Handled::Held(h, ctx.identity.clone()),
+                },
                 meta::SUBSCRIBE => vec![Outgoing::Message(self.subscribe(&m, ctx, true).await)],
                 meta::UNSUBSCRIBE => vec![Outgoing::Message(self.subscribe(&m, ctx, false).await)],
                 meta::DISCONNECT => vec![Outgoing::Message(self.disconnect(&m).await)],
@@ -227,6 +271,34 @@ impl Inner {
             let span = tracing::info_span!("publish", channel = channel.as_str(), client_id = m.client_id());
             vec![Outgoing::Message(self.publish(m, ctx).instrument(span).await)]
         };
+        Handled::Replies(self.outgoing_replies(replies, ctx).await)
+    }
+
+    /// Waits out a detached connect and answers it through the outgoing extensions.
+    pub(crate) async fn finish_connect(
+        &self,
+        h: &Held,
+        identity: Option<Arc<crate::context::Identity>>,
+        ctx: &RequestContext,
+    ) -> Vec<Outgoing> {
+        self.wait_held(h).await;
+        // Boxed: runs once per answer, and inline it would enlarge the waiting state.
+        Box::pin(self.answer_connect(h, identity, ctx)).await
+    }
+
+    async fn answer_connect(
+        &self,
+        h: &Held,
+        identity: Option<Arc<crate::context::Identity>>,
+        ctx: &RequestContext,
+    ) -> Vec<Outgoing> {
+        let replies = self.answer_held(h).await;
+        let ctx = RequestContext { identity, ..ctx.clone() };
+        self.outgoing_replies(replies, &ctx).await
+    }
+
+    /// Runs the outgoing extensions over replies (and counts the failed ones).
+    async fn outgoing_replies(&self, replies: Vec<Outgoing>, ctx: &RequestContext) -> Vec<Outgoing> {
         let mut out = Vec::with_capacity(replies.len());
         for item in replies {
             match item {

@@ -1,24 +1,33 @@
-//! The futures every idle connection keeps alive stay small: a held `/meta/connect` is a
-//! `process` future for the whole hold, and a socket's pump waits in `next` between
-//! deliveries. Growth here is memory per idle connection (docs/benchmarks.md).
+//! The futures every idle connection keeps alive stay small: a socket's held
+//! `/meta/connect` is a `HeldConnect::finish` future for the whole hold, and its pump
+//! waits in `next` between deliveries. Growth here is memory per idle connection
+//! (docs/benchmarks.md).
 
 use std::sync::Arc;
 
 use crier_engine::conformance::Harness;
-use crier_engine::{Engine, EngineConfig, MemoryBackend, RequestContext, RequestInfo, Transport};
+use crier_engine::{Engine, EngineConfig, MemoryBackend, RequestContext, RequestInfo, SocketReplies, Transport};
 use crier_protocol::Message;
+use serde_json::json;
 
 #[tokio::test]
 async fn held_connect_and_pump_futures_stay_small() {
     let engine = Engine::builder(EngineConfig::default(), Arc::new(MemoryBackend::new())).build();
-    let ctx = RequestContext::new(Transport::WebSocket, RequestInfo::default());
-    let process = engine.process(Vec::<Message>::new(), &ctx);
-    let size = std::mem::size_of_val(&process);
-    assert!(size <= 1280, "Engine::process future is {size} bytes");
-    drop(process);
+    let ws = RequestContext::new(Transport::WebSocket, RequestInfo::default());
     let h = Harness { engine };
     let id = h.client().await;
-    let mut pump = h.engine.pump(&id, &ctx).await.expect("a pump for a live session");
+    h.connect(&id, Some(0)).await;
+    let connect: Message =
+        serde_json::from_value(json!({"channel":"/meta/connect","clientId":id,"connectionType":"websocket"}))
+            .expect("message");
+    let SocketReplies::Held(held) = h.engine.process_socket(vec![connect], &ws).await else {
+        panic!("a socket's second connect is held");
+    };
+    let finish = held.finish(&ws);
+    let size = std::mem::size_of_val(&finish);
+    assert!(size <= 384, "HeldConnect::finish future is {size} bytes");
+    drop(finish);
+    let mut pump = h.engine.pump(&id, &ws).await.expect("a pump for a live session");
     let next = pump.next();
     let size = std::mem::size_of_val(&next);
     assert!(size <= 256, "Pump::next future is {size} bytes");

@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crier_engine::conformance::Harness;
-use crier_engine::{Engine, EngineConfig, MemoryBackend, OverflowPolicy, RequestContext, RequestInfo, Transport};
+use crier_engine::{
+    Engine, EngineConfig, MemoryBackend, OverflowPolicy, RequestContext, RequestInfo, SocketReplies, Transport,
+};
 use crier_protocol::Message;
 use serde_json::json;
 
@@ -119,7 +121,10 @@ async fn overflow_answers_a_held_socket_connect_at_once() {
     let started = tokio::time::Instant::now();
     let held = tokio::spawn(async move {
         let ws = RequestContext::new(Transport::WebSocket, RequestInfo::default());
-        engine.process(vec![connect], &ws).await
+        match engine.process_socket(vec![connect], &ws).await {
+            SocketReplies::Held(held) => held.finish(&ws).await,
+            SocketReplies::Now(r) => panic!("not held: {r:?}"),
+        }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!held.is_finished(), "the connect is held");

@@ -14,13 +14,81 @@ use crate::engine::Inner;
 use crate::metrics::Metrics;
 use crate::session::{Requeue, Session};
 
+/// What a connect came to: its replies, or (for a socket, when the caller can wait on it
+/// separately) a hold kept as data.
+pub(crate) enum Connected {
+    Replies(Vec<Outgoing>),
+    Held(Held),
+}
+
+/// A socket's connect being held: what waiting and answering need, and nothing else.
+pub(crate) struct Held {
+    session: Arc<Session>,
+    generation: u64,
+    deadline: Instant,
+    stub: ReplyStub,
+}
+
+/// A connect that passed its checks: the session, this connect's number, how long it may
+/// be held, and what its reply is built from.
+struct Begun {
+    session: Arc<Session>,
+    generation: u64,
+    hold: Duration,
+    eventsource: bool,
+    stub: ReplyStub,
+}
+
 impl Inner {
-    pub(crate) async fn connect(&self, m: Message, ctx: &RequestContext, batched: bool) -> Vec<Outgoing> {
+    /// Handles a connect. With `detach`, a socket's connect that is to be held comes back
+    /// as [`Connected::Held`] instead of being held here, so the caller keeps only that
+    /// data (and [`Inner::finish_held`]'s small future) for the whole hold.
+    pub(crate) async fn connect(&self, m: Message, ctx: &RequestContext, batched: bool, detach: bool) -> Connected {
+        let b = match self.begin_connect(m, batched).await {
+            Ok(b) => b,
+            Err(reply) => return Connected::Replies(vec![Outgoing::Message(reply)]),
+        };
+        let drain = !ctx.transport.is_socket();
+        let deadline = Instant::now() + b.hold;
+        if detach && !drain && !b.hold.is_zero() {
+            return Connected::Held(Held { session: b.session, generation: b.generation, deadline, stub: b.stub });
+        }
+        let delivered = self.hold(&b.session, b.generation, deadline, drain).await;
+        Connected::Replies(self.end_connect(&b.session, &b.stub, b.eventsource, delivered).await)
+    }
+
+    /// Waits out a detached hold: until a newer connect supersedes it, its session ends,
+    /// the engine drains or the deadline passes. Kept apart from the answer, and small:
+    /// every idle socket waits here. (By reference: an async fn keeps its own copy of what
+    /// is moved into it for as long as it runs.)
+    pub(crate) async fn wait_held(&self, h: &Held) {
+        let s = &h.session;
+        loop {
+            let superseded = s.superseded().notified();
+            tokio::pin!(superseded);
+            superseded.as_mut().enable();
+            if !s.is_current(h.generation) || s.is_closed() || self.is_draining() || Instant::now() >= h.deadline {
+                return;
+            }
+            tokio::select! {
+                _ = superseded => {}
+                _ = tokio::time::sleep_until(h.deadline) => {}
+            }
+        }
+    }
+
+    /// The reply to a detached hold, once waited out.
+    pub(crate) async fn answer_held(&self, h: &Held) -> Vec<Outgoing> {
+        self.end_connect(&h.session, &h.stub, false, Vec::new()).await
+    }
+
+    /// The checks and bookkeeping before a connect may be held; `Err` is the failed reply.
+    async fn begin_connect(&self, m: Message, batched: bool) -> Result<Begun, Message> {
         let conntype = m.connection_type();
         let raw_id = m.client_id();
         let session = match self.session_of(&m).await {
             Ok(s) => s,
-            Err(e) => return vec![Outgoing::Message(fail(m.response(), e.to_string()))],
+            Err(e) => return Err(fail(m.response(), e.to_string())),
         };
         let error = if conntype.is_none() {
             Some(BayeuxError::missing("connectionType").to_string())
@@ -35,33 +103,27 @@ impl Inner {
         };
         let session = match (error, session) {
             (None, Some(s)) => s,
-            (Some(e), _) => return vec![Outgoing::Message(fail(m.response(), e))],
+            (Some(e), _) => return Err(fail(m.response(), e)),
             (None, None) => {
                 let e = BayeuxError::unknown_client(raw_id.unwrap_or_default()).to_string();
-                return vec![Outgoing::Message(fail(m.response(), e))];
+                return Err(fail(m.response(), e));
             }
         };
 
         // A session whose queue overflowed under the `disconnect` policy ends here.
         if session.overflowed() {
             let _ = self.destroy(&session.id).await;
-            return vec![Outgoing::Message(fail(
-                m.response(),
-                BayeuxError::unknown_client(session.id.as_str()).to_string(),
-            ))];
+            return Err(fail(m.response(), BayeuxError::unknown_client(session.id.as_str()).to_string()));
         }
         match self.backend.touch(&session.id, self.clock.now()).await {
             Ok(true) => {}
             Ok(false) => {
                 self.detach(&session.id);
-                return vec![Outgoing::Message(fail(
-                    m.response(),
-                    BayeuxError::unknown_client(session.id.as_str()).to_string(),
-                ))];
+                return Err(fail(m.response(), BayeuxError::unknown_client(session.id.as_str()).to_string()));
             }
             Err(e) => {
                 Metrics::inc(&self.metrics.backend_errors);
-                return vec![Outgoing::Message(fail(m.response(), super::backend_error(&e).to_string()))];
+                return Err(fail(m.response(), super::backend_error(&e).to_string()));
             }
         }
 
@@ -77,30 +139,43 @@ impl Inner {
         } else {
             m.advice_timeout_ms().map(Duration::from_millis).unwrap_or(timeout).min(timeout)
         };
-        let drain = !ctx.transport.is_socket();
-        // An idle socket keeps this future for the whole hold: keep what the reply needs,
-        // not the request and a reply (a map allocation each).
+        // Kept through the hold: what the reply needs, not the request and a reply (a map
+        // allocation each).
         let stub = ReplyStub::of(&m);
-        drop(m);
-        let mut delivered = self.hold(&session, generation, hold, drain).await;
+        Ok(Begun { session, generation, hold, eventsource, stub })
+    }
+
+    /// Answers a connect after its hold: stores how far the session got, builds the reply.
+    async fn end_connect(
+        &self,
+        session: &Arc<Session>,
+        stub: &ReplyStub,
+        eventsource: bool,
+        mut delivered: Vec<Arc<Delivery>>,
+    ) -> Vec<Outgoing> {
+        let timeout = self.config.timeout();
         if !delivered.is_empty() {
             let span = tracing::info_span!("deliver", count = delivered.len(), client_id = session.id.as_str());
-            delivered = async {
-                // Record how far the session got before the response leaves, so a next
-                // connect on another node resumes after these. If this request goes away
-                // meanwhile, the guard puts them back in the queue. Failing to store risks
-                // a duplicate later, never a loss, so the response goes out anyway.
-                let guard = Requeue::new(&session, delivered);
-                let items = guard.items();
-                if let Err(e) = self.backend.sent(&session.id, items, Durability::Now).await {
-                    Metrics::inc(&self.metrics.backend_errors);
-                    tracing::warn!(client_id = %session.id, error = %e, "storing delivery position failed");
+            // Boxed: only a long-poll reply carries deliveries, and inline this step would
+            // enlarge every socket's held connect.
+            delivered = Box::pin(
+                async {
+                    // Record how far the session got before the response leaves, so a next
+                    // connect on another node resumes after these. If this request goes away
+                    // meanwhile, the guard puts them back in the queue. Failing to store risks
+                    // a duplicate later, never a loss, so the response goes out anyway.
+                    let guard = Requeue::new(session, delivered);
+                    let items = guard.items();
+                    if let Err(e) = self.backend.sent(&session.id, items, Durability::Now).await {
+                        Metrics::inc(&self.metrics.backend_errors);
+                        tracing::warn!(client_id = %session.id, error = %e, "storing delivery position failed");
+                    }
+                    let delivered = guard.disarm();
+                    self.observe_latency(&delivered);
+                    delivered
                 }
-                let delivered = guard.disarm();
-                self.observe_latency(&delivered);
-                delivered
-            }
-            .instrument(span)
+                .instrument(span),
+            )
             .await;
         }
 
@@ -123,8 +198,7 @@ impl Inner {
     /// If the request goes away while held (the client closed the connection), this future
     /// is dropped before anything is taken from the queue, so nothing is lost: the next
     /// connect gets the messages. Faye loses them (its §2.11).
-    async fn hold(&self, s: &Arc<Session>, generation: u64, hold: Duration, drain: bool) -> Vec<Arc<Delivery>> {
-        let deadline = Instant::now() + hold;
+    async fn hold(&self, s: &Arc<Session>, generation: u64, deadline: Instant, drain: bool) -> Vec<Arc<Delivery>> {
         loop {
             // A socket's connect only waits to be superseded: deliveries go to its pump.
             let queued = s.queued().notified();
@@ -184,11 +258,11 @@ impl ReplyStub {
         ReplyStub { parts: REPLY_KEYS.map(|k| m.0.get(k).filter(|v| crier_protocol::message::truthy(v)).cloned()) }
     }
 
-    fn build(self) -> Message {
+    fn build(&self) -> Message {
         let mut r = Message::new();
-        for (k, v) in REPLY_KEYS.into_iter().zip(self.parts) {
+        for (k, v) in REPLY_KEYS.into_iter().zip(&self.parts) {
             if let Some(v) = v {
-                r.set(k, v);
+                r.set(k, v.clone());
             }
         }
         r.set("successful", true);

@@ -2,7 +2,7 @@
 //! follows Faye's validation order, where a later check overrides an earlier one; the
 //! code checks in reverse (highest precedence first) and stops at the first failure.
 
-mod connect;
+pub(crate) mod connect;
 mod disconnect;
 mod handshake;
 mod publish;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use crier_engine::{Outgoing, Pump, RequestContext, Transport, encode_outgoing};
+use crier_engine::{Outgoing, Pump, RequestContext, SocketReplies, Transport, encode_outgoing};
 use crier_protocol::{Message, meta};
 use futures::stream::FuturesUnordered;
 use futures::{Future, SinkExt, StreamExt};
@@ -157,7 +157,15 @@ async fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) {
                 let empty = batch.is_empty();
                 let engine = state.engine.clone();
                 let ctx = ctx.clone();
-                inflight.push(Box::pin(async move { (empty, engine.process(batch, &ctx).await) }));
+                // Processing is boxed apart, so that once it is done a held connect keeps
+                // only its `HeldConnect::finish` future here, for the whole hold.
+                inflight.push(Box::pin(async move {
+                    let replies = match Box::pin(engine.process_socket(batch, &ctx)).await {
+                        SocketReplies::Now(r) => r,
+                        SocketReplies::Held(held) => held.finish(&ctx).await,
+                    };
+                    (empty, replies)
+                }));
             }
             Some((empty, replies)) = inflight.next(), if !inflight.is_empty() => {
                 // An empty batch (old Faye clients' keep-alive `[]`) is answered with `[]`;
