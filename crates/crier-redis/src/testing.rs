@@ -235,6 +235,26 @@ impl RedisSentinel {
         panic!("sentinel did not discover the replica");
     }
 
+    /// Waits until the replica has applied everything the master has written so far, by
+    /// replication offsets; false if it did not within `timeout`. (`WAIT` would not do: it
+    /// waits only for the writes of its own connection, so from a fresh connection it
+    /// returns at once.)
+    pub fn replica_caught_up(&self, timeout: Duration) -> bool {
+        let field = |server: &RedisServer, name: &str| -> Option<u64> {
+            let info = server.cmd(&["INFO", "replication"])?;
+            info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok())
+        };
+        let Some(target) = field(&self.master, "master_repl_offset:") else { return false };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if field(&self.replica, "slave_repl_offset:").is_some_and(|applied| applied >= target) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// `redis-sentinel://SENTINEL?sentinelServiceName=crier`
     pub fn url(&self) -> String {
         format!("redis-sentinel://127.0.0.1:{}?sentinelServiceName={SENTINEL_SERVICE}", self.sentinel.port)
