@@ -14,6 +14,7 @@ use crate::engine::Inner;
 use crate::meta::connect::Held;
 
 /// What a socket's batch came to (see `Engine::process_socket`).
+#[must_use = "the replies (or the held connect's eventual reply) must be sent"]
 pub enum SocketReplies {
     /// The replies, to send now.
     Now(Vec<Outgoing>),
@@ -23,6 +24,7 @@ pub enum SocketReplies {
 
 /// A socket's connect being held. Dropping it drops the hold: nothing is lost, as a
 /// socket's connect takes no messages.
+#[must_use = "a held connect is answered by awaiting `finish`"]
 pub struct HeldConnect {
     pub(crate) inner: Arc<Inner>,
     pub(crate) held: Held,
@@ -33,6 +35,8 @@ pub struct HeldConnect {
 impl HeldConnect {
     /// Waits until the connect is superseded, its session ends, the engine drains or its
     /// hold time passes, then returns its reply (after outgoing extensions, for `ctx`).
+    /// Call it once: it borrows rather than consumes, only to keep the waiting future
+    /// small (a consumed argument keeps its own slot in it), and each call answers.
     pub async fn finish(&self, ctx: &RequestContext) -> Vec<Outgoing> {
         self.inner.finish_connect(&self.held, self.identity.clone(), ctx).await
     }

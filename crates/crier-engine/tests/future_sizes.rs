@@ -1,6 +1,6 @@
 //! The futures every idle connection keeps alive stay small: a socket's held
-//! `/meta/connect` is a `HeldConnect::finish` future for the whole hold, and its pump
-//! waits in `next` between deliveries. Growth here is memory per idle connection
+//! `/meta/connect` is a `HeldConnect::finish` future for the whole hold, its pump waits in
+//! `next` between deliveries, and a held long-poll is an `Engine::process` future. Growth here is memory per idle connection
 //! (docs/benchmarks.md).
 
 use std::sync::Arc;
@@ -14,6 +14,11 @@ use serde_json::json;
 async fn held_connect_and_pump_futures_stay_small() {
     let engine = Engine::builder(EngineConfig::default(), Arc::new(MemoryBackend::new())).build();
     let ws = RequestContext::new(Transport::WebSocket, RequestInfo::default());
+    // Held long-polls (HTTP) still wait inside `Engine::process`.
+    let process = engine.process(Vec::<Message>::new(), &ws);
+    let size = std::mem::size_of_val(&process);
+    assert!(size <= 1280, "Engine::process future is {size} bytes");
+    drop(process);
     let h = Harness { engine };
     let id = h.client().await;
     h.connect(&id, Some(0)).await;

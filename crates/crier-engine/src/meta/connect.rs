@@ -42,7 +42,7 @@ struct Begun {
 impl Inner {
     /// Handles a connect. With `detach`, a socket's connect that is to be held comes back
     /// as [`Connected::Held`] instead of being held here, so the caller keeps only that
-    /// data (and [`Inner::finish_held`]'s small future) for the whole hold.
+    /// data (and the small future of `Inner::finish_connect`) for the whole hold.
     pub(crate) async fn connect(&self, m: Message, ctx: &RequestContext, batched: bool, detach: bool) -> Connected {
         let b = match self.begin_connect(m, batched).await {
             Ok(b) => b,
@@ -243,8 +243,6 @@ fn fail(mut r: Message, e: String) -> Message {
     r
 }
 
-/// Puts taken messages back at the front of the session's queue if dropped armed: the
-/// connect that took them was cancelled before answering.
 /// The parts of a connect's reply taken from the request: `Message::response` of a request
 /// without `error`, kept without the request itself.
 struct ReplyStub {
