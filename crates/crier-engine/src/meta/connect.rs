@@ -48,12 +48,18 @@ impl Inner {
             Ok(b) => b,
             Err(reply) => return Connected::Replies(vec![Outgoing::Message(reply)]),
         };
-        let drain = !ctx.transport.is_socket();
         let deadline = Instant::now() + b.hold;
-        if detach && !drain && !b.hold.is_zero() {
-            return Connected::Held(Held { session: b.session, generation: b.generation, deadline, stub: b.stub });
+        if ctx.transport.is_socket() {
+            // Deliveries go to the socket's pump: its connect only waits to be superseded.
+            let held = Held { session: b.session, generation: b.generation, deadline, stub: b.stub };
+            if detach && !b.hold.is_zero() {
+                return Connected::Held(held);
+            }
+            // Boxed: held long-polls wait in this future, and inline the socket branch
+            // would enlarge it for all of them.
+            return Connected::Replies(Box::pin(self.socket_connect(held, b.eventsource)).await);
         }
-        let delivered = self.hold(&b.session, b.generation, deadline, drain).await;
+        let delivered = self.hold(&b.session, b.generation, deadline).await;
         Connected::Replies(self.end_connect(&b.session, &b.stub, b.eventsource, delivered).await)
     }
 
@@ -75,6 +81,12 @@ impl Inner {
                 _ = tokio::time::sleep_until(h.deadline) => {}
             }
         }
+    }
+
+    /// A socket's connect answered in place (not detached): waited out, then answered.
+    async fn socket_connect(&self, held: Held, eventsource: bool) -> Vec<Outgoing> {
+        self.wait_held(&held).await;
+        self.end_connect(&held.session, &held.stub, eventsource, Vec::new()).await
     }
 
     /// The reply to a detached hold, once waited out.
@@ -192,20 +204,18 @@ impl Inner {
         out
     }
 
-    /// Holds a connect until messages are queued (when `drain`), the hold time passes, a
-    /// newer connect supersedes it, the session ends, or the engine drains.
+    /// Holds an HTTP connect until messages are queued, the hold time passes, a newer
+    /// connect supersedes it, the session ends, or the engine drains. (A socket's connect
+    /// waits in [`Inner::wait_held`].)
     ///
     /// If the request goes away while held (the client closed the connection), this future
     /// is dropped before anything is taken from the queue, so nothing is lost: the next
     /// connect gets the messages. Faye loses them (its §2.11).
-    async fn hold(&self, s: &Arc<Session>, generation: u64, deadline: Instant, drain: bool) -> Vec<Arc<Delivery>> {
+    async fn hold(&self, s: &Arc<Session>, generation: u64, deadline: Instant) -> Vec<Arc<Delivery>> {
         loop {
-            // A socket's connect only waits to be superseded: deliveries go to its pump.
             let queued = s.queued().notified();
             tokio::pin!(queued);
-            if drain {
-                queued.as_mut().enable();
-            }
+            queued.as_mut().enable();
             // Closing the session (also done to every session when the engine drains)
             // notifies `superseded` too, so no cancellation futures are needed here.
             let superseded = s.superseded().notified();
@@ -214,17 +224,15 @@ impl Inner {
             if !s.is_current(generation) {
                 return Vec::new();
             }
-            if drain {
-                let items = s.drain();
-                if !items.is_empty() {
-                    return items;
-                }
+            let items = s.drain();
+            if !items.is_empty() {
+                return items;
             }
             if s.is_closed() || self.is_draining() || Instant::now() >= deadline {
                 return Vec::new();
             }
             tokio::select! {
-                _ = queued, if drain => {
+                _ = queued => {
                     // Let messages published in the same burst share this response.
                     tokio::task::yield_now().await;
                 }
