@@ -138,33 +138,34 @@ cluster() {
     done
 }
 
+# One fixed-rate latency run: SERVER TOPOLOGY(single|cluster) LABEL SUBSCRIBERS RATE.
+latency_run() {
+    local server=$1 topology=$2 label=$3 subs=$4 rate=$5
+    if [ "$topology" = single ]; then
+        "start_$server" "$A"
+        bench "$server/single/$label" --url "$(url "$A")" -s "$subs" -p 2 --rate "$rate" --duration "$DURATION"
+    else
+        "start_$server" "$A" "$REDIS"
+        "start_$server" "$B" "$REDIS"
+        bench "$server/cluster/$label" --sub-url "$(url "$A")" --pub-url "$(url "$B")" \
+            -s "$subs" -p 2 --rate "$rate" --duration "$DURATION"
+    fi
+    restart
+}
+
 latency() {
     for server in $SERVERS; do
         for rate in $LATENCY_RATES; do
-            "start_$server" "$A"
-            bench "$server/single/latency-$rate" --url "$(url "$A")" -s 1000 -p 2 --rate "$rate" \
-                --duration "$DURATION"
-            restart
+            latency_run "$server" single "latency-$rate" 1000 "$rate"
         done
-        "start_$server" "$A"
-        bench "$server/single/latency-100x$SMALL_LATENCY_RATE" --url "$(url "$A")" -s 100 -p 2 \
-            --rate "$SMALL_LATENCY_RATE" --duration "$DURATION"
-        restart
+        latency_run "$server" single "latency-100x$SMALL_LATENCY_RATE" 100 "$SMALL_LATENCY_RATE"
     done
     [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
     for server in $SERVERS; do
         for rate in $CLUSTER_LATENCY_RATES; do
-            "start_$server" "$A" "$REDIS"
-            "start_$server" "$B" "$REDIS"
-            bench "$server/cluster/latency-$rate" --sub-url "$(url "$A")" --pub-url "$(url "$B")" \
-                -s 1000 -p 2 --rate "$rate" --duration "$DURATION"
-            restart
+            latency_run "$server" cluster "latency-$rate" 1000 "$rate"
         done
-        "start_$server" "$A" "$REDIS"
-        "start_$server" "$B" "$REDIS"
-        bench "$server/cluster/latency-100x$SMALL_LATENCY_RATE" --sub-url "$(url "$A")" --pub-url "$(url "$B")" \
-            -s 100 -p 2 --rate "$SMALL_LATENCY_RATE" --duration "$DURATION"
-        restart
+        latency_run "$server" cluster "latency-100x$SMALL_LATENCY_RATE" 100 "$SMALL_LATENCY_RATE"
     done
 }
 
