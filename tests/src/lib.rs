@@ -284,6 +284,25 @@ impl RawWs {
         }
     }
 
+    /// What arrives within `limit`, in order: `Ok(json)` for a text frame, `Err(n)` for a
+    /// ping whose payload is `n` (pongs are sent back by the socket itself). Stops early
+    /// when the socket closes.
+    pub async fn frames_and_pings(&mut self, limit: Duration) -> Vec<(Duration, Result<Value, String>)> {
+        let start = tokio::time::Instant::now();
+        let deadline = start + limit;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let item = match tokio::time::timeout(left, self.inner.next()).await {
+                Ok(Some(Ok(WsMessage::Text(t)))) => Ok(serde_json::from_str(t.as_str()).unwrap_or(Value::Null)),
+                Ok(Some(Ok(WsMessage::Ping(p)))) => Err(String::from_utf8_lossy(&p).into_owned()),
+                Ok(Some(Ok(_))) => continue,
+                Ok(None) | Ok(Some(Err(_))) | Err(_) => return got,
+            };
+            got.push((start.elapsed(), item));
+        }
+    }
+
     /// The close frame's code, if the server closes within `limit`.
     pub async fn close_code(&mut self, limit: Duration) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + limit;

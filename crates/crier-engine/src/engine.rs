@@ -123,14 +123,14 @@ impl Engine {
 
     /// [`Engine::process`] for a socket: a lone `/meta/connect` that is to be held comes
     /// back as a [`HeldConnect`] instead of being held inside this future, so what a socket
-    /// keeps for its whole hold is that and [`HeldConnect::finish`]'s future.
+    /// keeps for its whole hold is that data (and a small [`HeldConnect::interrupted`] future).
     pub async fn process_socket(&self, mut batch: Vec<Message>, ctx: &RequestContext) -> SocketReplies {
         if batch.len() == 1 && batch[0].channel() == Some(meta::CONNECT) {
             let m = batch.remove(0);
             return match self.inner.handle_with(m, ctx, false, true).await {
                 Handled::Replies(r) => SocketReplies::Now(r),
                 Handled::Held(held, identity) => {
-                    SocketReplies::Held(HeldConnect { inner: self.inner.clone(), held, identity })
+                    SocketReplies::Held(Box::new(HeldConnect { inner: self.inner.clone(), held, identity }))
                 }
             };
         }
@@ -286,7 +286,7 @@ impl Inner {
         Box::pin(self.answer_connect(h, identity, ctx)).await
     }
 
-    async fn answer_connect(
+    pub(crate) async fn answer_connect(
         &self,
         h: &Held,
         identity: Option<Arc<crate::context::Identity>>,

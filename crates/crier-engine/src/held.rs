@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use crate::context::{Identity, RequestContext};
 use crate::delivery::Outgoing;
 use crate::engine::Inner;
@@ -18,8 +20,9 @@ use crate::meta::connect::Held;
 pub enum SocketReplies {
     /// The replies, to send now.
     Now(Vec<Outgoing>),
-    /// A connect to answer when [`HeldConnect::finish`] returns.
-    Held(HeldConnect),
+    /// A connect to answer when its hold is over. Boxed: the caller keeps it for the whole
+    /// hold, and this enum passes through its state (inline, 144 bytes twice over).
+    Held(Box<HeldConnect>),
 }
 
 /// A socket's connect being held. Dropping it drops the hold: nothing is lost, as a
@@ -33,10 +36,29 @@ pub struct HeldConnect {
 }
 
 impl HeldConnect {
-    /// Waits until the connect is superseded, its session ends, the engine drains or its
-    /// hold time passes, then returns its reply (after outgoing extensions, for `ctx`).
-    /// Call it once: it borrows rather than consumes, only to keep the waiting future
-    /// small (a consumed argument keeps its own slot in it), and each call answers.
+    /// When the hold ends if nothing ends it sooner.
+    pub fn deadline(&self) -> Instant {
+        self.held.deadline()
+    }
+
+    /// Waits until the hold is interrupted: a newer connect supersedes it, its session
+    /// ends or the engine drains. Not the deadline: a caller that waits here keeps its own
+    /// timer (a socket has one for its pings anyway). Cancel-safe, and cheap to make again
+    /// each time the caller loops.
+    pub fn interrupted(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.inner.wait_interrupted(&self.held)
+    }
+
+    /// The reply, after the outgoing extensions (for `ctx`). Call it once the hold is over
+    /// (interrupted or past its deadline); called sooner, it answers sooner.
+    pub async fn answer(self, ctx: &RequestContext) -> Vec<Outgoing> {
+        self.inner.answer_connect(&self.held, self.identity, ctx).await
+    }
+
+    /// Waits until the hold is interrupted or its deadline passes, then returns its reply:
+    /// [`HeldConnect::interrupted`], a timer and [`HeldConnect::answer`] in one, for a
+    /// caller with no timer of its own. Call it once (it borrows only to keep the waiting
+    /// future small: a consumed argument keeps its own slot in it).
     pub async fn finish(&self, ctx: &RequestContext) -> Vec<Outgoing> {
         self.inner.finish_connect(&self.held, self.identity.clone(), ctx).await
     }

@@ -34,35 +34,40 @@ impl Pump {
     /// Cancel safety: messages are taken from the queue only after the wait completes, and
     /// go back to it if this future is dropped while they are being delivered (outgoing
     /// extensions may wait), so dropping it loses nothing.
-    pub async fn next(&mut self) -> Option<Vec<Outgoing>> {
-        loop {
-            let notified = self.session.queued().notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let items = self.session.drain();
-            if !items.is_empty() {
-                // Debug level: at info a span per socket write costs more than the write.
-                let span = tracing::debug_span!("deliver", count = items.len(), client_id = self.client_id());
-                // Boxed: this future waits inline in every idle socket's task, and the
-                // delivery step would make it several hundred bytes larger.
-                let guard = Requeue::new(&self.session, items);
-                let out = Box::pin(self.deliver(guard.items()).instrument(span)).await;
-                guard.disarm();
-                if !out.is_empty() {
-                    return Some(out);
+    ///
+    /// (An async block, not an async fn, which would keep `self` twice: this future waits
+    /// in every idle socket.)
+    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
+    #[expect(clippy::should_implement_trait, reason = "a future, not an iterator")]
+    pub fn next(&mut self) -> impl Future<Output = Option<Vec<Outgoing>>> + Send + '_ {
+        async move {
+            loop {
+                let notified = self.session.queued().notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let items = self.session.drain();
+                if !items.is_empty() {
+                    // Debug level: at info a span per socket write costs more than the write.
+                    let span = tracing::debug_span!("deliver", count = items.len(), client_id = self.client_id());
+                    // Boxed: this future waits inline in every idle socket's task, and the
+                    // delivery step would make it several hundred bytes larger.
+                    let guard = Requeue::new(&self.session, items);
+                    let out = Box::pin(self.deliver(guard.items()).instrument(span)).await;
+                    guard.disarm();
+                    if !out.is_empty() {
+                        return Some(out);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if self.session.is_closed() || self.inner.is_draining() {
-                return None;
-            }
-            // No wait on the engine's shutdown token: draining cancels it and then closes
-            // every attached session, so `closed` covers it (checked above for a session
-            // attached after the sweep). One shared token registered by every socket on
-            // every delivery would be a hot spot.
-            tokio::select! {
-                _ = notified => {}
-                _ = self.session.closed().cancelled() => {}
+                if self.session.is_closed() || self.inner.is_draining() {
+                    return None;
+                }
+                // Closing the session wakes `queued` too, so this one wake-up covers messages
+                // and the end. No wait on the engine's shutdown token: draining closes every
+                // attached session (and `is_draining`, checked above, covers a session attached
+                // after that sweep). One shared token registered by every socket on every
+                // delivery would be a hot spot.
+                notified.await;
             }
         }
     }

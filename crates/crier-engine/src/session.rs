@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crier_protocol::ClientId;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::OverflowPolicy;
 use crate::delivery::Delivery;
@@ -49,9 +48,9 @@ pub(crate) struct Session {
     /// Woken when a newer connect supersedes a held one. Separate from `queued` so a
     /// socket's held connect (which never takes messages) sleeps through deliveries.
     superseded: Notify,
-    closed: CancellationToken,
-    /// Mirrors `closed` for the hot paths: `CancellationToken::is_cancelled` takes a mutex,
-    /// and every push and every pump turn asks.
+    /// Set once by `close`, which then wakes both of the above: a waiter enables its
+    /// wake-up before it checks this, so it never sleeps through the end (and needs no
+    /// cancellation token, which would cost every session an allocation).
     is_closed: AtomicBool,
 }
 
@@ -63,7 +62,6 @@ impl Session {
             state: Mutex::new(State::default()),
             queued: Notify::new(),
             superseded: Notify::new(),
-            closed: CancellationToken::new(),
             is_closed: AtomicBool::new(false),
         })
     }
@@ -163,14 +161,9 @@ impl Session {
         self.is_closed.load(Ordering::Acquire)
     }
 
-    pub(crate) fn closed(&self) -> &CancellationToken {
-        &self.closed
-    }
-
     /// Ends the session locally: held connects return and pumps stop.
     pub(crate) fn close(&self) {
         self.is_closed.store(true, Ordering::Release);
-        self.closed.cancel();
         self.queued.notify_waiters();
         self.superseded.notify_waiters();
     }

@@ -87,7 +87,7 @@ pub async fn serve(
         }
         None => None,
     };
-    let stop = state.shutdown.clone();
+    let stopping = state.clone();
     let drain_engine = engine.clone();
     let signal = async move {
         shutdown.await;
@@ -95,7 +95,8 @@ pub async fn serve(
         // Order matters: readiness goes false and held connects are answered first, then
         // sockets are told to close, then axum stops accepting and waits for requests.
         drain_engine.drain();
-        stop.cancel();
+        stopping.stopping.send_replace(true);
+        stopping.shutdown.cancel();
     };
     let server =
         axum::serve(listener.tap_io(no_delay), app.into_make_service_with_connect_info::<std::net::SocketAddr>())

@@ -36,8 +36,13 @@ pub(crate) struct AppState {
     pub(crate) config: ServerConfig,
     pub(crate) client_js: Option<ClientJs>,
     pub(crate) metrics: ServerMetrics,
-    /// Cancelled when the server starts shutting down; sockets close on it.
+    /// Cancelled when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,
+    /// Turns true when the server starts shutting down; sockets close on it. A watch, not
+    /// a child of `shutdown` per socket: a receiver is a pointer and a number, where a
+    /// child token is an allocation in every idle socket, and its wake-ups are spread over
+    /// several locks rather than one.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// Owns every socket task, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     /// `limits.*` enforcement.
@@ -65,6 +70,7 @@ impl AppState {
             client_js,
             metrics: ServerMetrics::default(),
             shutdown: CancellationToken::new(),
+            stopping: tokio::sync::watch::Sender::new(false),
             tasks: TaskTracker::new(),
         })
     }

@@ -29,6 +29,12 @@ pub(crate) struct Held {
     stub: ReplyStub,
 }
 
+impl Held {
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
 /// A connect that passed its checks: the session, this connect's number, how long it may
 /// be held, and what its reply is built from.
 struct Begun {
@@ -68,17 +74,27 @@ impl Inner {
     /// every idle socket waits here. (By reference: an async fn keeps its own copy of what
     /// is moved into it for as long as it runs.)
     pub(crate) async fn wait_held(&self, h: &Held) {
-        let s = &h.session;
-        loop {
-            let superseded = s.superseded().notified();
-            tokio::pin!(superseded);
-            superseded.as_mut().enable();
-            if !s.is_current(h.generation) || s.is_closed() || self.is_draining() || Instant::now() >= h.deadline {
-                return;
-            }
-            tokio::select! {
-                _ = superseded => {}
-                _ = tokio::time::sleep_until(h.deadline) => {}
+        tokio::select! {
+            _ = self.wait_interrupted(h) => {}
+            _ = tokio::time::sleep_until(h.deadline) => {}
+        }
+    }
+
+    /// Waits until a newer connect supersedes a hold, its session ends or the engine
+    /// drains (closing a session, which draining does to each, wakes `superseded` too).
+    /// (An async block, not an async fn, which would keep its arguments twice.)
+    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
+    pub(crate) fn wait_interrupted<'a>(&'a self, h: &'a Held) -> impl Future<Output = ()> + Send + 'a {
+        async move {
+            let s = &h.session;
+            loop {
+                let superseded = s.superseded().notified();
+                tokio::pin!(superseded);
+                superseded.as_mut().enable();
+                if !s.is_current(h.generation) || s.is_closed() || self.is_draining() {
+                    return;
+                }
+                superseded.await;
             }
         }
     }

@@ -14,10 +14,12 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use crier_engine::{Outgoing, Pump, RequestContext, SocketReplies, Transport, encode_outgoing};
+use crier_engine::{HeldConnect, Outgoing, Pump, RequestContext, SocketReplies, Transport, encode_outgoing};
 use crier_protocol::{Message, meta};
+use futures::future::Either;
 use futures::stream::FuturesUnordered;
 use futures::{Future, SinkExt, StreamExt};
+use tokio::time::Instant;
 
 use super::decode;
 use crate::request::context;
@@ -27,7 +29,7 @@ use crate::state::AppState;
 /// finishes (backpressure instead of unbounded work).
 const MAX_INFLIGHT: usize = 32;
 
-type Inflight = Pin<Box<dyn Future<Output = (bool, Vec<Outgoing>)> + Send>>;
+type Inflight = Pin<Box<dyn Future<Output = (bool, SocketReplies)> + Send>>;
 
 /// Close codes (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -90,129 +92,211 @@ fn connect_client_id(batch: &[Message]) -> Option<String> {
     batch.iter().rev().find(|m| m.channel() == Some(meta::CONNECT)).and_then(|m| m.client_id()).map(str::to_owned)
 }
 
-async fn pump_next(pump: &mut Option<Pump>) -> Option<Vec<Outgoing>> {
+// These two wait in every idle socket's `select!`: plain functions returning `Either`
+// rather than async fns, which would add a state of their own around the inner future.
+fn pump_next(pump: &mut Option<Pump>) -> impl Future<Output = Option<Vec<Outgoing>>> + '_ {
     match pump {
-        Some(p) => p.next().await,
-        None => std::future::pending().await,
+        Some(p) => Either::Left(p.next()),
+        None => Either::Right(std::future::pending()),
     }
 }
 
-// The socket is used in place (not rebound to a local): an async fn's arguments keep their
-// own slot in its state for its whole life, so a moved-out argument would be dead weight
-// in every idle socket's task.
-async fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) {
-    state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
-    // Not split: the read is the only branch future that borrows the socket, and select!
-    // drops the branch futures before a handler writes. split() would cost every socket an
-    // `Arc` (the socket inside it, ~400 bytes) and a lock taken on every read and write.
-    let mut inflight: FuturesUnordered<Inflight> = FuturesUnordered::new();
-    let mut pump: Option<Pump> = None;
-    let ping_every = Duration::from_secs(state.config.ws_ping_secs.max(1));
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    let pinging = state.config.ws_ping_secs > 0;
-    let mut ping_n: u64 = 0;
-    let mut sessions_made = 0;
-    // Made once, on a child token: every poll of a `cancelled()` future takes its token's
-    // mutex, and the shared token's would be taken by every socket on every delivery.
-    let shutdown = state.shutdown.child_token().cancelled_owned();
-    tokio::pin!(shutdown);
+fn held_interrupted(held: &Option<Box<HeldConnect>>) -> impl Future<Output = ()> + '_ {
+    match held {
+        Some(h) => Either::Left(h.interrupted()),
+        None => Either::Right(std::future::pending()),
+    }
+}
 
-    let close_with = loop {
-        tokio::select! {
-            frame = ws.recv(), if inflight.len() < MAX_INFLIGHT => {
-                let bytes = match frame {
-                    None => break None,
-                    Some(Err(e)) => {
-                        let text = e.to_string();
-                        state.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(error = %text, "websocket read failed");
-                        break read_error_close(&text);
-                    }
-                    Some(Ok(WsMessage::Text(t))) => bytes::Bytes::from(t),
-                    Some(Ok(WsMessage::Binary(b))) => b,
-                    Some(Ok(WsMessage::Close(_))) => break None,
-                    Some(Ok(_)) => continue,
+async fn next_done(inflight: &mut Option<FuturesUnordered<Inflight>>) -> Option<(bool, SocketReplies)> {
+    match inflight {
+        Some(set) if !set.is_empty() => set.next().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// Answers a held connect in the in-flight set (outgoing extensions may wait).
+fn answer(inflight: &mut Option<FuturesUnordered<Inflight>>, held: Box<HeldConnect>, ctx: &RequestContext) {
+    let ctx = ctx.clone();
+    inflight
+        .get_or_insert_with(FuturesUnordered::new)
+        .push(Box::pin(async move { (false, SocketReplies::Now(held.answer(&ctx).await)) }));
+}
+
+// An async block, not an `async fn`: an async fn moves its arguments into locals, and its
+// state keeps both the argument slots and the locals (the socket, 368 bytes, twice in
+// every idle socket's task, -Zprint-type-sizes showed). The block's captures are used in
+// place.
+//
+// What an idle socket keeps is this task alone: its held `/meta/connect` is data here
+// (`held`), waited on by a small future made again each turn, its deadline and the ping
+// share one timer, and the in-flight set exists only while a batch is being handled.
+#[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
+fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Future<Output = ()> + Send {
+    async move {
+        state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
+        // Not split: the read is the only branch future that borrows the socket, and select!
+        // drops the branch futures before a handler writes. split() would cost every socket an
+        // `Arc` (the socket inside it, ~400 bytes) and a lock taken on every read and write.
+        let mut inflight: Option<FuturesUnordered<Inflight>> = None;
+        let mut held: Option<Box<HeldConnect>> = None;
+        let mut pump: Option<Pump> = None;
+        let pinging = state.config.ws_ping_secs > 0;
+        let ping_every = Duration::from_secs(state.config.ws_ping_secs.max(1));
+        let mut next_ping = Instant::now() + ping_every;
+        let mut ping_n: u64 = 0;
+        // One timer, for the next ping and the held connect's deadline, whichever is first.
+        let timer = tokio::time::sleep_until(next_ping);
+        tokio::pin!(timer);
+        let mut sessions_made = 0;
+        // Made once: its wake-up stays registered across turns. The value changes only
+        // once, to true; a socket that arrives after that sees it as a change too.
+        let mut stopping = state.stopping.subscribe();
+        if *stopping.borrow() {
+            stopping.mark_changed();
+        }
+        let shutdown = stopping.changed();
+        tokio::pin!(shutdown);
+
+        let close_with = loop {
+            let armed = {
+                let due = match (pinging.then_some(next_ping), held.as_ref().map(|h| h.deadline())) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
                 };
-                let mut batch = match decode(&state, &bytes) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        state.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(error = %e, "closing websocket after a malformed frame");
-                        let code = match e {
-                            crier_protocol::DecodeError::TooMany { .. } | crier_protocol::DecodeError::TooDeep(_) => CLOSE_POLICY,
-                            _ => CLOSE_INVALID_PAYLOAD,
-                        };
-                        break Some(close(code, "malformed Bayeux message"));
-                    }
-                };
-                state.limiter.check_sessions(&mut batch, &mut sessions_made);
-                if let Some(id) = connect_client_id(&batch)
-                    && pump.as_ref().map(|p| p.client_id()) != Some(id.as_str())
-                    // Boxed: this runs once per socket, and inline its state would be part
-                    // of every idle socket's task.
-                    && let Some(p) = Box::pin(state.engine.pump(&id, &ctx)).await
+                if let Some(at) = due
+                    && timer.deadline() != at
                 {
-                    pump = Some(p);
+                    timer.as_mut().reset(at);
                 }
-                let empty = batch.is_empty();
-                let engine = state.engine.clone();
-                let ctx = ctx.clone();
-                // Processing is boxed apart, so that once it is done a held connect keeps
-                // only its `HeldConnect::finish` future here, for the whole hold.
-                inflight.push(Box::pin(async move {
-                    let replies = match Box::pin(engine.process_socket(batch, &ctx)).await {
-                        SocketReplies::Now(r) => r,
-                        SocketReplies::Held(held) => held.finish(&ctx).await,
+                due.is_some()
+            };
+            tokio::select! {
+                frame = ws.recv(), if inflight.as_ref().map_or(0, FuturesUnordered::len) < MAX_INFLIGHT => {
+                    let bytes = match frame {
+                        None => break None,
+                        Some(Err(e)) => {
+                            let text = e.to_string();
+                            state.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(error = %text, "websocket read failed");
+                            break read_error_close(&text);
+                        }
+                        Some(Ok(WsMessage::Text(t))) => bytes::Bytes::from(t),
+                        Some(Ok(WsMessage::Binary(b))) => b,
+                        Some(Ok(WsMessage::Close(_))) => break None,
+                        Some(Ok(_)) => continue,
                     };
-                    (empty, replies)
-                }));
-            }
-            Some((empty, replies)) = inflight.next(), if !inflight.is_empty() => {
-                // An empty batch (old Faye clients' keep-alive `[]`) is answered with `[]`;
-                // a batch whose replies were all dropped by extensions gets nothing.
-                if (empty || !replies.is_empty()) && ws.send(WsMessage::Text(encode_outgoing(&replies).into())).await.is_err() {
-                    break None;
+                    let mut batch = match decode(&state, &bytes) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            state.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(error = %e, "closing websocket after a malformed frame");
+                            let code = match e {
+                                crier_protocol::DecodeError::TooMany { .. } | crier_protocol::DecodeError::TooDeep(_) => CLOSE_POLICY,
+                                _ => CLOSE_INVALID_PAYLOAD,
+                            };
+                            break Some(close(code, "malformed Bayeux message"));
+                        }
+                    };
+                    state.limiter.check_sessions(&mut batch, &mut sessions_made);
+                    if let Some(id) = connect_client_id(&batch)
+                        && pump.as_ref().map(|p| p.client_id()) != Some(id.as_str())
+                        // Boxed: this runs once per socket, and inline its state would be part
+                        // of every idle socket's task.
+                        && let Some(p) = Box::pin(state.engine.pump(&id, &ctx)).await
+                    {
+                        pump = Some(p);
+                    }
+                    let empty = batch.is_empty();
+                    let engine = state.engine.clone();
+                    let ctx = ctx.clone();
+                    inflight.get_or_insert_with(FuturesUnordered::new).push(Box::pin(async move {
+                        (empty, engine.process_socket(batch, &ctx).await)
+                    }));
                 }
-            }
-            items = pump_next(&mut pump) => {
-                match items {
-                    Some(items) => {
-                        let frame = encode_outgoing(&items);
-                        if ws.send(WsMessage::Text(frame.into())).await.is_err() {
-                            // Not written: keep them for the session's next connect.
-                            if let Some(p) = &pump { p.requeue(items); }
+                Some((empty, replies)) = next_done(&mut inflight) => {
+                    if inflight.as_ref().is_some_and(FuturesUnordered::is_empty) {
+                        inflight = None;
+                    }
+                    match replies {
+                        SocketReplies::Now(replies) => {
+                            // An empty batch (old Faye clients' keep-alive `[]`) is answered
+                            // with `[]`; a batch whose replies were all dropped by extensions
+                            // gets nothing.
+                            if (empty || !replies.is_empty())
+                                && ws.send(WsMessage::Text(encode_outgoing(&replies).into())).await.is_err()
+                            {
+                                break None;
+                            }
+                        }
+                        SocketReplies::Held(h) => {
+                            // A newer connect has superseded the one held so far: answer that.
+                            if let Some(old) = held.replace(h) {
+                                answer(&mut inflight, old, &ctx);
+                            }
+                        }
+                    }
+                }
+                () = held_interrupted(&held) => {
+                    if let Some(h) = held.take() {
+                        answer(&mut inflight, h, &ctx);
+                    }
+                }
+                items = pump_next(&mut pump) => {
+                    match items {
+                        Some(items) => {
+                            let frame = encode_outgoing(&items);
+                            if ws.send(WsMessage::Text(frame.into())).await.is_err() {
+                                // Not written: keep them for the session's next connect.
+                                if let Some(p) = &pump { p.requeue(items); }
+                                break None;
+                            }
+                        }
+                        None => pump = None,
+                    }
+                }
+                () = &mut timer, if armed => {
+                    // At least the timer's own deadline counts as now, so whatever it was
+                    // set for is handled and it is set again (no busy turns).
+                    let now = Instant::now().max(timer.deadline());
+                    if let Some(h) = held.take_if(|h| h.deadline() <= now) {
+                        answer(&mut inflight, h, &ctx);
+                    }
+                    if pinging && next_ping <= now {
+                        next_ping = now + ping_every;
+                        ping_n += 1;
+                        if ws.send(WsMessage::Ping(ping_n.to_string().into_bytes().into())).await.is_err() {
                             break None;
                         }
                     }
-                    None => pump = None,
                 }
-            }
-            _ = ping.tick(), if pinging => {
-                ping_n += 1;
-                if ws.send(WsMessage::Ping(ping_n.to_string().into_bytes().into())).await.is_err() {
-                    break None;
-                }
-            }
-            _ = &mut shutdown => {
-                // The engine is draining, so held connects return at once: send those
-                // replies (with their retry advice) before closing.
-                let flush = async {
-                    while let Some((_, replies)) = inflight.next().await {
-                        if !replies.is_empty() {
-                            let _ = ws.send(WsMessage::Text(encode_outgoing(&replies).into())).await;
-                        }
+                _ = &mut shutdown => {
+                    // The engine is draining, so a held connect is answered at once: send
+                    // the replies in flight (with their retry advice) before closing.
+                    if let Some(h) = held.take() {
+                        answer(&mut inflight, h, &ctx);
                     }
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(1), Box::pin(flush)).await;
-                break Some(close(CLOSE_GOING_AWAY, "server shutting down"));
+                    let flush = async {
+                        let Some(set) = inflight.as_mut() else { return };
+                        while let Some((_, replies)) = set.next().await {
+                            if let SocketReplies::Now(replies) = replies
+                                && !replies.is_empty()
+                            {
+                                let _ = ws.send(WsMessage::Text(encode_outgoing(&replies).into())).await;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), Box::pin(flush)).await;
+                    break Some(close(CLOSE_GOING_AWAY, "server shutting down"));
+                }
             }
+        };
+        if let Some(frame) = close_with {
+            let _ = ws.send(frame).await;
         }
-    };
-    if let Some(frame) = close_with {
-        let _ = ws.send(frame).await;
+        let _ = ws.close().await;
+        state.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
     }
-    let _ = ws.close().await;
-    state.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]
