@@ -311,3 +311,34 @@ async fn without_pings_a_held_connect_is_still_answered_at_its_deadline() {
         assert!(*at > Duration::from_millis(1500), "{got:?}");
     }
 }
+
+// Two sessions on one socket (allowed up to `limits.max_sessions_per_connection`): one's
+// held connect does not cut the other's short; both run to their deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_on_one_socket_keep_their_own_holds() {
+    let s = server(2).await;
+    let a = handshake(&s.url()).await;
+    let b = handshake(&s.url()).await;
+    let mut ws = RawWs::connect(&s.ws_url()).await;
+    for (id, msg) in [(&a, "a1"), (&b, "b1")] {
+        ws.send(&ws_connect(id, msg)).await;
+        assert_eq!(ws.recv(SHORT).await.expect("first connect")[0]["id"], msg);
+    }
+    let t = Instant::now();
+    ws.send(&ws_connect(&a, "a2")).await;
+    ws.send(&ws_connect(&b, "b2")).await;
+    // Neither is answered early ...
+    assert_eq!(ws.recv(Duration::from_millis(1200)).await, None);
+    // ... and both are answered at their deadline.
+    let mut answered = Vec::new();
+    while answered.len() < 2 {
+        let f = ws.recv(Duration::from_secs(3)).await.unwrap_or_else(|| panic!("only {answered:?} answered"));
+        for m in f.as_array().expect("a batch") {
+            assert_eq!(m["successful"], json!(true), "{f}");
+            answered.push(m["id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    answered.sort();
+    assert_eq!(answered, ["a2", "b2"]);
+    assert!(t.elapsed() >= Duration::from_millis(1500), "{:?}", t.elapsed());
+}

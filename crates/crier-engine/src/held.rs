@@ -36,6 +36,11 @@ pub struct HeldConnect {
 }
 
 impl HeldConnect {
+    /// The session whose connect this is.
+    pub fn client_id(&self) -> &str {
+        self.held.client_id()
+    }
+
     /// When the hold ends if nothing ends it sooner.
     pub fn deadline(&self) -> Instant {
         self.held.deadline()

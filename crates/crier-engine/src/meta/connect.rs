@@ -33,6 +33,10 @@ impl Held {
     pub(crate) fn deadline(&self) -> Instant {
         self.deadline
     }
+
+    pub(crate) fn client_id(&self) -> &str {
+        self.session.id.as_str()
+    }
 }
 
 /// A connect that passed its checks: the session, this connect's number, how long it may
@@ -74,6 +78,11 @@ impl Inner {
     /// every idle socket waits here. (By reference: an async fn keeps its own copy of what
     /// is moved into it for as long as it runs.)
     pub(crate) async fn wait_held(&self, h: &Held) {
+        // A hold with no time left (a socket's first connect, or one batched with other
+        // messages) returns now, not at the timer's next tick.
+        if Instant::now() >= h.deadline {
+            return;
+        }
         tokio::select! {
             _ = self.wait_interrupted(h) => {}
             _ = tokio::time::sleep_until(h.deadline) => {}

@@ -230,9 +230,19 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
                             }
                         }
                         SocketReplies::Held(h) => {
-                            // A newer connect has superseded the one held so far: answer that.
                             if let Some(old) = held.replace(h) {
-                                answer(&mut inflight, old, &ctx);
+                                if old.client_id() == held.as_ref().map_or("", |h| h.client_id()) {
+                                    // Superseded by the newer connect: answered now.
+                                    answer(&mut inflight, old, &ctx);
+                                } else {
+                                    // Another session on the same socket (see
+                                    // `limits.max_sessions_per_connection`): its hold runs
+                                    // its course in the in-flight set.
+                                    let ctx = ctx.clone();
+                                    inflight.get_or_insert_with(FuturesUnordered::new).push(Box::pin(async move {
+                                        (false, SocketReplies::Now(old.finish(&ctx).await))
+                                    }));
+                                }
                             }
                         }
                     }
@@ -279,9 +289,12 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
                     let flush = async {
                         let Some(set) = inflight.as_mut() else { return };
                         while let Some((_, replies)) = set.next().await {
-                            if let SocketReplies::Now(replies) = replies
-                                && !replies.is_empty()
-                            {
+                            let replies = match replies {
+                                SocketReplies::Now(r) => r,
+                                // Not held while draining; answered all the same.
+                                SocketReplies::Held(h) => h.answer(&ctx).await,
+                            };
+                            if !replies.is_empty() {
                                 let _ = ws.send(WsMessage::Text(encode_outgoing(&replies).into())).await;
                             }
                         }
