@@ -198,7 +198,7 @@ ceiling() {
     for pipeline in 1 16; do
         log "redis-benchmark PUBLISH, pipeline $pipeline"
         redis-benchmark -p "$REDIS" -n 200000 -c 50 -P "$pipeline" -q PUBLISH bench x | tr '\r' '\n' | tail -1 |
-            sed "s/^/redis-benchmark -P $pipeline: /" | tee -a "$OUT.txt"
+            sed "s/^/redis-benchmark -P $pipeline: /" | tee -a "${OUT%.jsonl}.txt"
     done
 }
 
