@@ -262,48 +262,52 @@ fn the_read_buffer_size_is_bounded() {
 
 // Pings and the held connect's deadline share one timer per socket: both keep their times.
 // The engine's timeout here is 2 s, pings come every second.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pings_go_out_on_time_while_a_connect_is_held() {
-    let s = server_with(ServerConfig { ws_ping_secs: 1, ..ServerConfig::default() }).await;
+/// A server with a 2 s timeout and these pings, a session, and a socket whose first
+/// connect (answered at once) is done.
+async fn connected_socket(ws_ping_secs: u64) -> (crier_tests::TestServer, String, RawWs) {
+    let s = server_with(ServerConfig { ws_ping_secs, ..ServerConfig::default() }).await;
     let id = handshake(&s.url()).await;
     let mut ws = RawWs::connect(&s.ws_url()).await;
     ws.send(&ws_connect(&id, "c1")).await;
     assert_eq!(ws.recv(SHORT).await.expect("first connect")[0]["id"], "c1");
+    (s, id, ws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_go_out_on_time_while_a_connect_is_held() {
+    let (_s, id, mut ws) = connected_socket(1).await;
     ws.send(&ws_connect(&id, "c2")).await;
-    let got = ws.frames_and_pings(Duration::from_millis(3600)).await;
+    let got = ws.frames_and_pings(Duration::from_millis(4000)).await;
     let pings: Vec<(Duration, String)> =
         got.iter().filter_map(|(t, f)| f.as_ref().err().map(|n| (*t, n.clone()))).collect();
     let replies: Vec<(Duration, &Value)> = got.iter().filter_map(|(t, f)| f.as_ref().ok().map(|v| (*t, v))).collect();
-    // Numbered from 1, about a second apart (the first came a second after the upgrade).
-    assert!(pings.len() >= 3, "{got:?}");
-    for (i, (_, n)) in pings.iter().enumerate().take(3) {
+    // Numbered from 1, about a second apart (the first came a second after the upgrade);
+    // the bounds leave room for a loaded test machine.
+    assert!(pings.len() >= 2, "{got:?}");
+    for (i, (_, n)) in pings.iter().enumerate() {
         assert_eq!(n, &(i + 1).to_string(), "{got:?}");
     }
     for pair in pings.windows(2) {
         let gap = pair[1].0 - pair[0].0;
-        assert!(gap > Duration::from_millis(700) && gap < Duration::from_millis(1500), "{got:?}");
+        assert!(gap > Duration::from_millis(500) && gap < Duration::from_millis(2000), "{got:?}");
     }
     // The held connect is answered at its deadline, once, between the pings.
     assert_eq!(replies.len(), 1, "{got:?}");
     let (at, reply) = replies[0];
     assert_eq!(reply[0]["id"], "c2", "{got:?}");
     assert_eq!(reply[0]["successful"], json!(true));
-    assert!(at > Duration::from_millis(1500) && at < Duration::from_millis(2800), "{got:?}");
+    assert!(at > Duration::from_millis(1500) && at < Duration::from_millis(3500), "{got:?}");
 }
 
 // With pings off, the timer still answers a held connect at its deadline, and nothing
 // else arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_pings_a_held_connect_is_still_answered_at_its_deadline() {
-    let s = server_with(ServerConfig { ws_ping_secs: 0, ..ServerConfig::default() }).await;
-    let id = handshake(&s.url()).await;
-    let mut ws = RawWs::connect(&s.ws_url()).await;
-    ws.send(&ws_connect(&id, "c1")).await;
-    assert_eq!(ws.recv(SHORT).await.expect("first connect")[0]["id"], "c1");
+    let (_s, id, mut ws) = connected_socket(0).await;
     for n in 2..=3 {
         let id_n = format!("c{n}");
         ws.send(&ws_connect(&id, &id_n)).await;
-        let got = ws.frames_and_pings(Duration::from_millis(2600)).await;
+        let got = ws.frames_and_pings(Duration::from_millis(3000)).await;
         assert_eq!(got.len(), 1, "{got:?}");
         let (at, reply) = &got[0];
         let reply = reply.as_ref().expect("a reply, not a ping");
