@@ -4,7 +4,8 @@
 //! through the socket's pump), and every idle socket has one. Held inside
 //! `Engine::process`, it would keep that whole future alive (about 1.2 KiB, sized for
 //! every kind of message); as a [`HeldConnect`] it keeps a session, a deadline and a reply
-//! stub, and [`HeldConnect::finish`]'s small future.
+//! stub, and the socket waits with a small [`HeldConnect::interrupted`] future and a timer
+//! of its own.
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ pub enum SocketReplies {
 
 /// A socket's connect being held. Dropping it drops the hold: nothing is lost, as a
 /// socket's connect takes no messages.
-#[must_use = "a held connect is answered by awaiting `finish`"]
+#[must_use = "a held connect is answered by `answer` (or `finish`)"]
 pub struct HeldConnect {
     pub(crate) inner: Arc<Inner>,
     pub(crate) held: Held,

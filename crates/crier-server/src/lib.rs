@@ -96,13 +96,12 @@ pub async fn serve(
         // sockets are told to close, then axum stops accepting and waits for requests.
         drain_engine.drain();
         stopping.stopping.send_replace(true);
-        stopping.shutdown.cancel();
     };
     let server =
         axum::serve(listener.tap_io(no_delay), app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(signal);
     let tracker = state.tasks.clone();
-    let stopped = state.shutdown.clone();
+    let mut stopped = state.stopping.subscribe();
     let run = async move {
         server.await?;
         tracker.close();
@@ -112,7 +111,11 @@ pub async fn serve(
     tokio::pin!(run);
     tokio::select! {
         r = &mut run => r?,
-        _ = async { stopped.cancelled().await; tokio::time::sleep(grace).await } => {
+        _ = async {
+            // An error (the sender gone) cannot happen while `state` lives; wait all the same.
+            let _ = stopped.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await
+        } => {
             tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; closing remaining connections");
         }
     }

@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crier_engine::Engine;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ServeError;
@@ -36,12 +35,10 @@ pub(crate) struct AppState {
     pub(crate) config: ServerConfig,
     pub(crate) client_js: Option<ClientJs>,
     pub(crate) metrics: ServerMetrics,
-    /// Cancelled when the server starts shutting down.
-    pub(crate) shutdown: CancellationToken,
-    /// Turns true when the server starts shutting down; sockets close on it. A watch, not
-    /// a child of `shutdown` per socket: a receiver is a pointer and a number, where a
-    /// child token is an allocation in every idle socket, and its wake-ups are spread over
-    /// several locks rather than one.
+    /// Turns true when the server starts shutting down; sockets close on it, and the grace
+    /// period starts. A watch, not a cancellation token: a receiver is a pointer and a
+    /// number, where a child token would be an allocation in every idle socket, and its
+    /// wake-ups are spread over several locks rather than one.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// Owns every socket task, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
@@ -69,7 +66,6 @@ impl AppState {
             config,
             client_js,
             metrics: ServerMetrics::default(),
-            shutdown: CancellationToken::new(),
             stopping: tokio::sync::watch::Sender::new(false),
             tasks: TaskTracker::new(),
         })

@@ -52,7 +52,7 @@ struct Begun {
 impl Inner {
     /// Handles a connect. With `detach`, a socket's connect that is to be held comes back
     /// as [`Connected::Held`] instead of being held here, so the caller keeps only that
-    /// data (and the small future of `Inner::finish_connect`) for the whole hold.
+    /// data (and a small `Inner::wait_interrupted` future) for the whole hold.
     pub(crate) async fn connect(&self, m: Message, ctx: &RequestContext, batched: bool, detach: bool) -> Connected {
         let b = match self.begin_connect(m, batched).await {
             Ok(b) => b,
@@ -73,9 +73,8 @@ impl Inner {
         Connected::Replies(self.end_connect(&b.session, &b.stub, b.eventsource, delivered).await)
     }
 
-    /// Waits out a detached hold: until a newer connect supersedes it, its session ends,
-    /// the engine drains or the deadline passes. Kept apart from the answer, and small:
-    /// every idle socket waits here. (By reference: an async fn keeps its own copy of what
+    /// Waits out a hold: until a newer connect supersedes it, its session ends, the engine
+    /// drains or the deadline passes. (By reference: an async fn keeps its own copy of what
     /// is moved into it for as long as it runs.)
     pub(crate) async fn wait_held(&self, h: &Held) {
         // A hold with no time left (a socket's first connect, or one batched with other
