@@ -249,6 +249,32 @@ pub async fn subscribe(url: &str, id: &str, sub: &str) {
     assert_eq!(r[0]["successful"], json!(true), "subscribe {sub}: {r}");
 }
 
+/// One unlabelled series of `server`'s `/metrics` (0 if absent).
+pub async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = http().get(server.at("/metrics")).send().await.expect("scrape").text().await.expect("metrics text");
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(series, _)| *series == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A client on `server`'s WebSocket, handshaken over HTTP, subscribed to `channel`, with a
+/// connect held (as the Faye client keeps one).
+pub async fn socket_subscriber(server: &TestServer, channel: &str) -> (String, RawWs) {
+    let id = handshake(&server.url()).await;
+    let mut ws = RawWs::connect(&server.ws_url()).await;
+    let connect = |n: &str| json!({"channel":"/meta/connect","clientId":id,"connectionType":"websocket","id":n});
+    ws.send(&connect("c1")).await;
+    let first = ws.recv(Duration::from_secs(10)).await.expect("first connect reply");
+    assert_eq!(first[0]["successful"], json!(true), "{first}");
+    ws.send(&json!({"channel":"/meta/subscribe","clientId":id,"subscription":channel,"id":"s1"})).await;
+    let sub = ws.recv(Duration::from_secs(10)).await.expect("subscribe reply");
+    assert_eq!(sub[0]["successful"], json!(true), "{sub}");
+    ws.send(&connect("c2")).await;
+    (id, ws)
+}
+
 /// A raw WebSocket: send JSON, receive parsed frames.
 pub struct RawWs {
     inner: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,

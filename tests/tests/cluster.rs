@@ -1,13 +1,15 @@
 //! A cluster of Crier nodes on one real Redis (started for this test process; a fresh key
 //! prefix per test): cross-node delivery with the real Faye client, long-polling sessions
-//! that change node on every connect, cross-node disconnect, Redis cost per publish, and a
-//! Redis restart.
+//! that change node on every connect, socket sessions that move, cross-node disconnect,
+//! Redis cost per publish (also while sockets stream), and a Redis restart.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crier_redis::testing::RedisServer;
-use crier_tests::{Cluster, connected_client, eventually, http, poll, post_json, run_node, subscribe};
+use crier_tests::{
+    Cluster, RawWs, connected_client, eventually, http, metric, poll, post_json, run_node, socket_subscriber, subscribe,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -136,7 +138,9 @@ async fn redis_commands_per_publish_do_not_grow_with_subscribers() {
         for i in 0..MESSAGES {
             publish(&c.url(1), &channel, json!(i)).await;
         }
-        let evalsha = redis().calls("evalsha");
+        // Mark writes (one EVALSHA with one HSET each, about once a second per node) may
+        // fall between the publishes; nothing else here calls HSET.
+        let evalsha = redis().calls("evalsha") - redis().calls("hset");
         let all = total_calls(redis());
         let want = delivered_before + subscribers as u64 * MESSAGES;
         assert!(
@@ -154,6 +158,106 @@ async fn redis_commands_per_publish_do_not_grow_with_subscribers() {
         assert!(*cost <= first + 2.0, "{n} subscribers: {cost} commands per publish vs {first} for 1: {per_publish:?}");
     }
     eprintln!("redis commands per publish by subscribers: {per_publish:?}");
+}
+
+/// What sockets stream costs Redis nothing per subscriber: how far each session got reaches
+/// Redis as its node's marks, one write per interval, not a store per session. Counted over
+/// the publishes, the deliveries and two mark writes after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_subscribers_add_no_redis_commands_per_subscriber() {
+    const MESSAGES: u64 = 10;
+    let mut per_publish = Vec::new();
+    // 300 sockets: two descriptors each in this process stays under a default 1,024 limit.
+    for subscribers in [10usize, 300] {
+        let c = Cluster::start(redis(), 2, 60).await;
+        let channel = format!("/stream/{subscribers}");
+        let sockets: Vec<(String, RawWs)> = futures::stream::iter(0..subscribers)
+            .map(|_| socket_subscriber(&c.nodes[0], &channel))
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        redis().cmd(&["CONFIG", "RESETSTAT"]).expect("reset stats");
+        for i in 0..MESSAGES {
+            publish(&c.url(1), &channel, json!(i)).await;
+        }
+        let got = futures::future::join_all(sockets.into_iter().map(|(_, mut ws)| {
+            let channel = channel.clone();
+            async move { read_data(&mut ws, &channel, MESSAGES as usize).await.len() }
+        }))
+        .await;
+        assert!(got.iter().all(|n| *n == MESSAGES as usize), "every socket got every message: {got:?}");
+        let writes = metric(&c.nodes[0], "crier_redis_mark_writes_total").await;
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                metric(&c.nodes[0], "crier_redis_mark_writes_total").await >= writes + 2.0
+            })
+            .await,
+            "the subscribers' node writes its marks"
+        );
+        let all = total_calls(redis());
+        // HGET is what a per-session position store does first (for each of its names).
+        assert_eq!(redis().calls("hget"), 0, "no per-session position stores");
+        per_publish.push((subscribers, all as f64 / MESSAGES as f64));
+    }
+    eprintln!("redis commands per publish with socket subscribers: {per_publish:?}");
+    let (_, few) = per_publish[0];
+    let (_, many) = per_publish[1];
+    // Mark writes and background work (pings, heartbeats, sweeps) vary with how long the
+    // window is; 300 sessions storing once each would add 30 per publish.
+    assert!(many <= few + 3.0, "{per_publish:?}");
+}
+
+/// A socket session that moves to another node (its client reconnects through a balancer)
+/// starts after what its old node sent it, known from that node's marks: nothing is
+/// replayed, and what follows arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_session_moving_nodes_resumes_after_what_it_was_sent() {
+    let c = Cluster::start(redis(), 2, 20).await;
+    let channel = "/move/room";
+    let (id, mut ws) = socket_subscriber(&c.nodes[0], channel).await;
+    for i in 0..20 {
+        publish(&c.url(1), channel, json!(i)).await;
+    }
+    assert_eq!(read_data(&mut ws, channel, 20).await, (0..20).map(|i| json!(i)).collect::<Vec<_>>());
+    let writes = metric(&c.nodes[0], "crier_redis_mark_writes_total").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            metric(&c.nodes[0], "crier_redis_mark_writes_total").await >= writes + 2.0
+        })
+        .await,
+        "the old node writes its marks"
+    );
+    drop(ws);
+    // Back through the other node, over long-polling: whatever the attach re-read from the
+    // logs would be answered at once.
+    let (data, reply) = poll(&c.url(1), &id, 500).await;
+    assert_eq!(reply["successful"], json!(true), "{reply}");
+    assert_eq!(data, Vec::<Value>::new(), "nothing it was sent is replayed");
+    assert_eq!(metric(&c.nodes[1], "crier_redis_marks_applied_total").await, 1.0);
+    for i in 20..40 {
+        publish(&c.url(0), channel, json!(i)).await;
+    }
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < 20 && tokio::time::Instant::now() < deadline {
+        let (data, reply) = poll(&c.url(1), &id, 1000).await;
+        assert_eq!(reply["successful"], json!(true), "{reply}");
+        got.extend(data);
+    }
+    let (late, _) = poll(&c.url(1), &id, 200).await;
+    got.extend(late);
+    assert_eq!(got, (20..40).map(|i| json!(i)).collect::<Vec<_>>());
+}
+
+/// The data of the first `n` messages on `channel` that reach the socket (within 15 s).
+async fn read_data(ws: &mut RawWs, channel: &str, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let Some(frame) = ws.recv(Duration::from_secs(15)).await else { break };
+        let items = frame.as_array().cloned().unwrap_or_default();
+        out.extend(items.into_iter().filter(|m| m["channel"] == channel).map(|m| m["data"].clone()));
+    }
+    out
 }
 
 fn delivered(s: &crier_tests::TestServer) -> u64 {

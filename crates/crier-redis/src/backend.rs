@@ -23,6 +23,7 @@ use crate::error::{RedisError, redact, unavailable};
 use crate::keys::Keys;
 use crate::local::Local;
 use crate::metrics::RedisMetrics;
+use crate::positions::{Attaching, Joining};
 use crate::scripts::Scripts;
 use crate::values::{array, entry, int, pairs, text};
 use futures::StreamExt;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     epoch: Mutex<String>,
     /// Serialises recoveries, so concurrent triggers run one after another.
     recovering: tokio::sync::Mutex<()>,
+    /// Serialises writes of the node's marks (the periodic one and the one at shutdown).
+    pub(crate) mark_writes: tokio::sync::Mutex<()>,
     /// Per session: orders what this node does for it (attach, subscribe, unsubscribe,
     /// sync, close), so a stale control message or a concurrent change cannot interleave.
     session_locks: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
@@ -149,6 +152,7 @@ impl RedisBackend {
             ),
             epoch: Mutex::new(String::new()),
             recovering: tokio::sync::Mutex::new(()),
+            mark_writes: tokio::sync::Mutex::new(()),
             session_locks: Mutex::new(HashMap::new()),
         });
         shared.data_lost().await.map_err(|e| RedisError::Connect { url: redact(&url), message: e.to_string() })?;
@@ -362,47 +366,6 @@ impl Shared {
         Ok(())
     }
 
-    /// Stores a session's sent positions.
-    pub(crate) async fn store_cursors(
-        &self,
-        id: &ClientId,
-        cursors: Vec<(ChannelPattern, Offset)>,
-    ) -> Result<(), BackendError> {
-        if cursors.is_empty() {
-            return Ok(());
-        }
-        let mut args: Vec<String> = Vec::with_capacity(cursors.len() * 3);
-        for (n, (ms, seq)) in cursors {
-            args.push(n.as_str().to_owned());
-            args.push(ms.to_string());
-            args.push(seq.to_string());
-        }
-        let _: Value = self
-            .scripts
-            .cursors
-            .evalsha_with_reload(&self.client, vec![self.keys.subs(id)], args)
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(())
-    }
-
-    /// Stores every pending position (the periodic flush, and shutdown).
-    pub(crate) async fn flush(&self) {
-        let dirty = self.local.lock().take_dirty();
-        for id in dirty {
-            let cursors = self.local.lock().take_unstored(&id);
-            self.store_or_keep(&id, cursors).await;
-        }
-    }
-
-    /// Stores positions; if that fails they are kept for the next flush.
-    pub(crate) async fn store_or_keep(&self, id: &ClientId, cursors: Vec<(ChannelPattern, Offset)>) {
-        if let Err(e) = self.store_cursors(id, cursors.clone()).await {
-            tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
-            self.local.lock().unstore(id, &cursors);
-        }
-    }
-
     /// Tells another node something about a session it holds (`close` or `sync`).
     pub(crate) fn notify(self: &Arc<Self>, node: String, verb: &'static str, id: &ClientId) {
         if node.is_empty() || node == self.node {
@@ -451,6 +414,10 @@ impl Shared {
                 known_lost
             }
         };
+        if lost {
+            // The marks went with the data.
+            self.local.lock().marks.failed();
+        }
         let now = self.started_ms.load(AtomicOrdering::Relaxed);
         let work = snapshot.into_iter().map(|(id, to_read)| async move {
             let _session = self.lock_session(&id).await;
@@ -488,7 +455,7 @@ impl Shared {
     /// Forgets a session on this node (its lock must be held): stores what it was sent and
     /// ends its held connect or socket.
     pub(crate) async fn close_local(self: &Arc<Self>, id: &ClientId) {
-        let removed = self.local.lock().remove_session(id);
+        let removed = self.local.lock().remove_session(id, false);
         if let Some(crate::local::Removed { unstored, unused }) = removed {
             self.release_channels(unused);
             if !unstored.is_empty()
@@ -674,7 +641,7 @@ impl Backend for RedisBackend {
             // A stale member costs a log entry per publish until its name is next cleaned.
             tracing::warn!(client_id = %id, error = %e, "removing a destroyed session from its names failed");
         }
-        let removed = s.local.lock().remove_session(id);
+        let removed = s.local.lock().remove_session(id, false);
         if let Some(r) = removed {
             let unused = r.unused;
             s.release_channels(unused);
@@ -696,11 +663,18 @@ impl Backend for RedisBackend {
     async fn subscribe(&self, id: &ClientId, pattern: &ChannelPattern) -> Result<bool, BackendError> {
         let s = &self.shared;
         let _session = s.lock_session(id).await;
+        // Until the session is registered here under the name, the name's mark may not
+        // pass the subscription's start.
+        let _joining = Joining::begin(s, pattern);
         let cursor = s.join(id, pattern).await?;
         let v: Value = s
             .scripts
             .subscribe
-            .evalsha_with_reload(&s.client, vec![s.keys.session(id), s.keys.subs(id)], vec![pattern.as_str(), &cursor])
+            .evalsha_with_reload(
+                &s.client,
+                vec![s.keys.session(id), s.keys.subs(id)],
+                vec![pattern.as_str(), &cursor, &s.node],
+            )
             .await
             .map_err(|e| s.fail(e))?;
         let Some(parts) = array(v) else {
@@ -841,16 +815,28 @@ impl Backend for RedisBackend {
     async fn attach(&self, id: &ClientId) -> Result<(), BackendError> {
         let s = &self.shared;
         let _session = s.lock_session(id).await;
+        // Until the session is registered here, this node's marks must not cover it.
+        let attaching = Attaching::begin(s, id);
+        let since = attaching.since.to_string();
+        // The node it leaves, and that node's marks for its names, read before the attach:
+        // they count the session only while Redis still names that node (see `marks`).
+        let marks = s.peek_marks(id).await;
+        let (expected_node, expected_since) =
+            marks.as_ref().map(|m| (m.node.as_str(), m.since.as_str())).unwrap_or(("", ""));
         let v: Value = s
             .scripts
             .attach
-            .evalsha_with_reload(&s.client, vec![s.keys.session(id), s.keys.subs(id)], vec![s.node.as_str()])
+            .evalsha_with_reload(
+                &s.client,
+                vec![s.keys.session(id), s.keys.subs(id)],
+                vec![s.node.as_str(), &since, expected_node, expected_since],
+            )
             .await
             .map_err(|e| s.fail(e))?;
         let Some(parts) = array(v) else { return Ok(()) };
         let mut parts = parts.into_iter();
         let prev = parts.next().as_ref().and_then(text).unwrap_or_default();
-        let names: Vec<(ChannelPattern, Offset)> = parts
+        let mut names: Vec<(ChannelPattern, Offset)> = parts
             .next()
             .map(pairs)
             .unwrap_or_default()
@@ -858,19 +844,35 @@ impl Backend for RedisBackend {
             .filter_map(|(n, c)| Some((ChannelPattern::parse(&n).ok()?, parse_offset(&c).unwrap_or(ZERO))))
             .collect();
         let identity = parts.next().as_ref().and_then(text).filter(|j| !j.is_empty());
+        let unchanged = parts.next().as_ref().and_then(int) == Some(1);
+        // What the node it left sent is in its marks (its own stores may be older).
+        let raised = match marks {
+            Some(m) if unchanged => m.raise(&mut names),
+            _ => Vec::new(),
+        };
+        if !raised.is_empty() {
+            RedisMetrics::inc(&s.metrics.marks_applied);
+        }
         // The node it left stops delivering it; what it queued but never sent is re-read here.
         s.notify(prev, "close", id);
         RedisMetrics::inc(&s.metrics.attaches);
-        let bridged = s.bridge(id, &names, false, true).await;
+        s.bridge(id, &names, false, true).await?;
+        attaching.registered();
+        // The raised starts are the session's own positions from now on: stored with the
+        // next flush, so they outlive this node's marks.
+        if !raised.is_empty() {
+            s.local.lock().unstore(id, &raised);
+        }
         if let Some(json) = identity {
             s.local.lock().set_identity(id, json);
         }
-        bridged
+        Ok(())
     }
 
     fn detach(&self, id: &ClientId) {
         let s = &self.shared;
-        let removed = s.local.lock().remove_session(id);
+        // The session stays attached here as far as Redis knows: the marks stop covering it.
+        let removed = s.local.lock().remove_session(id, true);
         let Some(crate::local::Removed { unstored, unused }) = removed else { return };
         s.release_channels(unused);
         if !unstored.is_empty() {
@@ -914,7 +916,11 @@ impl Backend for RedisBackend {
         let s = &self.shared;
         s.shutdown.cancel();
         s.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.flush()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            s.flush().await;
+            s.store_all().await;
+        })
+        .await;
         let _ = tokio::time::timeout(Duration::from_secs(5), s.tasks.wait()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), s.subscriber.quit()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), s.client.quit()).await;

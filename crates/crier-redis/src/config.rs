@@ -21,7 +21,9 @@ pub struct RedisConfig {
     pub log_retention_secs: u64,
     /// Milliseconds a Redis command may take before it fails (a publish then gets `407`).
     pub command_timeout_ms: u64,
-    /// Milliseconds between background stores of WebSocket sessions' delivery positions.
+    /// Milliseconds between writes of the node's marks: per subscription name, how far every
+    /// socket session attached to the node was sent (one write per node, however many
+    /// sessions). A session that moves after a node crash may get up to this much again.
     pub cursor_flush_ms: u64,
     /// Seconds between liveness probes (PING) of the pub/sub connection; a probe that gets
     /// no answer within three intervals makes the node reconnect and resubscribe.

@@ -81,6 +81,12 @@ impl Keys {
         format!("{}:{{users}}:online", self.prefix)
     }
 
+    /// Hash: subscription name → the least position sent to any session attached to the
+    /// node, plus `_v`, the write's validity number (see `marks`). Expires unless rewritten.
+    pub(crate) fn marks(&self, node: &str) -> String {
+        format!("{}:{{n:{node}}}:marks", self.prefix)
+    }
+
     /// Set: subscription names that had a member when added; pruned lazily when listed.
     pub(crate) fn names(&self) -> String {
         format!("{}:names", self.prefix)
@@ -121,5 +127,6 @@ mod tests {
         assert_eq!(k.name_of(&k.channel(&name)), Some("/a/*"));
         assert_eq!(k.name_of("other:{c:/a}"), None);
         assert_eq!(k.name_of(&k.node("n1")), None);
+        assert_eq!(k.marks("n1"), "crier:{n:n1}:marks");
     }
 }

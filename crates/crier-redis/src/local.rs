@@ -21,6 +21,7 @@ use crier_engine::Delivery;
 use crier_protocol::{ChannelPattern, ClientId};
 
 use crate::codec::Offset;
+use crate::marks::{MarkBook, MarkWrite};
 
 /// Message ids remembered per session to recognise copies arriving through other names.
 const RECENT: usize = 128;
@@ -43,6 +44,8 @@ struct SessionState {
     recent: VecDeque<u64>,
     /// The session's identity as stored in Redis (JSON), to write back after data loss.
     identity: Option<String>,
+    /// The `since` its attach here recorded in Redis (see `marks`), once it is registered.
+    since: Option<u64>,
 }
 
 /// What forgetting a session left to do.
@@ -58,9 +61,12 @@ pub(crate) struct Removed {
 pub(crate) struct Local {
     sessions: HashMap<ClientId, SessionState>,
     names: HashMap<ChannelPattern, HashSet<ClientId>>,
-    /// Sessions with positions sent but not yet stored.
+    /// Sessions whose positions must be stored again (a store failed). Positions sent
+    /// otherwise reach Redis through the node's marks, or when the session leaves.
     dirty: HashSet<ClientId>,
     pending_limit: usize,
+    /// The node's marks: what was written, and what is in flight (see `marks`).
+    pub(crate) marks: MarkBook,
 }
 
 impl Local {
@@ -156,26 +162,18 @@ impl Local {
         let Some(st) = self.sessions.get_mut(id) else { return out };
         // Stable: each name's entries keep their log order.
         entries.sort_by_key(|d| d.position.as_ref().map(|p| p.offset));
-        let mut dirty = false;
         for d in entries {
-            match accept(st, &d) {
-                Accepted::Take => out.push(d),
-                Accepted::SkipMoved => dirty = true,
-                Accepted::Skip => {}
+            if accept(st, &d) == Accepted::Take {
+                out.push(d);
             }
         }
         st.bridging = st.bridging.saturating_sub(1);
         if st.bridging == 0 {
             while let Some(d) = st.pending.pop_front() {
-                match accept(st, &d) {
-                    Accepted::Take => out.push(d),
-                    Accepted::SkipMoved => dirty = true,
-                    Accepted::Skip => {}
+                if accept(st, &d) == Accepted::Take {
+                    out.push(d);
                 }
             }
-        }
-        if dirty {
-            self.dirty.insert(id.clone());
         }
         out
     }
@@ -195,14 +193,8 @@ impl Local {
                     dropped += 1;
                 }
                 st.pending.push_back(d.clone());
-            } else {
-                match accept(st, d) {
-                    Accepted::Take => recipients.push(id.clone()),
-                    Accepted::SkipMoved => {
-                        self.dirty.insert(id.clone());
-                    }
-                    Accepted::Skip => {}
-                }
+            } else if accept(st, d) == Accepted::Take {
+                recipients.push(id.clone());
             }
         }
         (recipients, dropped)
@@ -217,10 +209,22 @@ impl Local {
         self.release(id, names)
     }
 
+    /// Records the `since` of the session's attach here, now that it is registered.
+    pub(crate) fn set_since(&mut self, id: &ClientId, since: u64) {
+        if let Some(st) = self.sessions.get_mut(id) {
+            st.since = Some(since);
+        }
+    }
+
     /// Forgets a session; returns its unstored positions and the names nobody needs now.
-    pub(crate) fn remove_session(&mut self, id: &ClientId) -> Option<Removed> {
+    /// `disown`: Redis may still record it as attached here (it did not move, and was not
+    /// destroyed), so the marks must stop covering it (see `marks`).
+    pub(crate) fn remove_session(&mut self, id: &ClientId, disown: bool) -> Option<Removed> {
         let st = self.sessions.remove(id)?;
         self.dirty.remove(id);
+        if disown && let Some(since) = st.since {
+            self.marks.disown(id, since);
+        }
         let unstored = st.subs.iter().filter(|(_, c)| c.sent > c.stored).map(|(n, c)| (n.clone(), c.sent)).collect();
         let names: Vec<ChannelPattern> = st.subs.into_keys().collect();
         Some(Removed { unstored, unused: self.release(id, &names) })
@@ -240,7 +244,7 @@ impl Local {
         unused
     }
 
-    /// Records deliveries handed to the client.
+    /// Records deliveries handed to the client; whether a position moved.
     pub(crate) fn record_sent(&mut self, id: &ClientId, items: &[Arc<Delivery>]) -> bool {
         let Some(st) = self.sessions.get_mut(id) else { return false };
         let mut changed = false;
@@ -253,10 +257,29 @@ impl Local {
                 changed = true;
             }
         }
-        if changed {
-            self.dirty.insert(id.clone());
-        }
         changed
+    }
+
+    /// Numbers the next mark write: per name held here, the least position sent to any
+    /// session attached here (under the same lock as attaches, so none is half-counted).
+    pub(crate) fn take_marks(&mut self) -> MarkWrite {
+        let mut current = HashMap::with_capacity(self.names.len());
+        for (name, ids) in &self.names {
+            let least = ids.iter().filter_map(|id| self.sessions.get(id)?.subs.get(name)).map(|c| c.sent).min();
+            if let Some(least) = least {
+                current.insert(name.clone(), least);
+            }
+        }
+        self.marks.write(current)
+    }
+
+    /// Sessions with positions sent but not stored (to store them all before shutting down).
+    pub(crate) fn unstored_sessions(&self) -> Vec<ClientId> {
+        self.sessions
+            .iter()
+            .filter(|(_, st)| st.subs.values().any(|c| c.sent > c.stored))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Takes a session's positions not yet stored, marking them stored.
@@ -284,7 +307,7 @@ impl Local {
         self.dirty.insert(id.clone());
     }
 
-    /// Sessions with positions to store.
+    /// Sessions whose positions must be stored again.
     pub(crate) fn take_dirty(&mut self) -> Vec<ClientId> {
         self.dirty.drain().collect()
     }
@@ -294,10 +317,9 @@ impl Local {
 enum Accepted {
     /// Queue it for the session.
     Take,
-    /// Already had (or not subscribed).
+    /// Already had (or not subscribed). A copy had through another name may move the
+    /// name's `sent` position past it.
     Skip,
-    /// A copy already had through another name; the name's `sent` position moved past it.
-    SkipMoved,
 }
 
 /// Whether a session takes a delivery now (see the module docs for the rules).
@@ -317,7 +339,6 @@ fn accept(st: &mut SessionState, d: &Arc<Delivery>) -> Accepted {
         // Nothing taken through this name waits to be sent: resuming may start after it.
         if caught_up {
             c.sent = p.offset;
-            return Accepted::SkipMoved;
         }
         return Accepted::Skip;
     }
@@ -368,7 +389,8 @@ mod tests {
         assert_eq!(via_exact, vec![a.clone()]);
         assert!(via_wild.is_empty(), "the second copy is skipped");
         // The skipped copy moved the wildcard's position (nothing else waits there).
-        assert_eq!(l.take_dirty(), vec![a.clone()]);
+        let marks = l.take_marks();
+        assert!(marks.set.contains(&(name("/a/*"), (1, 0))), "{marks:?}");
         // A message only the wildcard matches comes through it.
         assert_eq!(l.on_live(&d("/a/*", 2, 8, "/a/c")).0, vec![a.clone()]);
         // A bridge reading both logs takes each message once, in publish order.
@@ -412,6 +434,28 @@ mod tests {
     }
 
     #[test]
+    fn a_mark_is_the_least_position_any_attached_session_was_sent() {
+        let mut l = Local::new(100);
+        let (a, b) = (id(5), id(6));
+        for s in [&a, &b] {
+            l.begin_bridge(s, &[(name("/m"), (2, 0))], false, true);
+            l.end_bridge(s, Vec::new());
+        }
+        let (m3, m4) = (d("/m", 3, 1, "/m"), d("/m", 4, 2, "/m"));
+        assert_eq!(l.on_live(&m3).0.len(), 2);
+        assert_eq!(l.on_live(&m4).0.len(), 2);
+        l.record_sent(&a, &[m3.clone(), m4]);
+        l.record_sent(&b, &[m3]);
+        // b still has 4 to send: a move of either replays from 3, never skips 4.
+        assert_eq!(l.take_marks().set, vec![(name("/m"), (3, 0))]);
+        // b leaves: a alone sets it.
+        l.remove_session(&b, false);
+        assert_eq!(l.take_marks().set, vec![(name("/m"), (4, 0))]);
+        l.remove_session(&a, false);
+        assert_eq!(l.take_marks().gone, vec![name("/m")]);
+    }
+
+    #[test]
     fn sent_positions_are_recorded_and_taken_once() {
         let mut l = Local::new(100);
         let a = id(3);
@@ -420,14 +464,18 @@ mod tests {
         let m = d("/s", 4, 1, "/s");
         assert_eq!(l.on_live(&m).0.len(), 1);
         assert!(l.record_sent(&a, &[m]));
-        assert_eq!(l.take_dirty(), vec![a.clone()]);
+        // Reaches Redis through the node's marks, or when the session leaves.
+        assert!(l.take_dirty().is_empty());
+        assert_eq!(l.unstored_sessions(), vec![a.clone()]);
+        assert_eq!(l.take_marks().set, vec![(name("/s"), (4, 0))]);
         assert_eq!(l.take_unstored(&a), vec![(name("/s"), (4, 0))]);
         assert!(l.take_unstored(&a).is_empty());
+        assert!(l.unstored_sessions().is_empty());
         // A failed store is kept for the next flush.
         l.unstore(&a, &[(name("/s"), (4, 0))]);
         assert_eq!(l.take_dirty(), vec![a.clone()]);
         assert_eq!(l.take_unstored(&a), vec![(name("/s"), (4, 0))]);
-        let removed = l.remove_session(&a).expect("attached");
+        let removed = l.remove_session(&a, false).expect("attached");
         assert!(removed.unstored.is_empty());
         assert_eq!(removed.unused, vec![name("/s")]);
         assert!(!l.wants(&name("/s")));

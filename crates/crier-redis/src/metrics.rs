@@ -16,6 +16,8 @@ pub(crate) struct RedisMetrics {
     pub(crate) recoveries: AtomicU64,
     pub(crate) sessions_restored: AtomicU64,
     pub(crate) control_messages: AtomicU64,
+    pub(crate) mark_writes: AtomicU64,
+    pub(crate) marks_applied: AtomicU64,
 }
 
 impl RedisMetrics {
@@ -65,6 +67,16 @@ impl RedisMetrics {
                 "crier_redis_control_messages_total",
                 "Control messages received from other nodes.",
                 g(&self.control_messages),
+            ),
+            (
+                "crier_redis_mark_writes_total",
+                "Writes of this node's marks (how far its sessions were sent, per name).",
+                g(&self.mark_writes),
+            ),
+            (
+                "crier_redis_marks_applied_total",
+                "Sessions that moved here and resumed after their previous node's marks.",
+                g(&self.marks_applied),
             ),
         ]
     }

@@ -33,12 +33,17 @@ return last[1][1]
 
 /// Subscribe, session side: record the name with its starting cursor if the session exists.
 ///
-/// KEYS: info, subs. ARGV: name, cursor. Returns nil if the session is gone, else
-/// {1 if new else 0, attached node}.
+/// A subscribe through another node than the attached one clears the session's `since`:
+/// the attached node's marks do not cover the new name until the session attaches again.
+///
+/// KEYS: info, subs. ARGV: name, cursor, calling node. Returns nil if the session is gone,
+/// else {1 if new else 0, attached node}.
 const SUBSCRIBE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
-return {new, redis.call('HGET', KEYS[1], 'node') or ''}
+local node = redis.call('HGET', KEYS[1], 'node') or ''
+if node ~= ARGV[3] then redis.call('HDEL', KEYS[1], 'since') end
+return {new, node}
 "#;
 
 /// Unsubscribe, session side. KEYS: info, subs. ARGV: name.
@@ -48,13 +53,45 @@ local removed = redis.call('HDEL', KEYS[2], ARGV[1])
 return {removed, redis.call('HGET', KEYS[1], 'node') or ''}
 "#;
 
-/// Attach a session to a node. KEYS: info, subs. ARGV: node.
-/// Returns nil if the session is gone, else {previous node, {name, cursor, ...}, identity}.
+/// Attach a session to a node. KEYS: info, subs. ARGV: node, since (see `marks`), and the
+/// node and since the caller read before (whose marks it may use). Returns nil if the
+/// session is gone, else {previous node, {name, cursor, ...}, identity, 1 if the previous
+/// node and since were the ones read else 0}.
 const ATTACH: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local prev = redis.call('HGET', KEYS[1], 'node') or ''
-redis.call('HSET', KEYS[1], 'node', ARGV[1])
-return {prev, redis.call('HGETALL', KEYS[2]), redis.call('HGET', KEYS[1], 'identity') or ''}
+local since = redis.call('HGET', KEYS[1], 'since') or ''
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'since', ARGV[2])
+local unchanged = 0
+if prev == ARGV[3] and since == ARGV[4] then unchanged = 1 end
+return {prev, redis.call('HGETALL', KEYS[2]), redis.call('HGET', KEYS[1], 'identity') or '', unchanged}
+"#;
+
+/// A node dropped a session: clear its `since` if Redis still records it as attached to
+/// that node since then (see `marks`). KEYS: info. ARGV: node, since.
+const DISOWN: &str = r#"
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] and redis.call('HGET', KEYS[1], 'since') == ARGV[2] then
+  redis.call('HDEL', KEYS[1], 'since')
+end
+return 1
+"#;
+
+/// Write a node's marks (see `marks`). KEYS: marks. ARGV: TTL (ms), 1 to delete the hash
+/// first, the number of names to delete, those names, then field, value, ... (`_v` among
+/// them). Written in chunks: Lua's `unpack` has a limit on how many values it returns.
+const MARKS: &str = r#"
+if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
+local gone = tonumber(ARGV[3])
+local first = 4
+for i = first, first + gone - 1, 500 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 499, first + gone - 1)))
+end
+first = first + gone
+for i = first, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
 "#;
 
 /// Bind an identity (JSON) to an existing session. KEYS: info. ARGV: identity.
@@ -159,6 +196,8 @@ pub(crate) struct Scripts {
     pub(crate) attach: Script,
     pub(crate) destroy: Script,
     pub(crate) cursors: Script,
+    pub(crate) marks: Script,
+    pub(crate) disown: Script,
     pub(crate) restore: Script,
     pub(crate) identify: Script,
     pub(crate) presence: Script,
@@ -167,7 +206,7 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// Every script, to load them all up front.
-    pub(crate) fn all(&self) -> [&Script; 11] {
+    pub(crate) fn all(&self) -> [&Script; 13] {
         [
             &self.publish,
             &self.join,
@@ -176,6 +215,8 @@ impl Scripts {
             &self.attach,
             &self.destroy,
             &self.cursors,
+            &self.marks,
+            &self.disown,
             &self.restore,
             &self.identify,
             &self.presence,
@@ -192,6 +233,8 @@ impl Scripts {
             attach: Script::from_lua(ATTACH),
             destroy: Script::from_lua(DESTROY),
             cursors: Script::from_lua(CURSORS),
+            marks: Script::from_lua(MARKS),
+            disown: Script::from_lua(DISOWN),
             restore: Script::from_lua(RESTORE),
             identify: Script::from_lua(IDENTIFY),
             presence: Script::from_lua(PRESENCE),

@@ -1,0 +1,146 @@
+//! Node marks through the backend API, on a real `redis-server`: two nodes, sessions whose
+//! delivery positions the test controls, moves between the nodes.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crier_engine::{Backend, Delivery, DeliverySink, Durability};
+use crier_protocol::{ChannelName, ChannelPattern, ClientId, Message};
+use crier_redis::testing::{RedisServer, unique_prefix};
+use crier_redis::{RedisBackend, RedisConfig};
+
+fn redis() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
+/// Collects what a node hands to its sessions.
+#[derive(Default)]
+struct Sink(Mutex<Vec<(ClientId, Arc<Delivery>)>>);
+
+impl DeliverySink for Sink {
+    fn deliver(&self, sessions: &[ClientId], delivery: &Arc<Delivery>) {
+        let mut got = self.0.lock().expect("sink");
+        got.extend(sessions.iter().map(|s| (s.clone(), delivery.clone())));
+    }
+
+    fn close(&self, _session: &ClientId) {}
+}
+
+impl Sink {
+    fn of(&self, id: &ClientId) -> Vec<Arc<Delivery>> {
+        self.0.lock().expect("sink").iter().filter(|(s, _)| s == id).map(|(_, d)| d.clone()).collect()
+    }
+
+    fn seqs(&self, id: &ClientId) -> Vec<u64> {
+        self.of(id).iter().map(|d| d.seq).collect()
+    }
+}
+
+async fn node(prefix: &str) -> (RedisBackend, Arc<Sink>) {
+    let config =
+        RedisConfig { url: redis().url(), prefix: prefix.to_owned(), cursor_flush_ms: 50, ..RedisConfig::default() };
+    let backend = RedisBackend::connect(config, Duration::from_secs(20)).await.expect("redis backend connects");
+    let sink = Arc::new(Sink::default());
+    backend.bind(sink.clone());
+    (backend, sink)
+}
+
+fn mark_writes(b: &RedisBackend) -> i64 {
+    b.metrics().iter().find(|(n, _, _)| *n == "crier_redis_mark_writes_total").map(|(_, _, v)| *v).unwrap_or(0)
+}
+
+/// Waits for two more mark writes, so one was computed wholly after the call.
+async fn two_mark_writes(b: &RedisBackend) {
+    let start = mark_writes(b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while mark_writes(b) < start + 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no mark writes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn until_delivered(sink: &Sink, id: &ClientId, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sink.of(id).len() < n {
+        assert!(tokio::time::Instant::now() < deadline, "{} of {n} delivered", sink.of(id).len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Node A holds sessions X and Y on `/n`; Y was sent all ten messages, X only five. A then
+/// drops X while Redis still records X as attached to A (an engine-level detach), so A's
+/// marks, computed from Y alone, are ahead of X. When X attaches to B, it must still get
+/// messages 6 to 10: A stopped vouching for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_drops_a_session_stops_vouching_for_it() {
+    let prefix = unique_prefix("marks");
+    let (a, a_sink) = node(&prefix).await;
+    let (b, b_sink) = node(&prefix).await;
+    let (x, y) = (ClientId::from_random([1; 20]), ClientId::from_random([2; 20]));
+    let name = ChannelPattern::parse("/n").expect("valid");
+    let channel = ChannelName::parse("/n").expect("valid");
+    for id in [&x, &y] {
+        a.create_session(id, now()).await.expect("create");
+        a.attach(id).await.expect("attach");
+        a.subscribe(id, &name).await.expect("subscribe");
+    }
+    for seq in 1..=10 {
+        a.publish(&channel, Delivery::new(seq, channel.clone(), Message::new(), now())).await.expect("publish");
+    }
+    until_delivered(&a_sink, &x, 10).await;
+    until_delivered(&a_sink, &y, 10).await;
+    a.sent(&y, &a_sink.of(&y), Durability::Soon).await.expect("sent");
+    a.sent(&x, &a_sink.of(&x)[..5], Durability::Soon).await.expect("sent");
+    two_mark_writes(&a).await;
+
+    a.detach(&x);
+    two_mark_writes(&a).await;
+    b.attach(&x).await.expect("attach at b");
+    until_delivered(&b_sink, &x, 5).await;
+    assert_eq!(b_sink.seqs(&x), vec![6, 7, 8, 9, 10]);
+
+    // And a session A still holds moves with A's marks: Y replays nothing.
+    b.attach(&y).await.expect("attach y at b");
+    assert_eq!(b.metrics().iter().find(|(n, _, _)| *n == "crier_redis_marks_applied_total").map(|m| m.2), Some(1));
+    assert!(b_sink.seqs(&y).is_empty(), "{:?}", b_sink.seqs(&y));
+    a.close().await;
+    b.close().await;
+}
+
+/// Two sessions on one node, one lagging: the node's mark is the lagging one's position, so
+/// a move of either replays from there and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_session_holds_its_nodes_mark_back() {
+    let prefix = unique_prefix("marks");
+    let (a, a_sink) = node(&prefix).await;
+    let (b, b_sink) = node(&prefix).await;
+    let (x, y) = (ClientId::from_random([3; 20]), ClientId::from_random([4; 20]));
+    let name = ChannelPattern::parse("/lag").expect("valid");
+    let channel = ChannelName::parse("/lag").expect("valid");
+    for id in [&x, &y] {
+        a.create_session(id, now()).await.expect("create");
+        a.attach(id).await.expect("attach");
+        a.subscribe(id, &name).await.expect("subscribe");
+    }
+    for seq in 1..=6 {
+        a.publish(&channel, Delivery::new(seq, channel.clone(), Message::new(), now())).await.expect("publish");
+    }
+    until_delivered(&a_sink, &x, 6).await;
+    until_delivered(&a_sink, &y, 6).await;
+    a.sent(&x, &a_sink.of(&x), Durability::Soon).await.expect("sent");
+    a.sent(&y, &a_sink.of(&y)[..2], Durability::Soon).await.expect("sent");
+    two_mark_writes(&a).await;
+    // Both move to B, which reads A's marks before A hears of each move.
+    b.attach(&x).await.expect("attach x");
+    b.attach(&y).await.expect("attach y");
+    until_delivered(&b_sink, &y, 4).await;
+    until_delivered(&b_sink, &x, 4).await;
+    assert_eq!(b_sink.seqs(&y), vec![3, 4, 5, 6], "the lagging session gets what it was not sent");
+    assert_eq!(b_sink.seqs(&x), vec![3, 4, 5, 6], "the other replays from the shared mark");
+    b.close().await;
+}
