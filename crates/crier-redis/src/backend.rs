@@ -664,8 +664,9 @@ impl Backend for RedisBackend {
         let s = &self.shared;
         let _session = s.lock_session(id).await;
         // Until the session is registered here under the name, the name's mark may not
-        // pass the subscription's start.
-        let _joining = Joining::begin(s, pattern);
+        // pass the subscription's start; if this fails half-way, the marks stop covering
+        // the session.
+        let joining = Joining::begin(s, id, pattern);
         let cursor = s.join(id, pattern).await?;
         let v: Value = s
             .scripts
@@ -699,6 +700,7 @@ impl Backend for RedisBackend {
         } else {
             s.notify(node, "sync", id);
         }
+        joining.done();
         Ok(new)
     }
 
@@ -816,13 +818,13 @@ impl Backend for RedisBackend {
         let s = &self.shared;
         let _session = s.lock_session(id).await;
         // Until the session is registered here, this node's marks must not cover it.
-        let attaching = Attaching::begin(s, id);
+        let mut attaching = Attaching::begin(s, id);
         let since = attaching.since.to_string();
         // The node it leaves, and that node's marks for its names, read before the attach:
         // they count the session only while Redis still names that node (see `marks`).
-        let marks = s.peek_marks(id).await;
-        let (expected_node, expected_since) =
-            marks.as_ref().map(|m| (m.node.as_str(), m.since.as_str())).unwrap_or(("", ""));
+        let leaving = s.peek_marks(id).await;
+        attaching.leaving(&leaving.node);
+        let (expected_node, expected_since) = (leaving.node.as_str(), leaving.since.as_str());
         let v: Value = s
             .scripts
             .attach
@@ -846,10 +848,7 @@ impl Backend for RedisBackend {
         let identity = parts.next().as_ref().and_then(text).filter(|j| !j.is_empty());
         let unchanged = parts.next().as_ref().and_then(int) == Some(1);
         // What the node it left sent is in its marks (its own stores may be older).
-        let raised = match marks {
-            Some(m) if unchanged => m.raise(&mut names),
-            _ => Vec::new(),
-        };
+        let raised = if unchanged { leaving.raise(&mut names) } else { Vec::new() };
         if !raised.is_empty() {
             RedisMetrics::inc(&s.metrics.marks_applied);
         }
@@ -916,11 +915,10 @@ impl Backend for RedisBackend {
         let s = &self.shared;
         s.shutdown.cancel();
         s.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            s.flush().await;
-            s.store_all().await;
-        })
-        .await;
+        // Each with its own bound: a slow flush must not leave sessions without their own
+        // positions (marks are only a lower bound).
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.flush()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.store_all()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), s.tasks.wait()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), s.subscriber.quit()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), s.client.quit()).await;

@@ -67,6 +67,11 @@ pub(crate) struct Local {
     pending_limit: usize,
     /// The node's marks: what was written, and what is in flight (see `marks`).
     pub(crate) marks: MarkBook,
+    /// Per name held here, the least position sent to its sessions, as of the last mark
+    /// write; `stale` names were touched since (recomputed at the next write only, so an
+    /// idle node's writes cost nothing per session).
+    least: HashMap<ChannelPattern, Offset>,
+    stale: HashSet<ChannelPattern>,
 }
 
 impl Local {
@@ -134,6 +139,7 @@ impl Local {
         for (name, start) in names {
             st.subs.entry(name.clone()).or_insert(Cursor { queued: *start, sent: *start, stored: *start });
             self.names.entry(name.clone()).or_default().insert(id.clone());
+            self.stale.insert(name.clone());
         }
         Some(if all {
             st.subs.iter().map(|(n, c)| (n.clone(), c.queued)).collect()
@@ -162,19 +168,25 @@ impl Local {
         let Some(st) = self.sessions.get_mut(id) else { return out };
         // Stable: each name's entries keep their log order.
         entries.sort_by_key(|d| d.position.as_ref().map(|p| p.offset));
+        let mut moved = Vec::new();
         for d in entries {
-            if accept(st, &d) == Accepted::Take {
-                out.push(d);
+            match accept(st, &d) {
+                Accepted::Take => out.push(d),
+                Accepted::SkipMoved(name) => moved.push(name),
+                Accepted::Skip => {}
             }
         }
         st.bridging = st.bridging.saturating_sub(1);
         if st.bridging == 0 {
             while let Some(d) = st.pending.pop_front() {
-                if accept(st, &d) == Accepted::Take {
-                    out.push(d);
+                match accept(st, &d) {
+                    Accepted::Take => out.push(d),
+                    Accepted::SkipMoved(name) => moved.push(name),
+                    Accepted::Skip => {}
                 }
             }
         }
+        self.stale.extend(moved);
         out
     }
 
@@ -193,8 +205,14 @@ impl Local {
                     dropped += 1;
                 }
                 st.pending.push_back(d.clone());
-            } else if accept(st, d) == Accepted::Take {
-                recipients.push(id.clone());
+            } else {
+                match accept(st, d) {
+                    Accepted::Take => recipients.push(id.clone()),
+                    Accepted::SkipMoved(name) => {
+                        self.stale.insert(name);
+                    }
+                    Accepted::Skip => {}
+                }
             }
         }
         (recipients, dropped)
@@ -205,14 +223,24 @@ impl Local {
         let Some(st) = self.sessions.get_mut(id) else { return Vec::new() };
         for n in names {
             st.subs.remove(n);
+            self.stale.insert(n.clone());
         }
         self.release(id, names)
     }
 
-    /// Records the `since` of the session's attach here, now that it is registered.
-    pub(crate) fn set_since(&mut self, id: &ClientId, since: u64) {
-        if let Some(st) = self.sessions.get_mut(id) {
-            st.since = Some(since);
+    /// Records the `since` of the session's attach here, now that it is registered; false
+    /// if it is not (dropped meanwhile).
+    pub(crate) fn set_since(&mut self, id: &ClientId, since: u64) -> bool {
+        let Some(st) = self.sessions.get_mut(id) else { return false };
+        st.since = Some(since);
+        true
+    }
+
+    /// Something about the session went wrong after Redis may have recorded it (a subscribe
+    /// that failed half-way): the marks stop covering it, though it stays attached here.
+    pub(crate) fn disown_attached(&mut self, id: &ClientId) {
+        if let Some(since) = self.sessions.get_mut(id).and_then(|st| st.since.take()) {
+            self.marks.disown(id, since);
         }
     }
 
@@ -225,6 +253,7 @@ impl Local {
         if disown && let Some(since) = st.since {
             self.marks.disown(id, since);
         }
+        self.stale.extend(st.subs.keys().cloned());
         let unstored = st.subs.iter().filter(|(_, c)| c.sent > c.stored).map(|(n, c)| (n.clone(), c.sent)).collect();
         let names: Vec<ChannelPattern> = st.subs.into_keys().collect();
         Some(Removed { unstored, unused: self.release(id, &names) })
@@ -255,6 +284,9 @@ impl Local {
             {
                 c.sent = p.offset;
                 changed = true;
+                if !self.stale.contains(&p.name) {
+                    self.stale.insert(p.name.clone());
+                }
             }
         }
         changed
@@ -263,14 +295,16 @@ impl Local {
     /// Numbers the next mark write: per name held here, the least position sent to any
     /// session attached here (under the same lock as attaches, so none is half-counted).
     pub(crate) fn take_marks(&mut self) -> MarkWrite {
-        let mut current = HashMap::with_capacity(self.names.len());
-        for (name, ids) in &self.names {
-            let least = ids.iter().filter_map(|id| self.sessions.get(id)?.subs.get(name)).map(|c| c.sent).min();
-            if let Some(least) = least {
-                current.insert(name.clone(), least);
-            }
+        for name in self.stale.drain() {
+            let least = self.names.get(&name).and_then(|ids| {
+                ids.iter().filter_map(|id| self.sessions.get(id)?.subs.get(&name)).map(|c| c.sent).min()
+            });
+            match least {
+                Some(least) => self.least.insert(name, least),
+                None => self.least.remove(&name),
+            };
         }
-        self.marks.write(current)
+        self.marks.write(&self.least)
     }
 
     /// Sessions with positions sent but not stored (to store them all before shutting down).
@@ -317,9 +351,10 @@ impl Local {
 enum Accepted {
     /// Queue it for the session.
     Take,
-    /// Already had (or not subscribed). A copy had through another name may move the
-    /// name's `sent` position past it.
+    /// Already had (or not subscribed).
     Skip,
+    /// A copy already had through another name; the name's `sent` position moved past it.
+    SkipMoved(ChannelPattern),
 }
 
 /// Whether a session takes a delivery now (see the module docs for the rules).
@@ -339,6 +374,7 @@ fn accept(st: &mut SessionState, d: &Arc<Delivery>) -> Accepted {
         // Nothing taken through this name waits to be sent: resuming may start after it.
         if caught_up {
             c.sent = p.offset;
+            return Accepted::SkipMoved(p.name.clone());
         }
         return Accepted::Skip;
     }

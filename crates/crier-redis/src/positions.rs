@@ -6,6 +6,7 @@
 //! they cover it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crier_engine::BackendError;
 use crier_protocol::{ChannelPattern, ClientId};
@@ -15,7 +16,7 @@ use futures::StreamExt;
 
 use crate::backend::Shared;
 use crate::codec::{Offset, format_offset, parse_offset};
-use crate::marks::VALID_FIELD;
+use crate::marks::{VALID_FIELD, WRITE_FIELD};
 use crate::metrics::RedisMetrics;
 use crate::values::{array, text};
 
@@ -83,8 +84,11 @@ impl Shared {
         let mut args: Vec<String> = Vec::with_capacity(5 + w.gone.len() + 2 * w.set.len());
         args.push(self.retention_ms.to_string());
         args.push(if w.full { "1" } else { "0" }.to_owned());
+        args.push(w.writes.to_string());
         args.push(w.gone.len().to_string());
         args.extend(w.gone.iter().map(|n| n.as_str().to_owned()));
+        args.push(WRITE_FIELD.to_owned());
+        args.push(w.writes.to_string());
         args.push(VALID_FIELD.to_owned());
         args.push(w.valid.to_string());
         for (n, o) in &w.set {
@@ -105,75 +109,77 @@ impl Shared {
 
     /// Before attaching a session here: the node Redis records it on, that attach's
     /// `since`, and that node's marks for the session's names if its latest write covers
-    /// the session. `None` if it is new, already recorded here, or not covered.
-    pub(crate) async fn peek_marks(&self, id: &ClientId) -> Option<PrevMarks> {
+    /// the session (none if the session is new, already recorded here, or not covered).
+    pub(crate) async fn peek_marks(&self, id: &ClientId) -> PrevMarks {
+        let mut prev = PrevMarks::default();
         let read = async {
             let info: Vec<Option<String>> = self.client.hmget(self.keys.session(id), vec!["node", "since"]).await?;
             let mut info = info.into_iter();
-            let (Some(Some(node)), Some(Some(since))) = (info.next(), info.next()) else { return Ok(None) };
-            if node == self.node || node.is_empty() {
-                return Ok(None);
+            prev.node = info.next().flatten().unwrap_or_default();
+            prev.since = info.next().flatten().unwrap_or_default();
+            if prev.node == self.node || prev.node.is_empty() {
+                return Ok(());
             }
-            let Ok(since_n) = since.parse::<u64>() else { return Ok(None) };
+            let Ok(since) = prev.since.parse::<u64>() else { return Ok(()) };
             let names: Vec<String> = self.client.hkeys(self.keys.subs(id)).await?;
             if names.is_empty() {
-                return Ok(None);
+                return Ok(());
             }
             let mut fields = Vec::with_capacity(names.len() + 1);
             fields.push(VALID_FIELD.to_owned());
             fields.extend(names.iter().cloned());
-            let values: Value = self.client.hmget(self.keys.marks(&node), fields).await?;
+            let values: Value = self.client.hmget(self.keys.marks(&prev.node), fields).await?;
             let mut values = array(values).unwrap_or_default().into_iter().map(|v| text(&v));
             let valid = values.next().flatten().and_then(|v| v.parse::<u64>().ok());
             // Written before the session's attach there, or while it was in flight.
-            if valid.is_none_or(|v| v <= since_n) {
-                return Ok(None);
+            if valid.is_none_or(|v| v <= since) {
+                return Ok(());
             }
-            let marks = names
+            prev.marks = names
                 .iter()
                 .zip(values)
                 .filter_map(|(n, m)| Some((ChannelPattern::parse(n).ok()?, parse_offset(&m?)?)))
                 .collect();
-            Ok::<_, fred::error::Error>(Some(PrevMarks { node, since, marks }))
+            Ok::<_, fred::error::Error>(())
         };
-        match read.await {
-            Ok(m) => m,
-            Err(e) => {
-                // Only a lower bound is lost: the session may get duplicates, never gaps.
-                tracing::debug!(client_id = %id, error = %e, "reading the previous node's marks failed");
-                self.fail(e);
-                None
-            }
+        if let Err(e) = read.await {
+            // Only a lower bound is lost: the session may get duplicates, never gaps.
+            tracing::debug!(client_id = %id, error = %e, "reading the previous node's marks failed");
+            self.fail(e);
+            prev.marks.clear();
         }
+        prev
     }
 
     /// Clears, in Redis, the `since` of sessions this node dropped while Redis may still
     /// record them as attached here; until then the marks do not cover newer attaches.
     async fn clear_disowned(&self) {
         let disowned = self.local.lock().marks.disowned();
-        for (id, since) in disowned {
-            let cleared: Result<Value, _> = self
-                .scripts
-                .disown
-                .evalsha_with_reload(
-                    &self.client,
-                    vec![self.keys.session(&id)],
-                    vec![self.node.clone(), since.to_string()],
-                )
-                .await;
-            match cleared {
-                Ok(_) => self.local.lock().marks.cleared(&id, since),
-                Err(e) => {
-                    tracing::debug!(client_id = %id, error = %e, "clearing a dropped session's since failed");
-                    self.fail(e);
+        futures::stream::iter(disowned)
+            .for_each_concurrent(16, |(id, since)| async move {
+                let cleared: Result<Value, _> = self
+                    .scripts
+                    .disown
+                    .evalsha_with_reload(
+                        &self.client,
+                        vec![self.keys.session(&id)],
+                        vec![self.node.clone(), since.to_string()],
+                    )
+                    .await;
+                match cleared {
+                    Ok(_) => self.local.lock().marks.cleared(&id, since),
+                    Err(e) => {
+                        tracing::debug!(client_id = %id, error = %e, "clearing a dropped session's since failed");
+                        self.fail(e);
+                    }
                 }
-            }
-        }
+            })
+            .await;
     }
 }
 
-/// The marks of the node a session is leaving, read before the attach.
-#[derive(Debug)]
+/// The node a session is leaving and its marks, read before the attach.
+#[derive(Debug, Default)]
 pub(crate) struct PrevMarks {
     pub(crate) node: String,
     pub(crate) since: String,
@@ -198,26 +204,38 @@ impl PrevMarks {
 
 /// An attach in flight: while it lives, mark writes do not cover the session (its names
 /// are not known here yet). Dropped before [`Attaching::registered`] (the attach failed or
-/// was abandoned), Redis may record the session here anyway: it is disowned.
+/// was abandoned), Redis may record the session here anyway: it is disowned, and the node
+/// it was leaving is told to check who holds it now.
 pub(crate) struct Attaching<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     id: ClientId,
     token: u64,
     /// Mark writes this node started before the attach: recorded as the session's `since`.
     pub(crate) since: u64,
+    leaving: Option<String>,
     done: bool,
 }
 
 impl<'a> Attaching<'a> {
-    pub(crate) fn begin(shared: &'a Shared, id: &ClientId) -> Self {
+    pub(crate) fn begin(shared: &'a Arc<Shared>, id: &ClientId) -> Self {
         let (token, since) = shared.local.lock().marks.begin_attach();
-        Attaching { shared, id: id.clone(), token, since, done: false }
+        Attaching { shared, id: id.clone(), token, since, leaving: None, done: false }
     }
 
-    /// The session is registered here with all its names: later writes cover it.
+    /// The node Redis recorded the session on before this attach.
+    pub(crate) fn leaving(&mut self, node: &str) {
+        if !node.is_empty() && node != self.shared.node {
+            self.leaving = Some(node.to_owned());
+        }
+    }
+
+    /// The session is registered here with all its names: later writes cover it (unless it
+    /// was dropped again meanwhile).
     pub(crate) fn registered(mut self) {
         let mut local = self.shared.local.lock();
-        local.set_since(&self.id, self.since);
+        if !local.set_since(&self.id, self.since) {
+            local.marks.disown(&self.id, self.since);
+        }
         local.marks.end_attach(self.token);
         self.done = true;
     }
@@ -225,29 +243,49 @@ impl<'a> Attaching<'a> {
 
 impl Drop for Attaching<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if self.done {
+            return;
+        }
+        {
             let mut local = self.shared.local.lock();
             local.marks.disown(&self.id, self.since);
             local.marks.end_attach(self.token);
         }
+        // If the attach script ran, that node must stop holding the session (it checks
+        // with Redis first, so a needless `close` is harmless).
+        if let Some(node) = self.leaving.take() {
+            self.shared.notify(node, "close", &self.id);
+        }
     }
 }
 
-/// A subscribe in flight here: the name's mark cannot rise past where it was.
+/// A subscribe in flight here: the name's mark cannot rise past where it was. Dropped
+/// before [`Joining::done`], the subscription may be in Redis but not registered here: the
+/// marks stop covering the session.
 pub(crate) struct Joining<'a> {
     shared: &'a Shared,
+    id: ClientId,
     name: ChannelPattern,
+    done: bool,
 }
 
 impl<'a> Joining<'a> {
-    pub(crate) fn begin(shared: &'a Shared, name: &ChannelPattern) -> Self {
+    pub(crate) fn begin(shared: &'a Shared, id: &ClientId, name: &ChannelPattern) -> Self {
         shared.local.lock().marks.begin_join(name);
-        Joining { shared, name: name.clone() }
+        Joining { shared, id: id.clone(), name: name.clone(), done: false }
+    }
+
+    pub(crate) fn done(mut self) {
+        self.done = true;
     }
 }
 
 impl Drop for Joining<'_> {
     fn drop(&mut self) {
-        self.shared.local.lock().marks.end_join(&self.name);
+        let mut local = self.shared.local.lock();
+        local.marks.end_join(&self.name);
+        if !self.done {
+            local.disown_attached(&self.id);
+        }
     }
 }

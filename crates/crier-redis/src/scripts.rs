@@ -68,21 +68,26 @@ return {prev, redis.call('HGETALL', KEYS[2]), redis.call('HGET', KEYS[1], 'ident
 "#;
 
 /// A node dropped a session: clear its `since` if Redis still records it as attached to
-/// that node since then (see `marks`). KEYS: info. ARGV: node, since.
+/// that node since then or later (see `marks`). KEYS: info. ARGV: node, since.
 const DISOWN: &str = r#"
-if redis.call('HGET', KEYS[1], 'node') == ARGV[1] and redis.call('HGET', KEYS[1], 'since') == ARGV[2] then
-  redis.call('HDEL', KEYS[1], 'since')
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+  local since = tonumber(redis.call('HGET', KEYS[1], 'since') or '')
+  if since and since >= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[1], 'since') end
 end
 return 1
 "#;
 
 /// Write a node's marks (see `marks`). KEYS: marks. ARGV: TTL (ms), 1 to delete the hash
-/// first, the number of names to delete, those names, then field, value, ... (`_v` among
-/// them). Written in chunks: Lua's `unpack` has a limit on how many values it returns.
+/// first, the write's number (an older write than the hash's `_w`, arriving late, is
+/// ignored), the number of names to delete, those names, then field, value, ... (`_w` and
+/// `_v` among them). Written in
+/// chunks: Lua's `unpack` has a limit on how many values it returns.
 const MARKS: &str = r#"
+local last = tonumber(redis.call('HGET', KEYS[1], '_w') or '0')
+if last >= tonumber(ARGV[3]) then return 0 end
 if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
-local gone = tonumber(ARGV[3])
-local first = 4
+local gone = tonumber(ARGV[4])
+local first = 5
 for i = first, first + gone - 1, 500 do
   redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 499, first + gone - 1)))
 end
