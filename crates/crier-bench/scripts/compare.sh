@@ -117,7 +117,7 @@ single() {
 }
 
 cluster() {
-    start_redis; REDIS_PID=$LAST
+    [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
     for server in $SERVERS; do
         local sweep=$SWEEP_CRIER
         [ "$server" = faye ] && sweep=$SWEEP_FAYE
