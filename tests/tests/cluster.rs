@@ -186,14 +186,7 @@ async fn socket_subscribers_add_no_redis_commands_per_subscriber() {
         }))
         .await;
         assert!(got.iter().all(|n| *n == MESSAGES as usize), "every socket got every message: {got:?}");
-        let writes = metric(&c.nodes[0], "crier_redis_mark_writes_total").await;
-        assert!(
-            eventually(Duration::from_secs(10), || async {
-                metric(&c.nodes[0], "crier_redis_mark_writes_total").await >= writes + 2.0
-            })
-            .await,
-            "the subscribers' node writes its marks"
-        );
+        two_mark_writes(&c.nodes[0]).await;
         let all = total_calls(redis());
         per_publish.push((subscribers, all as f64 / MESSAGES as f64));
     }
@@ -218,14 +211,7 @@ async fn a_socket_session_moving_nodes_resumes_after_what_it_was_sent() {
         publish(&c.url(1), channel, json!(i)).await;
     }
     assert_eq!(read_data(&mut ws, channel, 20).await, (0..20).map(|i| json!(i)).collect::<Vec<_>>());
-    let writes = metric(&c.nodes[0], "crier_redis_mark_writes_total").await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            metric(&c.nodes[0], "crier_redis_mark_writes_total").await >= writes + 2.0
-        })
-        .await,
-        "the old node writes its marks"
-    );
+    two_mark_writes(&c.nodes[0]).await;
     drop(ws);
     // Back through the other node, over long-polling: whatever the attach re-read from the
     // logs would be answered at once.
@@ -246,6 +232,19 @@ async fn a_socket_session_moving_nodes_resumes_after_what_it_was_sent() {
     let (late, _) = poll(&c.url(1), &id, 200).await;
     got.extend(late);
     assert_eq!(got, (20..40).map(|i| json!(i)).collect::<Vec<_>>());
+}
+
+/// Waits for two more writes of `node`'s marks, so one was computed wholly after the call
+/// (positions sent before it are in Redis).
+async fn two_mark_writes(node: &crier_tests::TestServer) {
+    let writes = metric(node, "crier_redis_mark_writes_total").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            metric(node, "crier_redis_mark_writes_total").await >= writes + 2.0
+        })
+        .await,
+        "the node writes its marks"
+    );
 }
 
 /// The data of the first `n` messages on `channel` that reach the socket (within 15 s).

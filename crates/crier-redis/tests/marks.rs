@@ -72,28 +72,44 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Two nodes on a fresh prefix; sessions X and Y attached to A and subscribed to `channel`,
+/// with messages 1 to `n` published and handed to both (nothing recorded as sent yet).
+struct Setup {
+    a: RedisBackend,
+    a_sink: Arc<Sink>,
+    b: RedisBackend,
+    b_sink: Arc<Sink>,
+    x: ClientId,
+    y: ClientId,
+}
+
+async fn setup(channel: &str, n: u64) -> Setup {
+    let prefix = unique_prefix("marks");
+    let (a, a_sink) = node(&prefix).await;
+    let (b, b_sink) = node(&prefix).await;
+    let (x, y) = (ClientId::from_random([1; 20]), ClientId::from_random([2; 20]));
+    let name = ChannelPattern::parse(channel).expect("valid");
+    let channel = ChannelName::parse(channel).expect("valid");
+    for id in [&x, &y] {
+        a.create_session(id, now()).await.expect("create");
+        a.attach(id).await.expect("attach");
+        a.subscribe(id, &name).await.expect("subscribe");
+    }
+    for seq in 1..=n {
+        a.publish(&channel, Delivery::new(seq, channel.clone(), Message::new(), now())).await.expect("publish");
+    }
+    until_delivered(&a_sink, &x, n as usize).await;
+    until_delivered(&a_sink, &y, n as usize).await;
+    Setup { a, a_sink, b, b_sink, x, y }
+}
+
 /// Node A holds sessions X and Y on `/n`; Y was sent all ten messages, X only five. A then
 /// drops X while Redis still records X as attached to A (an engine-level detach), so A's
 /// marks, computed from Y alone, are ahead of X. When X attaches to B, it must still get
 /// messages 6 to 10: A stopped vouching for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_drops_a_session_stops_vouching_for_it() {
-    let prefix = unique_prefix("marks");
-    let (a, a_sink) = node(&prefix).await;
-    let (b, b_sink) = node(&prefix).await;
-    let (x, y) = (ClientId::from_random([1; 20]), ClientId::from_random([2; 20]));
-    let name = ChannelPattern::parse("/n").expect("valid");
-    let channel = ChannelName::parse("/n").expect("valid");
-    for id in [&x, &y] {
-        a.create_session(id, now()).await.expect("create");
-        a.attach(id).await.expect("attach");
-        a.subscribe(id, &name).await.expect("subscribe");
-    }
-    for seq in 1..=10 {
-        a.publish(&channel, Delivery::new(seq, channel.clone(), Message::new(), now())).await.expect("publish");
-    }
-    until_delivered(&a_sink, &x, 10).await;
-    until_delivered(&a_sink, &y, 10).await;
+    let Setup { a, a_sink, b, b_sink, x, y } = setup("/n", 10).await;
     a.sent(&y, &a_sink.of(&y), Durability::Soon).await.expect("sent");
     a.sent(&x, &a_sink.of(&x)[..5], Durability::Soon).await.expect("sent");
     two_mark_writes(&a).await;
@@ -116,22 +132,7 @@ async fn a_node_that_drops_a_session_stops_vouching_for_it() {
 /// a move of either replays from there and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_session_holds_its_nodes_mark_back() {
-    let prefix = unique_prefix("marks");
-    let (a, a_sink) = node(&prefix).await;
-    let (b, b_sink) = node(&prefix).await;
-    let (x, y) = (ClientId::from_random([3; 20]), ClientId::from_random([4; 20]));
-    let name = ChannelPattern::parse("/lag").expect("valid");
-    let channel = ChannelName::parse("/lag").expect("valid");
-    for id in [&x, &y] {
-        a.create_session(id, now()).await.expect("create");
-        a.attach(id).await.expect("attach");
-        a.subscribe(id, &name).await.expect("subscribe");
-    }
-    for seq in 1..=6 {
-        a.publish(&channel, Delivery::new(seq, channel.clone(), Message::new(), now())).await.expect("publish");
-    }
-    until_delivered(&a_sink, &x, 6).await;
-    until_delivered(&a_sink, &y, 6).await;
+    let Setup { a, a_sink, b, b_sink, x, y } = setup("/lag", 6).await;
     a.sent(&x, &a_sink.of(&x), Durability::Soon).await.expect("sent");
     a.sent(&y, &a_sink.of(&y)[..2], Durability::Soon).await.expect("sent");
     two_mark_writes(&a).await;
