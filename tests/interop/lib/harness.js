@@ -285,6 +285,15 @@ class Context {
       if (c.allowTransportDetour) {
         check(seq[0] === this.transport && seq[seq.length - 1] === this.transport,
           `${c.label} sent /meta/connect over ${seq.join(',')}: first and last must be ${this.transport}`);
+      } else if (this.transport === 'websocket' && c.kind === 'faye') {
+        // Faye's client opens the socket while it handshakes over HTTP and switches once
+        // the socket is open (transport.js `get` waits for `isUsable`); a connect sent
+        // before that, on a loaded machine, goes over long-polling. From the first
+        // connect over the socket on, every one must use it.
+        const first = seq.indexOf('websocket');
+        check(first >= 0 && seq.slice(0, first).every((t) => t === 'long-polling')
+            && seq.slice(first).every((t) => t === 'websocket'),
+          `${c.label} sent /meta/connect over ${seq.join(',')}: expected websocket after at most a few long-polling ones while the socket opened`);
       } else {
         check(types.every((t) => t === this.transport),
           `${c.label} sent /meta/connect with connectionType ${types.join(',')}, expected ${this.transport}`);
