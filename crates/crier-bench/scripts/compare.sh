@@ -12,15 +12,12 @@
 # Settings (environment): CRIER, BENCH (binaries), FAYE_DIR (the installed faye-peer),
 # OUT (results file), PORT (first of the ports used, default 18000), DURATION (seconds
 # per run, default 10), SCENARIOS (any of: single cluster latency idle redis ceiling),
-# SERVERS (default "crier faye"; add "floor" for crier-floor, the least server a fan-out
-# needs, in the single-node fan-out and latency runs), LABEL_CRIER, FLOOR (its binary);
-# the rates and counts below. (No variable
+# SERVERS (default "crier faye"), LABEL_CRIER; the rates and counts below. (No variable
 # of this script starts with CRIER_: crier reads those as configuration.)
 set -euo pipefail
 
 CRIER=${CRIER:-target/release/crier}
 BENCH=${BENCH:-target/release/crier-bench}
-FLOOR=${FLOOR:-target/release/crier-floor}
 FAYE_DIR=${FAYE_DIR:-/tmp/faye-peer}
 OUT=${OUT:-bench-results.jsonl}
 PORT=${PORT:-18000}
@@ -81,13 +78,6 @@ start_faye() {
     wait_port "$1"
 }
 
-# start_floor PORT (single node only)
-start_floor() {
-    "$FLOOR" "127.0.0.1:$1" >"/tmp/compare-floor-$1.log" 2>&1 &
-    PIDS+=($!); LAST=$!
-    wait_port "$1"
-}
-
 start_redis() {
     redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/tmp/compare-redis.log 2>&1 &
     PIDS+=($!); LAST=$!
@@ -129,7 +119,6 @@ single() {
 cluster() {
     [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
     for server in $SERVERS; do
-        [ "$server" = floor ] && continue  # single-node fan-out and latency only
         local sweep=$SWEEP_CRIER
         [ "$server" = faye ] && sweep=$SWEEP_FAYE
         "start_$server" "$A" "$REDIS"; pa=$LAST
@@ -173,7 +162,6 @@ latency() {
     done
     [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
     for server in $SERVERS; do
-        [ "$server" = floor ] && continue  # single-node fan-out and latency only
         for rate in $CLUSTER_LATENCY_RATES; do
             latency_run "$server" cluster "latency-$rate" 1000 "$rate"
         done
@@ -184,7 +172,6 @@ latency() {
 idle() {
     for n in $IDLE_COUNTS; do
         for server in $SERVERS; do
-            [ "$server" = floor ] && continue  # single-node fan-out and latency only
             "start_$server" "$A"; pid=$LAST
             bench "$server/single/idle-$n" --mode idle --url "$(url "$A")" --clients "$n" --duration "$DURATION" \
                 --server-pid "$pid"
@@ -196,7 +183,6 @@ idle() {
 redis() {
     [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
     for server in $SERVERS; do
-        [ "$server" = floor ] && continue  # single-node fan-out and latency only
         for n in 1 100 1000; do
             "start_$server" "$A" "$REDIS"
             "start_$server" "$B" "$REDIS"

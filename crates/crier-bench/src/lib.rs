@@ -29,12 +29,10 @@
 //! loopback rule, sockets), `wire` (Bayeux messages), `client` (one task per client:
 //! subscribers, idle clients, publishers), `stats` (sequence sets, latency histogram,
 //! errors), `probe` (server memory, Redis command counts), `run` (the phases),
-//! `report` (text and JSON); `floor` (the least server a fan-out needs, run by the
-//! `crier-floor` binary to measure what the machine itself allows).
+//! `report` (text and JSON).
 
 mod args;
 mod client;
-pub mod floor;
 mod probe;
 mod report;
 mod run;

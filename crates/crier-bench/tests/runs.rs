@@ -125,16 +125,3 @@ async fn refuses_targets_off_this_machine() {
     let err = run(args).await.expect_err("not a loopback address");
     assert!(err.to_string().contains("loopback"), "{err}");
 }
-
-/// The floor server (`crier-floor`) completes a fan-out as cleanly as Crier: what the
-/// benchmarks call the machine's floor is a run that lost and doubled nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_floor_server_serves_a_clean_fan_out() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
-    let url = format!("http://{}/faye", listener.local_addr().expect("local addr"));
-    let stop = CancellationToken::new();
-    tokio::spawn(crier_bench::floor::serve(listener, stop.clone()));
-    let floor = Server { url, stop };
-    let r = bench(&floor, &["-s", "20", "-p", "2", "--rate", "50", "--duration", "1"]).await;
-    assert_clean(&r);
-}
