@@ -234,6 +234,33 @@ async fn a_socket_session_moving_nodes_resumes_after_what_it_was_sent() {
     assert_eq!(got, (20..40).map(|i| json!(i)).collect::<Vec<_>>());
 }
 
+/// A connect that moves a session to another node, abandoned by its client while the move
+/// is stalled (Redis writes paused), leaves nothing half-done there: the next connect on
+/// that node attaches the session again and gets what is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_abandoned_half_way_is_redone_by_the_next_connect() {
+    let c = Cluster::start(redis(), 2, 20).await;
+    let id = connected_client(&c.url(0)).await;
+    subscribe(&c.url(0), &id, "/abandon/room").await;
+    // The move's attach script waits in Redis until the pause ends; its client leaves
+    // long before.
+    assert!(redis().cmd(&["CLIENT", "PAUSE", "1500", "WRITE"]).is_some_and(|r| r.starts_with("+OK")));
+    let gave_up = http()
+        .post(c.url(1))
+        .timeout(Duration::from_millis(300))
+        .json(&json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the connect was still in flight when its client left: {gave_up:?}");
+    // A write returns once the pause is over.
+    let written = tokio::task::spawn_blocking(|| redis().cmd(&["SET", "abandon-test", "1"])).await.expect("task");
+    assert!(written.is_some_and(|r| r.starts_with("+OK")), "redis writes resume");
+    publish(&c.url(0), "/abandon/room", json!("after")).await;
+    let (data, reply) = poll(&c.url(1), &id, 3000).await;
+    assert_eq!(reply["successful"], json!(true), "{reply}");
+    assert_eq!(data, vec![json!("after")]);
+}
+
 /// Waits for two more writes of `node`'s marks, so one was computed wholly after the call
 /// (positions sent before it are in Redis).
 async fn two_mark_writes(node: &crier_tests::TestServer) {

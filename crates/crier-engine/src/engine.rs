@@ -353,12 +353,26 @@ impl Inner {
     }
 
     /// Attaches a session to this node (the hub first, so what the backend bridges finds it).
+    /// If the backend fails, or the request goes away meanwhile (its client closed the
+    /// connection), the session leaves the hub again: left there without the backend's
+    /// half, later requests here would find it and never attach it.
     pub(crate) async fn attach(&self, id: &ClientId) -> Result<Arc<Session>, crate::BackendError> {
-        let s = self.hub.attach(id);
-        if let Err(e) = self.backend.attach(id).await {
-            self.detach(id);
-            return Err(e);
+        struct Undo<'a> {
+            inner: &'a Inner,
+            id: &'a ClientId,
+            armed: bool,
         }
+        impl Drop for Undo<'_> {
+            fn drop(&mut self) {
+                if self.armed {
+                    self.inner.detach(self.id);
+                }
+            }
+        }
+        let s = self.hub.attach(id);
+        let mut undo = Undo { inner: self, id, armed: true };
+        self.backend.attach(id).await?;
+        undo.armed = false;
         Ok(s)
     }
 
