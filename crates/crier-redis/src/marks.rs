@@ -26,11 +26,12 @@
 //!   until then the old node had no reason to drop the session, so the marks it wrote with
 //!   a covering validity counted it.
 //!
+//! Marks are lower bounds: a move replays what lies between a mark and what the session was
+//! really sent (a duplicate), never skips what it was not sent.
+//!
 //! Not covered: Redis rolling back acknowledged writes (a failover to a replica that was
 //! behind, a restart from an older snapshot) can bring back a session's old `node` and
 //! `since`; messages can then be lost, as the log entries of the lost writes are.
-//! Marks are lower bounds: a move replays what lies between a mark and what the session was
-//! really sent (a duplicate), never skips what it was not sent.
 
 use std::collections::{BTreeSet, HashMap};
 
