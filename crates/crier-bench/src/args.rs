@@ -21,6 +21,10 @@ pub enum Mode {
     /// Hold N connected clients; report the handshake rate and the server's memory per
     /// connection.
     Idle,
+    /// No server: the machine's floor. S TCP connections over loopback in this process,
+    /// a delivery frame written to each at `--rate` by plain writer threads and read by
+    /// epoll reader threads (one of each per core). `--url` is not used.
+    Loopback,
 }
 
 /// How subscribers (and idle clients) talk to the server.

@@ -10,7 +10,9 @@
 //! time, so each subscriber's deliveries are checked against what the server
 //! acknowledged: deliveries per second, latency percentiles, lost and duplicated
 //! messages, errors. The idle mode holds N connections and reports the handshake rate
-//! and the server's memory per connection.
+//! and the server's memory per connection. The loopback mode runs no server: it measures
+//! the machine's own floor for the same fan-out (plain threads writing frames to loopback
+//! sockets and reading them back).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -28,11 +30,12 @@
 //! Layout: `args` (the command line, shared by the library), `target` (endpoints, the
 //! loopback rule, sockets), `wire` (Bayeux messages), `client` (one task per client:
 //! subscribers, idle clients, publishers), `stats` (sequence sets, latency histogram,
-//! errors), `probe` (server memory, Redis command counts), `run` (the phases),
+//! errors), `loopback` (the no-server floor), `probe` (server memory, Redis command counts), `run` (the phases),
 //! `report` (text and JSON).
 
 mod args;
 mod client;
+mod loopback;
 mod probe;
 mod report;
 mod run;

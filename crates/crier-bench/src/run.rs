@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::args::{Args, Mode, PubTransport, SubTransport};
 use crate::client::{self, Ctx, PubSpec, PubTally, SubSpec, Tally};
+use crate::loopback;
 use crate::probe;
 use crate::report::{Idle, RedisCommands, Report, Rss};
 use crate::stats::now_us;
@@ -37,7 +38,14 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let redis = args.redis.as_deref().map(target::redis_addr).transpose()?;
     let bound = args.setup_timeout() + args.duration() + args.drain() * 2 + args.settle() + STOP_GRACE + MARGIN;
     let work = async {
-        if args.mode == Mode::Idle { idle_run(&args, subs).await } else { load_run(&args, subs, pubs, redis).await }
+        match args.mode {
+            Mode::Idle => idle_run(&args, subs).await,
+            Mode::Loopback => {
+                let report = base_report(&args, &[], &[]);
+                tokio::task::spawn_blocking(move || loopback::run(&args, report)).await?
+            }
+            _ => load_run(&args, subs, pubs, redis).await,
+        }
     };
     tokio::time::timeout(bound, work).await.context("the run exceeded its time bound")?
 }
@@ -53,6 +61,7 @@ fn mode_name(m: Mode) -> &'static str {
         Mode::FanIn => "fan-in",
         Mode::Wildcard => "wildcard",
         Mode::Idle => "idle",
+        Mode::Loopback => "loopback",
     }
 }
 

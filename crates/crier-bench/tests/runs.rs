@@ -125,3 +125,40 @@ async fn refuses_targets_off_this_machine() {
     let err = run(args).await.expect_err("not a loopback address");
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+/// The no-server floor: every frame written to every loopback connection is read back,
+/// each with one latency sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_floor_reads_back_every_frame() {
+    let args = Args::try_parse_from([
+        "crier-bench",
+        "--mode",
+        "loopback",
+        "-s",
+        "50",
+        "--rate",
+        "40",
+        "--duration",
+        "1",
+        "--size",
+        "200",
+    ])
+    .expect("valid arguments");
+    let r = run(args).await.expect("the run completes");
+    assert_eq!(r.mode, "loopback");
+    assert_eq!(r.error_total(), 0, "{r}");
+    assert_eq!(r.subscribers, 50, "{r}");
+    assert!(r.sent >= 30, "about 40 messages in 1 s: {r}");
+    assert_eq!(r.expected, r.sent * 50, "{r}");
+    assert_eq!((r.delivered, r.lost), (r.expected, 0), "{r}");
+    let l = r.latency.as_ref().expect("latency measured");
+    assert_eq!(l.count, r.delivered, "one latency sample per delivery");
+    assert!(l.p50_ms <= l.p99_ms && l.p99_ms <= l.max_ms && l.max_ms < 5000.0, "{l:?}");
+}
+
+#[tokio::test]
+async fn loopback_floor_needs_a_rate() {
+    let args = Args::try_parse_from(["crier-bench", "--mode", "loopback", "--duration", "1"]).expect("valid arguments");
+    let err = run(args).await.expect_err("no --rate");
+    assert!(err.to_string().contains("--rate"), "{err}");
+}
