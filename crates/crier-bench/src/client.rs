@@ -477,6 +477,8 @@ pub(crate) struct PubSpec {
     pub(crate) channel: String,
     /// Messages per second for this publisher; 0: as fast as acknowledgements allow.
     pub(crate) rate: f64,
+    /// When this publisher's first message is due, after the common start.
+    pub(crate) offset: Duration,
     pub(crate) inflight: usize,
     pub(crate) max_messages: u64,
     pub(crate) duration: Duration,
@@ -534,7 +536,13 @@ struct Pacer {
 
 impl Pacer {
     fn new(start: Instant, spec: &PubSpec) -> Self {
-        Pacer { start, end: start + spec.duration, rate: spec.rate, window: spec.inflight, max: spec.max_messages }
+        Pacer {
+            start: start + spec.offset,
+            end: start + spec.duration,
+            rate: spec.rate,
+            window: spec.inflight,
+            max: spec.max_messages,
+        }
     }
 
     fn finished(&self, now: Instant, sent: u64) -> bool {
@@ -548,6 +556,9 @@ impl Pacer {
         }
         let room = self.window.saturating_sub(inflight) as u64;
         let due = if self.rate > 0.0 {
+            if now < self.start {
+                return 0;
+            }
             let due = ((now - self.start).as_secs_f64() * self.rate).floor() as u64 + 1;
             due.saturating_sub(sent)
         } else {
@@ -744,4 +755,22 @@ pub(crate) async fn http_publisher(
         }
     }
     tally
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paced_publisher_starts_at_its_offset() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let p = Pacer { start: t0 + ms(50), end: t0 + ms(1000), rate: 10.0, window: 16, max: u64::MAX };
+        assert_eq!(p.allowance(t0, 0, 0), 0, "nothing before the offset");
+        assert_eq!(p.next_wake(0, 0), t0 + ms(50));
+        assert_eq!(p.allowance(t0 + ms(50), 0, 0), 1);
+        assert_eq!(p.allowance(t0 + ms(149), 1, 0), 0);
+        assert_eq!(p.allowance(t0 + ms(150), 1, 0), 1, "then every 1/rate seconds");
+        assert_eq!(p.allowance(t0 + ms(1000), 9, 0), 0, "the common end");
+    }
 }

@@ -243,6 +243,9 @@ async fn load_run(
             source: sources[(ns + j) % sources.len()],
             channel: wire::channel(j, nc),
             rate: per_pub_rate,
+            // Evenly spread: together the publishers offer one message every 1/rate
+            // seconds, not bursts of one message from each at once.
+            offset: if args.rate > 0.0 { Duration::from_secs_f64(j as f64 / args.rate) } else { Duration::ZERO },
             inflight: args.inflight,
             max_messages: args.messages.unwrap_or(u64::MAX),
             duration: args.duration(),
