@@ -34,6 +34,9 @@ SWEEP_FAYE=${SWEEP_FAYE:-5 10 20 40}
 LATENCY_RATES=${LATENCY_RATES:-10 20 40}
 CLUSTER_LATENCY_RATES=${CLUSTER_LATENCY_RATES:-5 10 15}
 SMALL_LATENCY_RATE=${SMALL_LATENCY_RATE:-100}
+# Every latency point is measured this many times (Faye's p99 varies a lot between runs:
+# a garbage collection in a 10 s run or not); docs/benchmarks.md gives the median.
+LATENCY_ROUNDS=${LATENCY_ROUNDS:-3}
 IDLE_COUNTS=${IDLE_COUNTS:-10000 19000}
 # Which servers to run, and the label of the Crier build (to compare two builds).
 SERVERS=${SERVERS:-crier faye}
@@ -153,19 +156,38 @@ latency_run() {
     restart
 }
 
+# The servers in turn, in a different order each round, so that a slow spell of the
+# machine does not fall on one of them only.
+rotated() { # ROUND
+    local s=($SERVERS) n i
+    n=${#s[@]}
+    for ((i = 0; i < n; i++)); do echo "${s[$(((i + $1) % n))]}"; done
+}
+
 latency() {
-    for server in $SERVERS; do
+    local round rate server
+    for round in $(seq "$LATENCY_ROUNDS"); do
+        # The machine's floor for the same fan-out, with no server (crier-bench --mode loopback).
         for rate in $LATENCY_RATES; do
-            latency_run "$server" single "latency-$rate" 1000 "$rate"
+            bench "floor/loopback/latency-$rate" --mode loopback -s 1000 --rate "$rate" --duration "$DURATION"
         done
-        latency_run "$server" single "latency-100x$SMALL_LATENCY_RATE" 100 "$SMALL_LATENCY_RATE"
+        bench "floor/loopback/latency-100x$SMALL_LATENCY_RATE" --mode loopback -s 100 \
+            --rate "$SMALL_LATENCY_RATE" --duration "$DURATION"
+        for server in $(rotated "$round"); do
+            for rate in $LATENCY_RATES; do
+                latency_run "$server" single "latency-$rate" 1000 "$rate"
+            done
+            latency_run "$server" single "latency-100x$SMALL_LATENCY_RATE" 100 "$SMALL_LATENCY_RATE"
+        done
     done
     [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
-    for server in $SERVERS; do
-        for rate in $CLUSTER_LATENCY_RATES; do
-            latency_run "$server" cluster "latency-$rate" 1000 "$rate"
+    for round in $(seq "$LATENCY_ROUNDS"); do
+        for server in $(rotated "$round"); do
+            for rate in $CLUSTER_LATENCY_RATES; do
+                latency_run "$server" cluster "latency-$rate" 1000 "$rate"
+            done
+            latency_run "$server" cluster "latency-100x$SMALL_LATENCY_RATE" 100 "$SMALL_LATENCY_RATE"
         done
-        latency_run "$server" cluster "latency-100x$SMALL_LATENCY_RATE" 100 "$SMALL_LATENCY_RATE"
     done
 }
 
