@@ -45,7 +45,7 @@ pub use held::{HeldConnect, SocketReplies};
 pub use memory::MemoryBackend;
 pub use meta::PRESENCE_CHANNEL;
 pub use metrics::{Histogram, Metrics};
-pub use pump::Pump;
+pub use pump::{Batch, Pump};
 pub use users::{
     EVENTS_PREFIX, MAX_USER_LEN, NodeStats, Presence, PresenceChange, PresenceStatus, RESERVED_PREFIX, USER_PREFIX,
     is_reserved, user_name, user_of_name,

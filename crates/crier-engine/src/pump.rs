@@ -11,6 +11,21 @@ use crate::delivery::{Delivery, Outgoing};
 use crate::engine::Inner;
 use crate::session::{Requeue, Session};
 
+/// Messages taken from a session's queue for one write to the socket.
+///
+/// The socket reports what became of it: [`Pump::written`] records how far the session
+/// got, [`Pump::requeue`] puts the messages back. Recording only after the write matters
+/// when the client moves: the node it moves to resumes after what was recorded, so a
+/// batch recorded before a write that then failed would be skipped there.
+#[derive(Debug)]
+pub struct Batch {
+    /// What to write, after outgoing extensions.
+    pub items: Vec<Outgoing>,
+    /// The deliveries they came from, in queue order (extensions may have rewritten or
+    /// dropped some of `items`).
+    taken: Vec<Arc<Delivery>>,
+}
+
 /// Delivers one session's messages to the socket that owns this pump.
 pub struct Pump {
     inner: Arc<Inner>,
@@ -29,7 +44,8 @@ impl Pump {
     }
 
     /// Waits for messages and returns them (after outgoing extensions, for this socket's
-    /// request). `None` once the session has ended or the engine is draining.
+    /// request). `None` once the session has ended or the engine is draining. The caller
+    /// writes the batch, then hands it back to [`Pump::written`] or [`Pump::requeue`].
     ///
     /// Cancel safety: messages are taken from the queue only after the wait completes, and
     /// go back to it if this future is dropped while they are being delivered (outgoing
@@ -39,7 +55,7 @@ impl Pump {
     /// in every idle socket.)
     #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
     #[expect(clippy::should_implement_trait, reason = "a future, not an iterator")]
-    pub fn next(&mut self) -> impl Future<Output = Option<Vec<Outgoing>>> + Send + '_ {
+    pub fn next(&mut self) -> impl Future<Output = Option<Batch>> + Send + '_ {
         async move {
             loop {
                 let notified = self.session.queued().notified();
@@ -53,10 +69,13 @@ impl Pump {
                     // delivery step would make it several hundred bytes larger.
                     let guard = Requeue::new(&self.session, items);
                     let out = Box::pin(self.deliver(guard.items()).instrument(span)).await;
-                    guard.disarm();
-                    if !out.is_empty() {
-                        return Some(out);
+                    let taken = guard.disarm();
+                    let batch = Batch { items: out, taken };
+                    if !batch.items.is_empty() {
+                        return Some(batch);
                     }
+                    // Outgoing extensions dropped them all: they are done with.
+                    self.written(batch).await;
                     continue;
                 }
                 if self.session.is_closed() || self.inner.is_draining() {
@@ -72,13 +91,9 @@ impl Pump {
         }
     }
 
-    /// Records the position of messages taken from the queue and runs outgoing extensions
-    /// on them; what the extensions drop is left out.
+    /// Runs outgoing extensions on messages taken from the queue; what the extensions drop
+    /// is left out.
     async fn deliver(&self, items: &[Arc<Delivery>]) -> Vec<Outgoing> {
-        // A socket streams continuously: positions are stored in the background.
-        if let Err(e) = self.inner.backend.sent(&self.session.id, items, Durability::Soon).await {
-            tracing::debug!(client_id = %self.session.id, error = %e, "recording delivery position failed");
-        }
         self.inner.observe_latency(items);
         let mut out = Vec::with_capacity(items.len());
         for d in items {
@@ -89,16 +104,18 @@ impl Pump {
         out
     }
 
-    /// Puts messages that could not be written back at the front of the session's queue,
-    /// so the next connect (on any transport) delivers them.
-    pub fn requeue(&self, items: Vec<Outgoing>) {
-        let ds = items
-            .into_iter()
-            .filter_map(|o| match o {
-                Outgoing::Delivery(d) => Some(d),
-                Outgoing::Message(_) => None,
-            })
-            .collect();
-        self.session.requeue(ds);
+    /// The batch was written: records how far the session got. A socket streams
+    /// continuously, so the backend stores the position in the background.
+    pub async fn written(&self, batch: Batch) {
+        if let Err(e) = self.inner.backend.sent(&self.session.id, &batch.taken, Durability::Soon).await {
+            tracing::debug!(client_id = %self.session.id, error = %e, "recording delivery position failed");
+        }
+    }
+
+    /// The batch could not be written: its messages go back to the front of the session's
+    /// queue, as they were before outgoing extensions, so the next connect (on any
+    /// transport, on any node) delivers them.
+    pub fn requeue(&self, batch: Batch) {
+        self.session.requeue(batch.taken);
     }
 }

@@ -145,3 +145,57 @@ async fn a_lagging_session_holds_its_nodes_mark_back() {
     assert_eq!(b_sink.seqs(&x), vec![3, 4, 5, 6], "the other replays from the shared mark");
     b.close().await;
 }
+
+/// A socket's batch that could not be written goes back to the session's queue and is not
+/// recorded as sent: when the session then moves, the node it moves to replays it (it was
+/// once recorded before the write, so the new node resumed after it and skipped it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_socket_could_not_write_is_delivered_after_a_move() {
+    use crier_engine::conformance::Harness;
+    use crier_engine::{RequestContext, RequestInfo, Transport};
+    use serde_json::{Value, json};
+
+    let prefix = unique_prefix("unwritten");
+    let connect = || async {
+        let config =
+            RedisConfig { url: redis().url(), prefix: prefix.clone(), cursor_flush_ms: 50, ..RedisConfig::default() };
+        Arc::new(RedisBackend::connect(config, Duration::from_secs(20)).await.expect("redis backend connects"))
+    };
+    let (a, b) = (connect().await, connect().await);
+    let (ha, hb) = (Harness::new(a.clone()), Harness::new(b.clone()));
+    let id = ha.client().await;
+    ha.subscribe(&id, "/unwritten").await;
+    let ws = RequestContext::new(Transport::WebSocket, RequestInfo::default());
+    let mut pump = ha.engine.pump(&id, &ws).await.expect("a pump for the session");
+    for i in 1..=3 {
+        ha.publish("/unwritten", json!(i)).await;
+    }
+    // Each batch goes back as if the socket write failed, so the next one starts with it
+    // again; wait for one with all three.
+    loop {
+        let batch = tokio::time::timeout(Duration::from_secs(10), pump.next())
+            .await
+            .expect("the pump yields what was published")
+            .expect("a batch");
+        let all = batch.items.len() == 3;
+        pump.requeue(batch);
+        if all {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(pump);
+    // Anything recorded as sent on A is in Redis (A's marks) after this.
+    two_mark_writes(&a).await;
+
+    let mut got: Vec<Value> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < 3 && tokio::time::Instant::now() < deadline {
+        let r = hb.connect(&id, Some(300)).await;
+        assert_eq!(r.first().and_then(|m| m.successful()), Some(true), "{r:?}");
+        got.extend(r.iter().filter_map(|m| m.data().cloned()));
+    }
+    assert_eq!(got, vec![json!(1), json!(2), json!(3)]);
+    ha.engine.close().await;
+    hb.engine.close().await;
+}

@@ -50,9 +50,12 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, remote: Option<So
             return Some((Ok::<Bytes, std::convert::Infallible>(Bytes::from_static(b"retry: 5000\r\n\r\n")), s));
         }
         tokio::select! {
-            items = s.pump.next() => {
-                let items = items?;
-                let chunk = format!("data: {}\r\n\r\n", encode_outgoing(&items));
+            batch = s.pump.next() => {
+                let batch = batch?;
+                let chunk = format!("data: {}\r\n\r\n", encode_outgoing(&batch.items));
+                // Handed to the response body here; whether it reaches the client is not
+                // known to this stream.
+                s.pump.written(batch).await;
                 Some((Ok(Bytes::from(chunk)), s))
             }
             _ = s.ping.tick() => Some((Ok(Bytes::from_static(b":\r\n\r\n")), s)),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use crier_engine::{HeldConnect, Outgoing, Pump, RequestContext, SocketReplies, Transport, encode_outgoing};
+use crier_engine::{Batch, HeldConnect, Pump, RequestContext, SocketReplies, Transport, encode_outgoing};
 use crier_protocol::{Message, meta};
 use futures::future::Either;
 use futures::stream::FuturesUnordered;
@@ -94,7 +94,7 @@ fn connect_client_id(batch: &[Message]) -> Option<String> {
 
 // These two wait in every idle socket's `select!`: plain functions returning `Either`
 // rather than async fns, which would add a state of their own around the inner future.
-fn pump_next(pump: &mut Option<Pump>) -> impl Future<Output = Option<Vec<Outgoing>>> + '_ {
+fn pump_next(pump: &mut Option<Pump>) -> impl Future<Output = Option<Batch>> + '_ {
     match pump {
         Some(p) => Either::Left(p.next()),
         None => Either::Right(std::future::pending()),
@@ -252,15 +252,18 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
                         answer(&mut inflight, h, &ctx);
                     }
                 }
-                items = pump_next(&mut pump) => {
-                    match items {
-                        Some(items) => {
-                            let frame = encode_outgoing(&items);
-                            if ws.send(WsMessage::Text(frame.into())).await.is_err() {
+                batch = pump_next(&mut pump) => {
+                    match batch {
+                        Some(batch) => {
+                            let frame = encode_outgoing(&batch.items);
+                            let sent = ws.send(WsMessage::Text(frame.into())).await;
+                            let Some(p) = &pump else { continue };
+                            if sent.is_err() {
                                 // Not written: keep them for the session's next connect.
-                                if let Some(p) = &pump { p.requeue(items); }
+                                p.requeue(batch);
                                 break None;
                             }
+                            p.written(batch).await;
                         }
                         None => pump = None,
                     }
