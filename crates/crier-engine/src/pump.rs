@@ -70,12 +70,9 @@ impl Pump {
                     let guard = Requeue::new(&self.session, items);
                     let out = Box::pin(self.deliver(guard.items()).instrument(span)).await;
                     let taken = guard.disarm();
-                    let batch = Batch { items: out, taken };
-                    if !batch.items.is_empty() {
-                        return Some(batch);
+                    if !out.is_empty() {
+                        return Some(Batch { items: out, taken });
                     }
-                    // Outgoing extensions dropped them all: they are done with.
-                    self.written(batch).await;
                     continue;
                 }
                 if self.session.is_closed() || self.inner.is_draining() {
@@ -92,7 +89,8 @@ impl Pump {
     }
 
     /// Runs outgoing extensions on messages taken from the queue; what the extensions drop
-    /// is left out.
+    /// is left out. If they drop everything, the messages are done with: recorded as sent
+    /// here (inside this boxed step, so that `next` does not grow by another wait).
     async fn deliver(&self, items: &[Arc<Delivery>]) -> Vec<Outgoing> {
         self.inner.observe_latency(items);
         let mut out = Vec::with_capacity(items.len());
@@ -101,13 +99,20 @@ impl Pump {
                 out.push(o);
             }
         }
+        if out.is_empty() {
+            self.record_sent(items).await;
+        }
         out
     }
 
     /// The batch was written: records how far the session got. A socket streams
     /// continuously, so the backend stores the position in the background.
     pub async fn written(&self, batch: Batch) {
-        if let Err(e) = self.inner.backend.sent(&self.session.id, &batch.taken, Durability::Soon).await {
+        self.record_sent(&batch.taken).await;
+    }
+
+    async fn record_sent(&self, items: &[Arc<Delivery>]) {
+        if let Err(e) = self.inner.backend.sent(&self.session.id, items, Durability::Soon).await {
             tracing::debug!(client_id = %self.session.id, error = %e, "recording delivery position failed");
         }
     }

@@ -263,7 +263,9 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
                                 p.requeue(batch);
                                 break None;
                             }
-                            p.written(batch).await;
+                            // Boxed: the loop's state is the size of its largest wait, and
+                            // it is kept by every idle socket.
+                            Box::pin(p.written(batch)).await;
                         }
                         None => pump = None,
                     }
