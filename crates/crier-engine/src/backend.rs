@@ -48,15 +48,6 @@ pub struct LogPosition {
     pub offset: (u64, u64),
 }
 
-/// How [`Backend::sent`] must record positions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Stored before the call returns (a long-poll response is about to be sent).
-    Now,
-    /// Stored soon, in the background (a socket streams messages continuously).
-    Soon,
-}
-
 /// Times are milliseconds on the engine's clock (see [`crate::Clock`]); every node of a
 /// cluster uses wall-clock milliseconds so their values compare.
 pub type Millis = u64;
@@ -173,16 +164,18 @@ pub trait Backend: Send + Sync + 'static {
     /// The session is no longer attached here (the engine dropped it locally).
     fn detach(&self, _id: &ClientId) {}
 
-    /// Deliveries taken from the session's queue to be sent to the client, so the backend
-    /// can remember how far the session got (see [`LogPosition`]).
-    async fn sent(
-        &self,
-        _id: &ClientId,
-        _items: &[Arc<Delivery>],
-        _durability: Durability,
-    ) -> Result<(), BackendError> {
+    /// Deliveries about to be sent to the client in a long-poll response: the backend
+    /// records how far the session got (see [`LogPosition`]) and stores it before
+    /// returning, so a next connect on another node resumes after them.
+    async fn sent(&self, _id: &ClientId, _items: &[Arc<Delivery>]) -> Result<(), BackendError> {
         Ok(())
     }
+
+    /// Deliveries written to a socket, which streams continuously: the backend records
+    /// how far the session got and stores it in the background. Not async on purpose: it
+    /// is called from every socket's loop, whose state every idle socket keeps, and a wait
+    /// there makes that state larger.
+    fn sent_soon(&self, _id: &ClientId, _items: &[Arc<Delivery>]) {}
 
     /// Whether the backend can serve requests now (for `/readyz`).
     async fn ready(&self) -> bool {

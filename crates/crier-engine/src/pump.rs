@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use crate::backend::Durability;
 use crate::context::RequestContext;
 use crate::delivery::{Delivery, Outgoing};
 use crate::engine::Inner;
@@ -17,13 +16,26 @@ use crate::session::{Requeue, Session};
 /// got, [`Pump::requeue`] puts the messages back. Recording only after the write matters
 /// when the client moves: the node it moves to resumes after what was recorded, so a
 /// batch recorded before a write that then failed would be skipped there.
+///
+/// Boxed, so it costs a socket's loop one pointer while it is written: that loop's state is
+/// kept by every idle socket, and a few more bytes there cost a larger allocation each.
 #[derive(Debug)]
-pub struct Batch {
+pub struct Batch(Box<Parts>);
+
+#[derive(Debug)]
+struct Parts {
     /// What to write, after outgoing extensions.
-    pub items: Vec<Outgoing>,
+    items: Vec<Outgoing>,
     /// The deliveries they came from, in queue order (extensions may have rewritten or
     /// dropped some of `items`).
     taken: Vec<Arc<Delivery>>,
+}
+
+impl Batch {
+    /// What to write, after outgoing extensions.
+    pub fn items(&self) -> &[Outgoing] {
+        &self.0.items
+    }
 }
 
 /// Delivers one session's messages to the socket that owns this pump.
@@ -71,7 +83,7 @@ impl Pump {
                     let out = Box::pin(self.deliver(guard.items()).instrument(span)).await;
                     let taken = guard.disarm();
                     if !out.is_empty() {
-                        return Some(Batch { items: out, taken });
+                        return Some(Batch(Box::new(Parts { items: out, taken })));
                     }
                     continue;
                 }
@@ -90,7 +102,7 @@ impl Pump {
 
     /// Runs outgoing extensions on messages taken from the queue; what the extensions drop
     /// is left out. If they drop everything, the messages are done with: recorded as sent
-    /// here (inside this boxed step, so that `next` does not grow by another wait).
+    /// here.
     async fn deliver(&self, items: &[Arc<Delivery>]) -> Vec<Outgoing> {
         self.inner.observe_latency(items);
         let mut out = Vec::with_capacity(items.len());
@@ -100,27 +112,21 @@ impl Pump {
             }
         }
         if out.is_empty() {
-            self.record_sent(items).await;
+            self.inner.backend.sent_soon(&self.session.id, items);
         }
         out
     }
 
     /// The batch was written: records how far the session got. A socket streams
     /// continuously, so the backend stores the position in the background.
-    pub async fn written(&self, batch: Batch) {
-        self.record_sent(&batch.taken).await;
-    }
-
-    async fn record_sent(&self, items: &[Arc<Delivery>]) {
-        if let Err(e) = self.inner.backend.sent(&self.session.id, items, Durability::Soon).await {
-            tracing::debug!(client_id = %self.session.id, error = %e, "recording delivery position failed");
-        }
+    pub fn written(&self, batch: Batch) {
+        self.inner.backend.sent_soon(&self.session.id, &batch.0.taken);
     }
 
     /// The batch could not be written: its messages go back to the front of the session's
     /// queue, as they were before outgoing extensions, so the next connect (on any
     /// transport, on any node) delivers them.
     pub fn requeue(&self, batch: Batch) {
-        self.session.requeue(batch.taken);
+        self.session.requeue(batch.0.taken);
     }
 }

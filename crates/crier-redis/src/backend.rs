@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crier_engine::{
-    Backend, BackendError, Delivery, DeliverySink, Durability, Identity, Millis, NodeStats, Presence, PresenceChange,
+    Backend, BackendError, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange,
 };
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use fred::clients::SubscriberClient;
@@ -885,10 +885,10 @@ impl Backend for RedisBackend {
         }
     }
 
-    async fn sent(&self, id: &ClientId, items: &[Arc<Delivery>], durability: Durability) -> Result<(), BackendError> {
+    async fn sent(&self, id: &ClientId, items: &[Arc<Delivery>]) -> Result<(), BackendError> {
         let s = &self.shared;
         let changed = s.local.lock().record_sent(id, items);
-        if changed && durability == Durability::Now {
+        if changed {
             let cursors = s.local.lock().take_unstored(id);
             if let Err(e) = s.store_cursors(id, cursors.clone()).await {
                 s.local.lock().unstore(id, &cursors);
@@ -896,6 +896,11 @@ impl Backend for RedisBackend {
             }
         }
         Ok(())
+    }
+
+    fn sent_soon(&self, id: &ClientId, items: &[Arc<Delivery>]) {
+        // Stored with the next flush (marks, and the session's own cursors when it leaves).
+        self.shared.local.lock().record_sent(id, items);
     }
 
     async fn ready(&self) -> bool {

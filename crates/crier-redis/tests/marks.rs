@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crier_engine::{Backend, Delivery, DeliverySink, Durability};
+use crier_engine::{Backend, Delivery, DeliverySink};
 use crier_protocol::{ChannelName, ChannelPattern, ClientId, Message};
 use crier_redis::testing::{RedisServer, unique_prefix};
 use crier_redis::{RedisBackend, RedisConfig};
@@ -110,8 +110,8 @@ async fn setup(channel: &str, n: u64) -> Setup {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_drops_a_session_stops_vouching_for_it() {
     let Setup { a, a_sink, b, b_sink, x, y } = setup("/n", 10).await;
-    a.sent(&y, &a_sink.of(&y), Durability::Soon).await.expect("sent");
-    a.sent(&x, &a_sink.of(&x)[..5], Durability::Soon).await.expect("sent");
+    a.sent_soon(&y, &a_sink.of(&y));
+    a.sent_soon(&x, &a_sink.of(&x)[..5]);
     two_mark_writes(&a).await;
 
     a.detach(&x);
@@ -133,8 +133,8 @@ async fn a_node_that_drops_a_session_stops_vouching_for_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_session_holds_its_nodes_mark_back() {
     let Setup { a, a_sink, b, b_sink, x, y } = setup("/lag", 6).await;
-    a.sent(&x, &a_sink.of(&x), Durability::Soon).await.expect("sent");
-    a.sent(&y, &a_sink.of(&y)[..2], Durability::Soon).await.expect("sent");
+    a.sent_soon(&x, &a_sink.of(&x));
+    a.sent_soon(&y, &a_sink.of(&y)[..2]);
     two_mark_writes(&a).await;
     // Both move to B, which reads A's marks before A hears of each move.
     b.attach(&x).await.expect("attach x");
@@ -177,7 +177,7 @@ async fn a_batch_the_socket_could_not_write_is_delivered_after_a_move() {
             .await
             .expect("the pump yields what was published")
             .expect("a batch");
-        let all = batch.items.len() == 3;
+        let all = batch.items().len() == 3;
         pump.requeue(batch);
         if all {
             break;

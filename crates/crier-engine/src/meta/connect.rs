@@ -7,7 +7,6 @@ use crier_protocol::{Advice, BayeuxError, Message};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::backend::Durability;
 use crate::context::RequestContext;
 use crate::delivery::{Delivery, Outgoing};
 use crate::engine::Inner;
@@ -202,7 +201,7 @@ impl Inner {
                     // a duplicate later, never a loss, so the response goes out anyway.
                     let guard = Requeue::new(session, delivered);
                     let items = guard.items();
-                    if let Err(e) = self.backend.sent(&session.id, items, Durability::Now).await {
+                    if let Err(e) = self.backend.sent(&session.id, items).await {
                         Metrics::inc(&self.metrics.backend_errors);
                         tracing::warn!(client_id = %session.id, error = %e, "storing delivery position failed");
                     }

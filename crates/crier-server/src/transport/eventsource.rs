@@ -52,10 +52,10 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, remote: Option<So
         tokio::select! {
             batch = s.pump.next() => {
                 let batch = batch?;
-                let chunk = format!("data: {}\r\n\r\n", encode_outgoing(&batch.items));
+                let chunk = format!("data: {}\r\n\r\n", encode_outgoing(batch.items()));
                 // Handed to the response body here; whether it reaches the client is not
                 // known to this stream.
-                s.pump.written(batch).await;
+                s.pump.written(batch);
                 Some((Ok(Bytes::from(chunk)), s))
             }
             _ = s.ping.tick() => Some((Ok(Bytes::from_static(b":\r\n\r\n")), s)),

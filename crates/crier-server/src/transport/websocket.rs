@@ -255,7 +255,7 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
                 batch = pump_next(&mut pump) => {
                     match batch {
                         Some(batch) => {
-                            let frame = encode_outgoing(&batch.items);
+                            let frame = encode_outgoing(batch.items());
                             let sent = ws.send(WsMessage::Text(frame.into())).await;
                             let Some(p) = &pump else { continue };
                             if sent.is_err() {
@@ -263,9 +263,7 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
                                 p.requeue(batch);
                                 break None;
                             }
-                            // Boxed: the loop's state is the size of its largest wait, and
-                            // it is kept by every idle socket.
-                            Box::pin(p.written(batch)).await;
+                            p.written(batch);
                         }
                         None => pump = None,
                     }
