@@ -164,15 +164,18 @@ pub trait Backend: Send + Sync + 'static {
     /// The session is no longer attached here (the engine dropped it locally).
     fn detach(&self, _id: &ClientId) {}
 
-    /// Deliveries about to be sent to the client in a long-poll response: the backend
-    /// records how far the session got (see [`LogPosition`]) and stores it before
-    /// returning, so a next connect on another node resumes after them.
+    /// Deliveries about to be sent to the client in the response to an HTTP request (a
+    /// long-poll, or a connect posted for an EventSource stream): the backend records how
+    /// far the session got (see [`LogPosition`]) and stores it before returning, so a next
+    /// connect on another node resumes after them.
     async fn sent(&self, _id: &ClientId, _items: &[Arc<Delivery>]) -> Result<(), BackendError> {
         Ok(())
     }
 
-    /// Deliveries written to a socket, which streams continuously: the backend records
-    /// how far the session got and stores it in the background. Not async on purpose: it
+    /// Deliveries written to a socket (WebSocket, EventSource), which streams
+    /// continuously: the backend records how far the session got, and the position reaches
+    /// storage later (Redis: through the node's marks, and the session's own cursors when
+    /// it leaves the node or at shutdown). Not async on purpose: it
     /// is called from every socket's loop, whose state every idle socket keeps, and a wait
     /// there makes that state larger.
     fn sent_soon(&self, _id: &ClientId, _items: &[Arc<Delivery>]) {}

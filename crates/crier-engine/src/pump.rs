@@ -13,13 +13,17 @@ use crate::session::{Requeue, Session};
 /// Messages taken from a session's queue for one write to the socket.
 ///
 /// The socket reports what became of it: [`Pump::written`] records how far the session
-/// got, [`Pump::requeue`] puts the messages back. Recording only after the write matters
-/// when the client moves: the node it moves to resumes after what was recorded, so a
-/// batch recorded before a write that then failed would be skipped there.
+/// got, [`Pump::requeue`] puts the messages back. A batch dropped without either is gone
+/// from this node's queue and unrecorded (a move replays it). Recording only after the
+/// write matters when the client moves: the node it moves to resumes after what was
+/// recorded, so a batch recorded before a write that then failed would be skipped there.
+/// (A WebSocket knows whether its frame was written; an EventSource stream hands its
+/// chunk to the HTTP server and reports it written at once.)
 ///
 /// Boxed, so it costs a socket's loop one pointer while it is written: that loop's state is
 /// kept by every idle socket, and a few more bytes there cost a larger allocation each.
 #[derive(Debug)]
+#[must_use = "report the batch as written or requeue it"]
 pub struct Batch(Box<Parts>);
 
 #[derive(Debug)]

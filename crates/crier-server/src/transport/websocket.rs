@@ -256,14 +256,19 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
                     match batch {
                         Some(batch) => {
                             let frame = encode_outgoing(batch.items());
-                            let sent = ws.send(WsMessage::Text(frame.into())).await;
-                            let Some(p) = &pump else { continue };
-                            if sent.is_err() {
-                                // Not written: keep them for the session's next connect.
-                                p.requeue(batch);
+                            let written = ws.send(WsMessage::Text(frame.into())).await.is_ok();
+                            // (A batch only comes from a pump, so there is one.)
+                            if let Some(p) = &pump {
+                                if written {
+                                    p.written(batch);
+                                } else {
+                                    // Not written: keep them for the session's next connect.
+                                    p.requeue(batch);
+                                }
+                            }
+                            if !written {
                                 break None;
                             }
-                            p.written(batch);
                         }
                         None => pump = None,
                     }
