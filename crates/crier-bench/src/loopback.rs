@@ -72,11 +72,11 @@ pub(crate) fn run(args: &Args, mut report: Report) -> anyhow::Result<Report> {
     let latency = Arc::new(Latency::new());
     let delivered = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let chunk = n.div_ceil(threads);
+    let shares = shares(n, threads);
     let mut readers = Vec::with_capacity(threads);
     let mut clients = clients.into_iter();
-    for i in 0..threads {
-        let socks: Vec<TcpStream> = clients.by_ref().take(chunk).collect();
+    for (i, &share) in shares.iter().enumerate() {
+        let socks: Vec<TcpStream> = clients.by_ref().take(share).collect();
         let (latency, delivered, done) = (latency.clone(), delivered.clone(), done.clone());
         readers.push(
             thread::Builder::new()
@@ -89,8 +89,8 @@ pub(crate) fn run(args: &Args, mut report: Report) -> anyhow::Result<Report> {
     let (duration, rate) = (args.duration(), args.rate);
     let mut writers = Vec::with_capacity(threads);
     let mut servers_left = servers.drain(..);
-    for i in 0..threads {
-        let socks: Vec<TcpStream> = servers_left.by_ref().take(chunk).collect();
+    for (i, &share) in shares.iter().enumerate() {
+        let socks: Vec<TcpStream> = servers_left.by_ref().take(share).collect();
         let padding = padding.clone();
         writers.push(
             thread::Builder::new()
@@ -107,7 +107,7 @@ pub(crate) fn run(args: &Args, mut report: Report) -> anyhow::Result<Report> {
         let w = w.join().map_err(|_| anyhow::anyhow!("writer thread {i} panicked"))?;
         sent = sent.max(w.messages);
         write_errors += w.errors;
-        expected += w.messages * chunk.min(n - i * chunk) as u64;
+        expected += w.messages * shares[i] as u64;
     }
     // The readers stop once everything arrived, or after the drain time.
     let deadline = Instant::now() + args.drain();
@@ -139,6 +139,11 @@ pub(crate) fn run(args: &Args, mut report: Report) -> anyhow::Result<Report> {
         report.errors.insert("read".into(), errors);
     }
     Ok(report)
+}
+
+/// How many of `n` connections each of `threads` threads owns (they differ by at most one).
+fn shares(n: usize, threads: usize) -> Vec<usize> {
+    (0..threads).map(|i| n / threads + usize::from(i < n % threads)).collect()
 }
 
 /// One delivery as Crier frames it: a WebSocket text frame holding a one-message array.
@@ -277,6 +282,16 @@ fn frame_bounds(b: &[u8]) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_connection_has_one_owner() {
+        for (n, threads) in [(5, 4), (1000, 2), (3, 3), (7, 2)] {
+            let s = shares(n, threads);
+            assert_eq!(s.len(), threads);
+            assert_eq!(s.iter().sum::<usize>(), n, "{n} over {threads}: {s:?}");
+            assert!(s.iter().max().unwrap_or(&0) - s.iter().min().unwrap_or(&0) <= 1, "{s:?}");
+        }
+    }
 
     #[test]
     fn frames_split_anywhere_are_read_whole() {
