@@ -1,7 +1,7 @@
 //! [`RedisBackend`]: the engine's [`Backend`] on Redis.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use crate::keys::Keys;
 use crate::local::Local;
 use crate::metrics::RedisMetrics;
 use crate::positions::{Attaching, Joining};
+use crate::pressure::{Gauge, Pressured};
 use crate::scripts::Scripts;
 use crate::values::{array, entry, int, pairs, text};
 use futures::StreamExt;
@@ -61,6 +62,19 @@ pub(crate) struct Shared {
     /// Per session: orders what this node does for it (attach, subscribe, unsubscribe,
     /// sync, close), so a stale control message or a concurrent change cannot interleave.
     session_locks: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Nodes heard to be pressured (see `pressure`); this node's own state is
+    /// `self_pressured`, kept apart (its own announcements come back through its backlog).
+    pub(crate) pressure: Mutex<Pressured>,
+    pub(crate) self_pressured: AtomicBool,
+    /// For the publish path: false only when no node is known to be pressured (changed
+    /// under `pressure`'s lock).
+    pub(crate) pressure_any: AtomicBool,
+    /// Woken when some node's pressure ends: waiting publishes look again.
+    pub(crate) pressure_changed: tokio::sync::Notify,
+    /// This node's signs of falling behind (see `pressure`).
+    pub(crate) gauge: Mutex<Gauge>,
+    /// Orders this node's announcements; holds when it last said it is pressured.
+    pub(crate) announcing: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Holds a session's lock; forgets the lock when nobody else waits for it.
@@ -130,6 +144,7 @@ impl RedisBackend {
         let floor = session_lifetime.as_millis() as u64 + 10_000;
         let retention_ms = (config.log_retention_secs * 1000).max(floor);
         let node = format!("{:016x}", rand::random::<u64>());
+        let gauge = Gauge::new(config.backpressure_backlog, Duration::from_millis(config.backpressure_lag_ms));
         let shared = Arc::new(Shared {
             keys: Keys::new(&config.prefix),
             local: Mutex::new(Local::new(config.log_max_len as usize * 2 + 1024)),
@@ -154,6 +169,12 @@ impl RedisBackend {
             recovering: tokio::sync::Mutex::new(()),
             mark_writes: tokio::sync::Mutex::new(()),
             session_locks: Mutex::new(HashMap::new()),
+            pressure: Mutex::new(Pressured::default()),
+            self_pressured: AtomicBool::new(false),
+            pressure_any: AtomicBool::new(false),
+            pressure_changed: tokio::sync::Notify::new(),
+            gauge: Mutex::new(gauge),
+            announcing: tokio::sync::Mutex::new(None),
         });
         shared.data_lost().await.map_err(|e| RedisError::Connect { url: redact(&url), message: e.to_string() })?;
         // Loaded up front so the first calls need no NOSCRIPT round trip (after a Redis
@@ -164,6 +185,7 @@ impl RedisBackend {
         // Start listening before subscribing, so nothing sent to this node is missed.
         crate::listener::start(&shared);
         shared.subscriber.ssubscribe(shared.keys.node(&shared.node)).await.map_err(connect_err)?;
+        shared.subscriber.ssubscribe(shared.keys.pressure()).await.map_err(connect_err)?;
         tracing::info!(node = %shared.node, url = %redact(&url), "redis backend connected");
         Ok(RedisBackend { shared })
     }
@@ -251,6 +273,48 @@ impl Shared {
         let _: Value =
             self.scripts.publish.evalsha_with_reload(&self.client, keys, args).await.map_err(|e| self.fail(e))?;
         Ok(())
+    }
+
+    /// Waits while some node's fan-out is behind (see `pressure`), at most
+    /// `redis.backpressure_max_wait_ms`; then the publish goes ahead either way.
+    pub(crate) async fn admit(&self) {
+        let max = self.config.backpressure_max_wait_ms;
+        if max == 0 || !self.pressure_any.load(AtomicOrdering::Acquire) {
+            return;
+        }
+        let start = tokio::time::Instant::now();
+        let until = start + Duration::from_millis(max);
+        let mut waited = false;
+        loop {
+            let changed = self.pressure_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = tokio::time::Instant::now();
+            let next = {
+                let mut p = self.pressure.lock();
+                let others = p.next_expiry(now.into_std());
+                if others.is_none() && !self.self_pressured.load(AtomicOrdering::Acquire) {
+                    self.pressure_any.store(false, AtomicOrdering::Release);
+                    None
+                } else {
+                    Some(others.map_or(until, |t| tokio::time::Instant::from_std(t).min(until)))
+                }
+            };
+            let Some(look_again) = next else { break };
+            if now >= until {
+                RedisMetrics::inc(&self.metrics.publish_wait_timeouts);
+                break;
+            }
+            waited = true;
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(look_again) => {}
+            }
+        }
+        if waited {
+            RedisMetrics::inc(&self.metrics.publish_waits);
+            RedisMetrics::add(&self.metrics.publish_wait_ms, start.elapsed().as_millis() as u64);
+        }
     }
 
     pub(crate) fn fail(&self, e: fred::error::Error) -> BackendError {
@@ -735,6 +799,7 @@ impl Backend for RedisBackend {
 
     async fn publish(&self, channel: &ChannelName, delivery: Arc<Delivery>) -> Result<(), BackendError> {
         let s = &self.shared;
+        s.admit().await;
         // One script call per matching name (at most depth + 2), all in flight at once; the
         // cost does not depend on how many sessions subscribe.
         let json = fred::bytes_utils::Str::from(delivery.json.as_ref());
@@ -747,6 +812,7 @@ impl Backend for RedisBackend {
     }
 
     async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {
+        self.shared.admit().await;
         self.shared.publish_to(targets).await
     }
 
@@ -913,6 +979,14 @@ impl Backend for RedisBackend {
         let attached = self.shared.local.lock().len() as i64;
         let mut v = self.shared.metrics.snapshot();
         v.push(("crier_redis_sessions_attached", "Sessions whose messages this node delivers.", attached));
+        let s = &self.shared;
+        v.push((
+            "crier_redis_pressured",
+            "1 while this node's fan-out is behind and it asks publishers to wait.",
+            i64::from(s.self_pressured.load(AtomicOrdering::Acquire)),
+        ));
+        let others = s.pressure.lock().count(std::time::Instant::now()) as i64;
+        v.push(("crier_redis_pressured_nodes", "Other nodes known to be asking publishers to wait.", others));
         v
     }
 

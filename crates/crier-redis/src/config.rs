@@ -31,6 +31,17 @@ pub struct RedisConfig {
     /// Pub/sub messages buffered between the Redis connection and the node's fan-out. If
     /// the fan-out falls behind by more, the node re-reads what it missed from the logs.
     pub pubsub_buffer: usize,
+    /// Live messages received from Redis but not yet fanned out, above which this node asks
+    /// the publishers on every node to wait (until its backlog is down to a quarter of
+    /// this). 0: this node never asks. Must be below `pubsub_buffer`.
+    pub backpressure_backlog: usize,
+    /// Milliseconds late this node's runtime may run a timer (its CPU is saturated, so its
+    /// sockets fall behind) before it asks the publishers on every node to wait (until the
+    /// lateness is down to a quarter of this). 0: lateness never makes it ask.
+    pub backpressure_lag_ms: u64,
+    /// Longest a publish waits while some node asks publishers to wait; then it goes ahead
+    /// anyway. 0: publishes through this node never wait.
+    pub backpressure_max_wait_ms: u64,
     /// Seconds a user's presence record (`last_online` and the other timestamps) is kept
     /// after its last change.
     pub presence_retention_secs: u64,
@@ -47,6 +58,9 @@ impl Default for RedisConfig {
             cursor_flush_ms: 1000,
             ping_interval_secs: 5,
             pubsub_buffer: 16_384,
+            backpressure_backlog: 1024,
+            backpressure_lag_ms: 100,
+            backpressure_max_wait_ms: 2000,
             presence_retention_secs: 30 * 24 * 3600,
         }
     }
@@ -81,9 +95,40 @@ impl RedisConfig {
         if self.pubsub_buffer < 16 {
             return Err("redis.pubsub_buffer: must be at least 16".to_owned());
         }
+        if self.backpressure_backlog >= self.pubsub_buffer {
+            return Err(format!(
+                "redis.backpressure_backlog: must be below redis.pubsub_buffer ({}), or 0 (got {})",
+                self.pubsub_buffer, self.backpressure_backlog
+            ));
+        }
         if self.enabled() {
             fred::prelude::Config::from_url(self.url.trim()).map_err(|e| format!("redis.url: {e}"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_checked_and_the_error_names_the_key() {
+        assert_eq!(RedisConfig::default().validate(), Ok(()));
+        let err = |c: RedisConfig| c.validate().expect_err("invalid");
+        let backlog = err(RedisConfig { backpressure_backlog: 16_384, ..RedisConfig::default() });
+        assert!(backlog.starts_with("redis.backpressure_backlog:"), "{backlog}");
+        let small = RedisConfig { pubsub_buffer: 64, backpressure_backlog: 64, ..RedisConfig::default() };
+        assert!(err(small).contains("below redis.pubsub_buffer (64)"));
+        // 0 turns each sign (and the wait) off.
+        let off = RedisConfig {
+            backpressure_backlog: 0,
+            backpressure_lag_ms: 0,
+            backpressure_max_wait_ms: 0,
+            ..RedisConfig::default()
+        };
+        assert_eq!(off.validate(), Ok(()));
+        assert!(err(RedisConfig { pubsub_buffer: 8, ..RedisConfig::default() }).starts_with("redis.pubsub_buffer:"));
+        assert!(err(RedisConfig { log_max_len: 0, ..RedisConfig::default() }).starts_with("redis.log_max_len:"));
     }
 }

@@ -81,6 +81,12 @@ impl Keys {
         format!("{}:{{users}}:online", self.prefix)
     }
 
+    /// Sharded pub/sub channel every node listens to: nodes whose fan-out fell behind say
+    /// so here (see `pressure`).
+    pub(crate) fn pressure(&self) -> String {
+        format!("{}:{{pressure}}", self.prefix)
+    }
+
     /// Hash: subscription name → the least position sent to any session attached to the
     /// node, plus `_v`, the write's validity number (see `marks`). Expires unless rewritten.
     pub(crate) fn marks(&self, node: &str) -> String {
@@ -127,6 +133,7 @@ mod tests {
         assert_eq!(k.name_of(&k.channel(&name)), Some("/a/*"));
         assert_eq!(k.name_of("other:{c:/a}"), None);
         assert_eq!(k.name_of(&k.node("n1")), None);
+        assert_eq!(k.name_of(&k.pressure()), None);
         assert_eq!(k.marks("n1"), "crier:{n:n1}:marks");
     }
 }

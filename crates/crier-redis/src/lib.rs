@@ -20,6 +20,7 @@ mod local;
 mod marks;
 mod metrics;
 mod positions;
+mod pressure;
 mod scripts;
 mod users;
 mod values;

@@ -1,8 +1,10 @@
 //! The node's background tasks: the pub/sub listener (live messages, control messages from
-//! other nodes, reconnects and lag), the periodic store of delivery positions, and the
-//! liveness probe of the pub/sub connection.
+//! other nodes, pressure announcements, reconnects and lag), the announcer of this node's
+//! own pressure, the periodic store of delivery positions, and the liveness probe of the
+//! pub/sub connection.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crier_protocol::{ChannelPattern, ClientId};
@@ -13,6 +15,10 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::backend::Shared;
 use crate::codec::decode_payload;
 use crate::metrics::RedisMetrics;
+use crate::pressure::{Announcement, HOLD, REPEAT};
+
+/// How often the runtime's lag is measured (see `pressure`).
+const LAG_TICK: Duration = Duration::from_millis(50);
 use crate::values::text;
 
 pub(crate) fn start(shared: &Arc<Shared>) {
@@ -25,7 +31,19 @@ pub(crate) fn start(shared: &Arc<Shared>) {
             tokio::select! {
                 _ = this.shutdown.cancelled() => return,
                 m = messages.recv() => match m {
-                    Ok(m) => this.on_message(m),
+                    Ok(m) => {
+                        this.on_message(m);
+                        // What is left is this node's backlog (the buffer's lock, once per
+                        // message; the fan-out of the message just handled costs far more).
+                        // The listener announces a change itself: a task it woke could wait
+                        // behind it on this worker for as long as it keeps finding messages,
+                        // which is exactly while it is behind.
+                        let change = this.gauge.lock().backlog(messages.len());
+                        if let Some(on) = change {
+                            this.set_pressured(on);
+                            this.announce_pressure().await;
+                        }
+                    }
                     Err(RecvError::Lagged(n)) => {
                         // Messages were dropped between Redis and the fan-out: the logs have them.
                         RedisMetrics::inc(&this.metrics.pubsub_lagged);
@@ -47,6 +65,32 @@ pub(crate) fn start(shared: &Arc<Shared>) {
                     Ok(_) | Err(RecvError::Lagged(_)) => this.start_recover(false),
                     Err(RecvError::Closed) => return,
                 },
+            }
+        }
+    });
+
+    // The runtime's lag: how late this timer fires. It also repeats the node's announcement
+    // while it is pressured, and retracts it at shutdown.
+    let this = shared.clone();
+    shared.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(LAG_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = this.shutdown.cancelled() => {
+                    this.self_pressured.store(false, Ordering::Release);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), this.announce_pressure()).await;
+                    return;
+                }
+                due = tick.tick() => {
+                    let change = this.gauge.lock().lag(due.elapsed());
+                    if let Some(on) = change {
+                        this.set_pressured(on);
+                        this.announce_pressure().await;
+                    } else if this.self_pressured.load(Ordering::Acquire) {
+                        this.announce_pressure().await;
+                    }
+                }
             }
         }
     });
@@ -102,6 +146,14 @@ impl Shared {
             {
                 sink.deliver(&recipients, &d);
             }
+        } else if *m.channel == *self.keys.pressure() {
+            match Announcement::parse(&payload) {
+                // This node's own state is kept apart (`set_pressured`): its announcements
+                // come back late, through the backlog they are about.
+                Some(Announcement::On { node, .. } | Announcement::Off { node }) if node == self.node => {}
+                Some(a) => self.heard(a),
+                None => RedisMetrics::inc(&self.metrics.malformed),
+            }
         } else if *m.channel == *self.keys.node(&self.node) {
             RedisMetrics::inc(&self.metrics.control_messages);
             let Some((verb, id)) = payload.split_once(' ') else { return };
@@ -110,6 +162,60 @@ impl Shared {
             let verb = verb.to_owned();
             self.tasks.spawn(async move { this.on_control(&verb, id).await });
         }
+    }
+
+    /// This node's fan-out fell behind (`on`) or caught up: its own publishes wait (or go
+    /// ahead) at once; the listener tells the other nodes.
+    fn set_pressured(&self, on: bool) {
+        {
+            let _p = self.pressure.lock();
+            self.self_pressured.store(on, Ordering::Release);
+            if on {
+                self.pressure_any.store(true, Ordering::Release);
+            }
+        }
+        if on {
+            RedisMetrics::inc(&self.metrics.pressure_episodes);
+            tracing::warn!(
+                limit = self.config.backpressure_backlog,
+                "pub/sub fan-out is behind; asking publishers on every node to wait"
+            );
+        } else {
+            tracing::info!("pub/sub fan-out caught up; publishers go ahead");
+        }
+        self.pressure_changed.notify_waiters();
+    }
+
+    /// Another node's announcement.
+    fn heard(&self, a: Announcement) {
+        let ends = matches!(a, Announcement::Off { .. });
+        {
+            let mut p = self.pressure.lock();
+            p.apply(a, std::time::Instant::now());
+            if !ends {
+                self.pressure_any.store(true, Ordering::Release);
+            }
+        }
+        if ends {
+            self.pressure_changed.notify_waiters();
+        }
+    }
+
+    /// Says this node's current state to the other nodes: `on` if it is pressured and did
+    /// not say so within [`REPEAT`], `off` if it said `on` before. One at a time, each
+    /// reading the state when it goes out, so the last one heard is the current state.
+    async fn announce_pressure(&self) {
+        let mut said = self.announcing.lock().await;
+        let on = self.self_pressured.load(Ordering::Acquire);
+        if on && said.is_some_and(|t| t.elapsed() < REPEAT) || !on && said.is_none() {
+            return;
+        }
+        let node = self.node.clone();
+        let a = if on { Announcement::On { node, hold: HOLD } } else { Announcement::Off { node } };
+        if let Err(e) = self.client.spublish::<Value, _, _>(self.keys.pressure(), a.encode()).await {
+            tracing::warn!(error = %e, "announcing this node's pressure failed");
+        }
+        *said = on.then(tokio::time::Instant::now);
     }
 
     /// `close`: the session was destroyed or attached elsewhere; `sync`: its subscriptions
@@ -150,6 +256,7 @@ impl Shared {
                 let mut channels: Vec<String> =
                     this.local.lock().names().iter().map(|n| this.keys.channel(n)).collect();
                 channels.push(this.keys.node(&this.node));
+                channels.push(this.keys.pressure());
                 for ch in channels {
                     if let Err(e) = this.subscriber.ssubscribe(ch).await {
                         tracing::warn!(error = %e, "resubscribing after reconnect failed");

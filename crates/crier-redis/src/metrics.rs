@@ -18,6 +18,10 @@ pub(crate) struct RedisMetrics {
     pub(crate) control_messages: AtomicU64,
     pub(crate) mark_writes: AtomicU64,
     pub(crate) marks_applied: AtomicU64,
+    pub(crate) pressure_episodes: AtomicU64,
+    pub(crate) publish_waits: AtomicU64,
+    pub(crate) publish_wait_ms: AtomicU64,
+    pub(crate) publish_wait_timeouts: AtomicU64,
 }
 
 impl RedisMetrics {
@@ -77,6 +81,26 @@ impl RedisMetrics {
                 "crier_redis_marks_applied_total",
                 "Sessions that moved here and resumed after their previous node's marks.",
                 g(&self.marks_applied),
+            ),
+            (
+                "crier_redis_backpressure_episodes_total",
+                "Times this node's fan-out fell behind and it asked every node's publishers to wait.",
+                g(&self.pressure_episodes),
+            ),
+            (
+                "crier_redis_publish_waits_total",
+                "Publishes through this node that waited because some node's fan-out was behind.",
+                g(&self.publish_waits),
+            ),
+            (
+                "crier_redis_publish_wait_ms_total",
+                "Milliseconds publishes through this node spent waiting for pressured nodes.",
+                g(&self.publish_wait_ms),
+            ),
+            (
+                "crier_redis_publish_wait_timeouts_total",
+                "Publishes that went ahead after waiting redis.backpressure_max_wait_ms.",
+                g(&self.publish_wait_timeouts),
             ),
         ]
     }
