@@ -58,7 +58,7 @@ impl Default for RedisConfig {
             cursor_flush_ms: 1000,
             ping_interval_secs: 5,
             pubsub_buffer: 16_384,
-            backpressure_backlog: 1024,
+            backpressure_backlog: 256,
             backpressure_lag_ms: 100,
             backpressure_max_wait_ms: 2000,
             presence_retention_secs: 30 * 24 * 3600,

@@ -75,6 +75,7 @@ pub(crate) fn start(shared: &Arc<Shared>) {
     shared.tasks.spawn(async move {
         let mut tick = tokio::time::interval(LAG_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut before = Duration::ZERO;
         loop {
             tokio::select! {
                 _ = this.shutdown.cancelled() => {
@@ -83,7 +84,12 @@ pub(crate) fn start(shared: &Arc<Shared>) {
                     return;
                 }
                 due = tick.tick() => {
-                    let change = this.gauge.lock().lag(due.elapsed());
+                    // The lesser of the last two: one late tick is a hiccup (a VM's stolen
+                    // time), two in a row a saturated runtime.
+                    let late = due.elapsed();
+                    let lag = late.min(before);
+                    before = late;
+                    let change = this.gauge.lock().lag(lag);
                     if let Some(on) = change {
                         this.set_pressured(on);
                         this.announce_pressure().await;

@@ -10,9 +10,9 @@
 //! How:
 //! - Each node watches two signs of falling behind ([`Gauge`]): its backlog of live
 //!   messages received from Redis but not yet fanned out (above
-//!   `redis.backpressure_backlog`), and how late its runtime runs a timer (above
-//!   `redis.backpressure_lag_ms`: the CPU is saturated, so the sockets fall behind even
-//!   when the fan-out keeps up). Either makes it pressured; it stays so until both are down
+//!   `redis.backpressure_backlog`), and how late its runtime runs a timer twice in a row
+//!   (above `redis.backpressure_lag_ms`: the CPU is saturated, so the sockets fall behind
+//!   even when the fan-out keeps up). Either makes it pressured; it stays so until both are down
 //!   to a quarter of their limits. One slow client raises neither.
 //! - While pressured it says so on one pub/sub channel every node listens to
 //!   (`on NODE HOLD_MS`), again every [`REPEAT`], and says `off NODE` when it recovers.

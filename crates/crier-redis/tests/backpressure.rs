@@ -158,17 +158,27 @@ async fn an_announcement_that_is_not_repeated_runs_out() {
 }
 
 /// A node whose runtime runs its timers late (its CPU is saturated, here: every worker
-/// busy for 400 ms) asks publishers to wait, and stops asking once it catches up. A node
-/// with `backpressure_lag_ms` 0, in the same runtime, does not ask.
+/// busy for 300 ms, four times in a row) asks publishers to wait, and stops asking once it
+/// catches up. One late timer is a hiccup, not a reason. A node with `backpressure_lag_ms`
+/// 0, in the same runtime, does not ask.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_runtime_lags_asks_publishers_to_wait_until_it_catches_up() {
     let prefix = unique_prefix("bp-lag");
     let config = RedisConfig { prefix, backpressure_lag_ms: 100, ..RedisConfig::default() };
     let (a, _) = node(config.clone(), Duration::ZERO).await;
     let (off, _) = node(RedisConfig { backpressure_lag_ms: 0, ..config }, Duration::ZERO).await;
-    let busy: Vec<_> = (0..2).map(|_| tokio::spawn(async { std::thread::sleep(Duration::from_millis(400)) })).collect();
-    for b in busy {
-        b.await.expect("busy task");
+    let block = || async {
+        let busy: Vec<_> =
+            (0..2).map(|_| tokio::spawn(async { std::thread::sleep(Duration::from_millis(300)) })).collect();
+        for b in busy {
+            b.await.expect("busy task");
+        }
+    };
+    block().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(metric(&a, "crier_redis_backpressure_episodes_total"), 0, "one late timer is a hiccup");
+    for _ in 0..4 {
+        block().await;
     }
     eventually("a asked publishers to wait", || metric(&a, "crier_redis_backpressure_episodes_total") >= 1).await;
     eventually("and stopped asking", || metric(&a, "crier_redis_pressured") == 0).await;
@@ -182,7 +192,7 @@ async fn a_node_whose_runtime_lags_asks_publishers_to_wait_until_it_catches_up()
 /// that loses messages for good. `backlog` 0 shows that this load does overflow; with a
 /// backlog limit of 16, A asks B to wait and every message arrives, in order. (The slack
 /// between the two, 240 messages, covers the time the announcement takes to reach B on a
-/// loaded machine; the defaults leave 15,360.)
+/// loaded machine; the defaults leave 16,128.)
 const N: u64 = 600;
 
 async fn overload(backlog: usize) -> (Vec<u64>, i64, i64, i64) {
