@@ -812,7 +812,8 @@ impl Backend for RedisBackend {
     }
 
     async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {
-        self.shared.admit().await;
+        // Not held back (see `pressure`): these are the server's own sends (to users, the
+        // event channels), and an event loop that waited would drop events instead.
         self.shared.publish_to(targets).await
     }
 

@@ -32,12 +32,14 @@ pub struct RedisConfig {
     /// the fan-out falls behind by more, the node re-reads what it missed from the logs.
     pub pubsub_buffer: usize,
     /// Live messages received from Redis but not yet fanned out, above which this node asks
-    /// the publishers on every node to wait (until its backlog is down to a quarter of
-    /// this). 0: this node never asks. Must be below `pubsub_buffer`.
+    /// the publishers on every node to wait (until this backlog and the lateness below are
+    /// both down to a quarter of their limits). 0: the backlog never makes it ask. Must be
+    /// below `pubsub_buffer`.
     pub backpressure_backlog: usize,
-    /// Milliseconds late this node's runtime may run a timer (its CPU is saturated, so its
-    /// sockets fall behind) before it asks the publishers on every node to wait (until the
-    /// lateness is down to a quarter of this). 0: lateness never makes it ask.
+    /// Milliseconds late this node's runtime may run a timer twice in a row (its CPU is
+    /// saturated, so its sockets fall behind) before it asks the publishers on every node to
+    /// wait (until the lateness and the backlog above are both down to a quarter of their
+    /// limits). 0: lateness never makes it ask.
     pub backpressure_lag_ms: u64,
     /// Longest a publish waits while some node asks publishers to wait; then it goes ahead
     /// anyway. 0: publishes through this node never wait.

@@ -15,20 +15,26 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::backend::Shared;
 use crate::codec::decode_payload;
 use crate::metrics::RedisMetrics;
-use crate::pressure::{Announcement, HOLD, REPEAT};
+use crate::pressure::{Announcement, Gauge, HOLD, REPEAT};
+
+use crate::values::text;
 
 /// How often the runtime's lag is measured (see `pressure`).
 const LAG_TICK: Duration = Duration::from_millis(50);
-use crate::values::text;
+/// Longest the listener waits to announce a change itself; the lag ticker says the current
+/// state on its next tick anyway.
+const ANNOUNCE_INLINE: Duration = Duration::from_millis(250);
 
 pub(crate) fn start(shared: &Arc<Shared>) {
     let mut messages = shared.subscriber.message_rx();
     let mut reconnects = shared.subscriber.reconnect_rx();
     let mut client_reconnects = shared.client.reconnect_rx();
     let this = shared.clone();
+    let watch_backlog = shared.config.backpressure_backlog > 0;
     shared.tasks.spawn(async move {
         loop {
             tokio::select! {
+                biased;
                 _ = this.shutdown.cancelled() => return,
                 m = messages.recv() => match m {
                     Ok(m) => {
@@ -37,11 +43,10 @@ pub(crate) fn start(shared: &Arc<Shared>) {
                         // message; the fan-out of the message just handled costs far more).
                         // The listener announces a change itself: a task it woke could wait
                         // behind it on this worker for as long as it keeps finding messages,
-                        // which is exactly while it is behind.
-                        let change = this.gauge.lock().backlog(messages.len());
-                        if let Some(on) = change {
-                            this.set_pressured(on);
-                            this.announce_pressure().await;
+                        // which is exactly while it is behind. Bounded, and skipped if the
+                        // ticker is announcing: it says the current state on its next tick.
+                        if watch_backlog && this.observe(|g| g.backlog(messages.len())) {
+                            let _ = tokio::time::timeout(ANNOUNCE_INLINE, this.announce_pressure(false)).await;
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
@@ -79,8 +84,10 @@ pub(crate) fn start(shared: &Arc<Shared>) {
         loop {
             tokio::select! {
                 _ = this.shutdown.cancelled() => {
-                    this.self_pressured.store(false, Ordering::Release);
-                    let _ = tokio::time::timeout(Duration::from_secs(1), this.announce_pressure()).await;
+                    // Publishes here go ahead; the others hear `off` (announcements made
+                    // after the cancel say `off` too, see `announce_pressure`).
+                    this.observe(|_| Some(false));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), this.announce_pressure(true)).await;
                     return;
                 }
                 due = tick.tick() => {
@@ -89,13 +96,10 @@ pub(crate) fn start(shared: &Arc<Shared>) {
                     let late = due.elapsed();
                     let lag = late.min(before);
                     before = late;
-                    let change = this.gauge.lock().lag(lag);
-                    if let Some(on) = change {
-                        this.set_pressured(on);
-                        this.announce_pressure().await;
-                    } else if this.self_pressured.load(Ordering::Acquire) {
-                        this.announce_pressure().await;
-                    }
+                    this.observe(|g| g.lag(lag));
+                    // Every tick: repeats `on` while pressured, and says a change the
+                    // listener could not.
+                    this.announce_pressure(true).await;
                 }
             }
         }
@@ -154,7 +158,7 @@ impl Shared {
             }
         } else if *m.channel == *self.keys.pressure() {
             match Announcement::parse(&payload) {
-                // This node's own state is kept apart (`set_pressured`): its announcements
+                // This node's own state is kept apart (`observe`): its announcements
                 // come back late, through the backlog they are about.
                 Some(Announcement::On { node, .. } | Announcement::Off { node }) if node == self.node => {}
                 Some(a) => self.heard(a),
@@ -170,26 +174,33 @@ impl Shared {
         }
     }
 
-    /// This node's fan-out fell behind (`on`) or caught up: its own publishes wait (or go
-    /// ahead) at once; the listener tells the other nodes.
-    fn set_pressured(&self, on: bool) {
-        {
+    /// Feeds the node's gauge; if its state changed, this node's own publishes wait (or go
+    /// ahead) at once, and the caller should announce it. The state is stored under the
+    /// gauge's lock, so the listener and the ticker cannot store their changes in the
+    /// opposite order from the gauge's.
+    fn observe(&self, f: impl FnOnce(&mut Gauge) -> Option<bool>) -> bool {
+        let on = {
+            let mut gauge = self.gauge.lock();
+            let Some(on) = f(&mut gauge) else { return false };
             let _p = self.pressure.lock();
             self.self_pressured.store(on, Ordering::Release);
             if on {
                 self.pressure_any.store(true, Ordering::Release);
             }
-        }
+            on
+        };
         if on {
             RedisMetrics::inc(&self.metrics.pressure_episodes);
             tracing::warn!(
-                limit = self.config.backpressure_backlog,
-                "pub/sub fan-out is behind; asking publishers on every node to wait"
+                backlog_limit = self.config.backpressure_backlog,
+                lag_limit_ms = self.config.backpressure_lag_ms,
+                "this node is behind; asking publishers on every node to wait"
             );
         } else {
-            tracing::info!("pub/sub fan-out caught up; publishers go ahead");
+            tracing::info!("this node caught up; publishers go ahead");
         }
         self.pressure_changed.notify_waiters();
+        true
     }
 
     /// Another node's announcement.
@@ -208,11 +219,16 @@ impl Shared {
     }
 
     /// Says this node's current state to the other nodes: `on` if it is pressured and did
-    /// not say so within [`REPEAT`], `off` if it said `on` before. One at a time, each
-    /// reading the state when it goes out, so the last one heard is the current state.
-    async fn announce_pressure(&self) {
-        let mut said = self.announcing.lock().await;
-        let on = self.self_pressured.load(Ordering::Acquire);
+    /// not say so within [`REPEAT`], `off` if it said `on` before (and `off` once the node
+    /// shuts down). One at a time, each reading the state when it goes out, so the last one
+    /// heard is the current state. `wait`: wait for one in progress; else leave it to that.
+    async fn announce_pressure(&self, wait: bool) {
+        let mut said = match self.announcing.try_lock() {
+            Ok(said) => said,
+            Err(_) if wait => self.announcing.lock().await,
+            Err(_) => return,
+        };
+        let on = self.self_pressured.load(Ordering::Acquire) && !self.shutdown.is_cancelled();
         if on && said.is_some_and(|t| t.elapsed() < REPEAT) || !on && said.is_none() {
             return;
         }
