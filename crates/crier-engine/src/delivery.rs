@@ -83,8 +83,17 @@ impl Outgoing {
 }
 
 /// Encodes a reply array: `[a,b,c]`.
+///
+/// A batch of deliveries (what a socket writes for every message) is made with its exact
+/// capacity: a `String` whose length is its capacity becomes the socket's frame (`Bytes`)
+/// without another allocation and without a shared, atomically counted header, which
+/// showed in profiles of the fan-out (`bytes::shared_drop`).
 pub fn encode_outgoing(items: &[Outgoing]) -> String {
-    let mut out = String::with_capacity(64 + items.len() * 64);
+    let exact = items.iter().try_fold(1 + items.len().max(1), |n, it| match it {
+        Outgoing::Delivery(d) => Some(n + d.json.len()),
+        Outgoing::Message(_) => None,
+    });
+    let mut out = String::with_capacity(exact.unwrap_or(64 + items.len() * 64));
     out.push('[');
     for (i, it) in items.iter().enumerate() {
         if i > 0 {
@@ -94,4 +103,27 @@ pub fn encode_outgoing(items: &[Outgoing]) -> String {
     }
     out.push(']');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_of_deliveries_is_encoded_at_its_exact_size() {
+        let channel = ChannelName::parse("/a").expect("valid");
+        let mut m = Message::new();
+        m.0.insert("data".to_owned(), serde_json::json!({"text": "hi"}));
+        let d = Delivery::new(1, channel, m, 0);
+        for n in 0..4 {
+            let items: Vec<Outgoing> = (0..n).map(|_| Outgoing::Delivery(d.clone())).collect();
+            let out = encode_outgoing(&items);
+            let parsed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+            assert_eq!(parsed.as_array().map(Vec::len), Some(n));
+            assert_eq!(out.capacity(), out.len(), "{n} deliveries: {out}");
+        }
+        // A reply among them: encoded all the same.
+        let mixed = encode_outgoing(&[Outgoing::Message(Message::new()), Outgoing::Delivery(d)]);
+        assert!(mixed.starts_with("[{},{") && mixed.ends_with("}]"), "{mixed}");
+    }
 }
