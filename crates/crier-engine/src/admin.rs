@@ -183,6 +183,7 @@ impl Engine {
                     }
                 }
             }
+            inner.backend.admit().await;
             inner.backend.publish_to(&targets).await?;
         } else {
             for (c, d) in parsed.iter().zip(&deliveries) {
@@ -222,6 +223,7 @@ impl Engine {
         let d =
             Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), inner.clock.now());
         let targets: Vec<_> = names.into_iter().map(|n| (n, d.clone())).collect();
+        inner.backend.admit().await;
         inner.backend.publish_to(&targets).await?;
         inner.metrics.published.fetch_add(1, Ordering::Relaxed);
         Ok(id)

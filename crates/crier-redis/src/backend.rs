@@ -812,9 +812,13 @@ impl Backend for RedisBackend {
     }
 
     async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {
-        // Not held back (see `pressure`): these are the server's own sends (to users, the
-        // event channels), and an event loop that waited would drop events instead.
+        // Not held back here: the engine calls `admit` first for the API's sends, and not
+        // for its monitoring events (a loop that waited would drop events instead).
         self.shared.publish_to(targets).await
+    }
+
+    async fn admit(&self) {
+        self.shared.admit().await;
     }
 
     async fn subscribers(&self, channel: &ChannelName) -> Result<Vec<ClientId>, BackendError> {

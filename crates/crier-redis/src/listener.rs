@@ -86,7 +86,7 @@ pub(crate) fn start(shared: &Arc<Shared>) {
                 _ = this.shutdown.cancelled() => {
                     // Publishes here go ahead; the others hear `off` (announcements made
                     // after the cancel say `off` too, see `announce_pressure`).
-                    this.observe(|_| Some(false));
+                    this.observe(Gauge::release);
                     let _ = tokio::time::timeout(Duration::from_secs(1), this.announce_pressure(true)).await;
                     return;
                 }
@@ -182,6 +182,11 @@ impl Shared {
         let on = {
             let mut gauge = self.gauge.lock();
             let Some(on) = f(&mut gauge) else { return false };
+            // Shutting down: the node does not start asking again (the listener may handle
+            // one more message after the ticker released it).
+            if on && self.shutdown.is_cancelled() {
+                return false;
+            }
             let _p = self.pressure.lock();
             self.self_pressured.store(on, Ordering::Release);
             if on {
@@ -234,10 +239,17 @@ impl Shared {
         }
         let node = self.node.clone();
         let a = if on { Announcement::On { node, hold: HOLD } } else { Announcement::Off { node } };
-        if let Err(e) = self.client.spublish::<Value, _, _>(self.keys.pressure(), a.encode()).await {
-            tracing::warn!(error = %e, "announcing this node's pressure failed");
+        // An `on` counts as said before it goes out: if this is cut short (the listener's
+        // bound) it may still reach the others, who then need the `off`. An `off` counts
+        // only once it went out, so a failed one is sent again.
+        if on {
+            *said = Some(tokio::time::Instant::now());
         }
-        *said = on.then(tokio::time::Instant::now);
+        match self.client.spublish::<Value, _, _>(self.keys.pressure(), a.encode()).await {
+            Ok(_) if !on => *said = None,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "announcing this node's pressure failed"),
+        }
     }
 
     /// `close`: the session was destroyed or attached elsewhere; `sync`: its subscriptions

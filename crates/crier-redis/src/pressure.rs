@@ -21,7 +21,8 @@
 //!   `off` that is lost) holds publishers back for at most [`HOLD`].
 //! - A publish on any node first waits while some node is pressured, for at most
 //!   `redis.backpressure_max_wait_ms`; then it goes ahead anyway (a node that never
-//!   recovers must not stop publishing for good). Publishers that wait for their
+//!   recovers must not stop publishing for good). The API's targeted sends wait too
+//!   (`Backend::admit`); the server's monitoring events do not. Publishers that wait for their
 //!   acknowledgements therefore slow down to what the slowest node delivers.
 //!
 //! The signal is per node, not per channel: a pressured node slows publishes to every
@@ -64,6 +65,11 @@ impl Gauge {
     pub(crate) fn lag(&mut self, d: Duration) -> Option<bool> {
         self.lag = d;
         self.update()
+    }
+
+    /// Clears the state (shutting down); `Some(false)` if it was pressured.
+    pub(crate) fn release(&mut self) -> Option<bool> {
+        std::mem::take(&mut self.pressured).then_some(false)
     }
 
     fn update(&mut self) -> Option<bool> {
@@ -162,6 +168,9 @@ mod tests {
         assert_eq!(g.backlog(300), None);
         assert_eq!(g.lag(ms(10)), None, "the backlog still holds it");
         assert_eq!(g.backlog(20), Some(false));
+        assert_eq!(g.release(), None, "not pressured: nothing to release");
+        assert_eq!(g.backlog(101), Some(true));
+        assert_eq!(g.release(), Some(false));
         let mut off = Gauge::new(0, Duration::ZERO);
         assert_eq!(off.backlog(1_000_000), None, "0 turns a sign off");
         assert_eq!(off.lag(Duration::from_secs(60)), None);
