@@ -1,7 +1,7 @@
 //! The server API on a two-node Redis cluster, with real Faye clients as browser tabs
 //! (`tests/interop/tab.js`) whose users come from JWTs: user-targeted sends, presence,
 //! server-side unsubscribe, de-duplicated broadcasts, disconnects, stats, the reserved
-//! event channels; and the API's own edge (keys, validation, limits, the OpenAPI document).
+//! event channels, waiting for a node that is behind; and the API's own edge (keys, validation, limits, the OpenAPI document).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use crier_engine::{EngineConfig, RequestContext};
 use crier_protocol::Message;
 use crier_redis::testing::RedisServer;
 use crier_server::{ApiConfig, ServerConfig};
-use crier_tests::{Cluster, Options, Tab, TestServer, eventually, http};
+use crier_tests::{Cluster, Options, Tab, TestServer, eventually, http, metric};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -199,6 +199,42 @@ async fn a_deduplicated_broadcast_reaches_a_faye_client_once() {
     // Without dedupe: /b/a, /b/b, /b/c each arrive once; /b/* fires for all three.
     assert_eq!(count(2), 5, "{:?}", tab.log());
     assert_eq!(other.messages("/b/b"), [r#"{"n":1}"#, r#"{"n":2}"#], "{:?}", other.log());
+}
+
+/// While a node of the cluster asks publishers to wait (announced here on the pressure
+/// channel, as a node that falls behind does), the API's publishes wait too: channel
+/// publishes, sends to users and de-duplicated broadcasts, each for at most
+/// `redis.backpressure_max_wait_ms` (2 s by default). They go on at once after `off`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apis_publishes_wait_while_a_node_is_behind() {
+    let c = cluster().await;
+    let n0 = &c.nodes[0];
+    let channel = format!("{}:{{pressure}}", c.prefix);
+    let say = |what: &str| {
+        let reply = redis().cmd(&["SPUBLISH", &channel, what]);
+        assert!(reply.is_some_and(|r| r.starts_with(':')), "SPUBLISH answered");
+    };
+    say("on ghost 60000");
+    assert!(eventually(WAIT, || async { metric(n0, "crier_redis_pressured_nodes").await == 1.0 }).await);
+    let calls = [
+        ("/publish", json!({"channel": "/bp/a", "data": {"n": 1}})),
+        ("/send", json!({"users": ["alice"], "channel": "/inbox", "data": {"n": 2}})),
+        ("/broadcast", json!({"channels": ["/bp/a", "/bp/b"], "data": {"n": 3}})),
+    ];
+    for (path, body) in &calls {
+        let started = std::time::Instant::now();
+        ok(n0, "POST", path, Some(body.clone())).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(10), "{path} took {took:?}");
+    }
+    assert_eq!(metric(n0, "crier_redis_publish_wait_timeouts_total").await, 3.0);
+    say("off ghost");
+    assert!(eventually(WAIT, || async { metric(n0, "crier_redis_pressured_nodes").await == 0.0 }).await);
+    for (path, body) in &calls {
+        let started = std::time::Instant::now();
+        ok(n0, "POST", path, Some(body.clone())).await;
+        assert!(started.elapsed() < Duration::from_millis(1500), "{path} waited after off");
+    }
 }
 
 /// Disconnecting a user through the API ends their sessions on every node: the old ids are
