@@ -90,6 +90,30 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Everything said on a sharded channel, read by a plain client on its own thread (the
+/// RESP push frames as text: enough to look for a message).
+fn listen(channel: &str) -> Arc<Mutex<String>> {
+    use std::io::{Read, Write};
+    let heard = Arc::new(Mutex::new(String::new()));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", redis().port)).expect("connect to redis");
+    let cmd = format!("*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{channel}\r\n", channel.len());
+    conn.write_all(cmd.as_bytes()).expect("SSUBSCRIBE");
+    let mut first = [0u8; 256];
+    let n = conn.read(&mut first).expect("subscribed");
+    assert!(String::from_utf8_lossy(&first[..n]).contains("ssubscribe"), "SSUBSCRIBE answered");
+    let sink = heard.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("heard").push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    heard
+}
+
 /// Announces on the pressure channel as a node would (`on NODE HOLD_MS` / `off NODE`).
 fn announce(prefix: &str, what: &str) {
     let reply = redis().cmd(&["SPUBLISH", &format!("{prefix}:{{pressure}}"), what]);
@@ -295,9 +319,11 @@ async fn without_backpressure_the_same_load_overflows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pressured_node_that_shuts_down_releases_publishers_at_once() {
     let base = RedisConfig { backpressure_backlog: 16, backpressure_max_wait_ms: 30_000, ..config("bp-close") };
+    let heard = listen(&format!("{}:{{pressure}}", base.prefix));
     let (a, _) = node(base.clone(), Duration::from_millis(10)).await;
     let (b, _) = node(base, Duration::ZERO).await;
     let b = Arc::new(b);
+    let off = format!("off {}", a.node_id());
     let id = ClientId::from_random([8; 20]);
     a.create_session(&id, now_ms()).await.expect("create");
     a.attach(&id).await.expect("attach");
@@ -314,6 +340,7 @@ async fn a_pressured_node_that_shuts_down_releases_publishers_at_once() {
     eventually("b hears that a is not", || metric(&b, "crier_redis_pressured_nodes") == 0).await;
     let took = closing.elapsed();
     assert!(took < Duration::from_millis(700), "released by `off`, not by the hold running out ({took:?})");
+    eventually("a said `off` on the channel", || heard.lock().expect("heard").contains(&off)).await;
     publishing.abort();
     let _ = publishing.await;
     match Arc::try_unwrap(b) {
