@@ -11,7 +11,7 @@ use crier_engine::{EngineConfig, RequestContext};
 use crier_protocol::Message;
 use crier_redis::testing::RedisServer;
 use crier_server::{ApiConfig, ServerConfig};
-use crier_tests::{Cluster, Options, Tab, TestServer, eventually, http, metric};
+use crier_tests::{Cluster, Options, Tab, TestServer, eventually, handshake, http, metric, post_json};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -203,7 +203,8 @@ async fn a_deduplicated_broadcast_reaches_a_faye_client_once() {
 
 /// While a node of the cluster asks publishers to wait (announced here on the pressure
 /// channel, as a node that falls behind does), the API's publishes wait too: channel
-/// publishes, sends to users and de-duplicated broadcasts, each for at most
+/// publishes, sends to users and de-duplicated broadcasts, and so does a client's publish,
+/// each for at most
 /// `redis.backpressure_max_wait_ms` (2 s by default). They go on at once after `off`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apis_publishes_wait_while_a_node_is_behind() {
@@ -228,6 +229,14 @@ async fn the_apis_publishes_wait_while_a_node_is_behind() {
         assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(10), "{path} took {took:?}");
     }
     assert_eq!(metric(n0, "crier_redis_publish_wait_timeouts_total").await, 3.0);
+    // A Bayeux client's publish waits the same way.
+    let client = handshake(&c.url(0)).await;
+    let started = std::time::Instant::now();
+    let (_, reply) = post_json(&c.url(0), &json!({"channel": "/bp/a", "clientId": client, "data": {"n": 4}})).await;
+    let took = started.elapsed();
+    assert_eq!(reply[0]["successful"], json!(true), "{reply}");
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(10), "a client's publish took {took:?}");
+    assert_eq!(metric(n0, "crier_redis_publish_wait_timeouts_total").await, 4.0);
     say("off ghost");
     assert!(eventually(WAIT, || async { metric(n0, "crier_redis_pressured_nodes").await == 0.0 }).await);
     for (path, body) in &calls {

@@ -138,6 +138,7 @@ impl Engine {
         let inner = &self.inner;
         let channel = publish_channel(inner, channel)?;
         let id = inner.api_message_id();
+        inner.backend.admit().await;
         let d =
             Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), inner.clock.now());
         inner.backend.publish(&channel, d.clone()).await?;
@@ -162,6 +163,8 @@ impl Engine {
         }
         let parsed: Vec<ChannelName> = channels.iter().map(|c| publish_channel(inner, c)).collect::<Result<_, _>>()?;
         let id = inner.api_message_id();
+        // Once for the whole broadcast, however many channels it goes to.
+        inner.backend.admit().await;
         let now = inner.clock.now();
         // With dedupe, every channel's delivery shares one seq: a session reached through
         // several names takes the first (see `Backend::publish_to`).
@@ -183,7 +186,6 @@ impl Engine {
                     }
                 }
             }
-            inner.backend.admit().await;
             inner.backend.publish_to(&targets).await?;
         } else {
             for (c, d) in parsed.iter().zip(&deliveries) {
@@ -220,10 +222,10 @@ impl Engine {
         names.sort();
         names.dedup();
         let id = inner.api_message_id();
+        inner.backend.admit().await;
         let d =
             Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), inner.clock.now());
         let targets: Vec<_> = names.into_iter().map(|n| (n, d.clone())).collect();
-        inner.backend.admit().await;
         inner.backend.publish_to(&targets).await?;
         inner.metrics.published.fetch_add(1, Ordering::Relaxed);
         Ok(id)

@@ -99,12 +99,12 @@ pub trait Backend: Send + Sync + 'static {
     /// expansion) and fans it out to that name's sessions. The deliveries of one call share
     /// a `seq`, so a session reached through several of the names receives one of them.
     /// Used for user-targeted messages, de-duplicated broadcasts and monitoring events.
-    /// Does not wait for [`Backend::admit`]: callers that should, call it first.
     async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError>;
 
     /// Waits, bounded, while the cluster asks publishers to hold back (a node is behind).
-    /// `publish` does this itself; the API's sends through `publish_to` call it first, the
-    /// server's monitoring events do not (their loop would drop events while it waited).
+    /// `publish` and `publish_to` never wait: the engine calls this once before each
+    /// publish of a client or of the API (a broadcast to many channels waits once), and not
+    /// for the server's monitoring events (their loop would drop events while it waited).
     /// Default: never waits (one node needs no signal: its own fan-out slows its publishes).
     async fn admit(&self) {}
 

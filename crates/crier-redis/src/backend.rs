@@ -799,7 +799,6 @@ impl Backend for RedisBackend {
 
     async fn publish(&self, channel: &ChannelName, delivery: Arc<Delivery>) -> Result<(), BackendError> {
         let s = &self.shared;
-        s.admit().await;
         // One script call per matching name (at most depth + 2), all in flight at once; the
         // cost does not depend on how many sessions subscribe.
         let json = fred::bytes_utils::Str::from(delivery.json.as_ref());
@@ -812,8 +811,6 @@ impl Backend for RedisBackend {
     }
 
     async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {
-        // Not held back here: the engine calls `admit` first for the API's sends, and not
-        // for its monitoring events (a loop that waited would drop events instead).
         self.shared.publish_to(targets).await
     }
 

@@ -1,7 +1,7 @@
 //! The node's background tasks: the pub/sub listener (live messages, control messages from
-//! other nodes, pressure announcements, reconnects and lag), the announcer of this node's
-//! own pressure, the periodic store of delivery positions, and the liveness probe of the
-//! pub/sub connection.
+//! other nodes, pressure announcements, reconnects and lag), the runtime-lag ticker (which
+//! also repeats this node's pressure announcements), the periodic store of delivery
+//! positions, and the liveness probe of the pub/sub connection.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,7 +16,6 @@ use crate::backend::Shared;
 use crate::codec::decode_payload;
 use crate::metrics::RedisMetrics;
 use crate::pressure::{Announcement, Gauge, HOLD, REPEAT};
-
 use crate::values::text;
 
 /// How often the runtime's lag is measured (see `pressure`).

@@ -21,9 +21,10 @@
 //!   `off` that is lost) holds publishers back for at most [`HOLD`].
 //! - A publish on any node first waits while some node is pressured, for at most
 //!   `redis.backpressure_max_wait_ms`; then it goes ahead anyway (a node that never
-//!   recovers must not stop publishing for good). The API's targeted sends wait too
-//!   (`Backend::admit`); the server's monitoring events do not. Publishers that wait for their
-//!   acknowledgements therefore slow down to what the slowest node delivers.
+//!   recovers must not stop publishing for good). The engine waits (`Backend::admit`) once
+//!   before each publish of a client or of the API, not for its monitoring events.
+//!   Publishers that wait for their acknowledgements therefore slow down to what the
+//!   slowest node delivers.
 //!
 //! The signal is per node, not per channel: a pressured node slows publishes to every
 //! channel, also those it does not serve. Clocks are not compared across nodes: the

@@ -122,7 +122,9 @@ fn announce(prefix: &str, what: &str) {
 
 fn publish(b: &RedisBackend, seq: u64) -> impl Future<Output = ()> + '_ {
     let channel = ChannelName::parse("/bp").expect("valid");
+    // As the engine publishes: `admit` first, then the publish itself.
     async move {
+        b.admit().await;
         b.publish(&channel, Delivery::new(seq, channel.clone(), Message::new(), now_ms())).await.expect("publish");
     }
 }
