@@ -11,7 +11,7 @@
 #
 # Settings (environment): CRIER, BENCH (binaries), FAYE_DIR (the installed faye-peer),
 # OUT (results file), PORT (first of the ports used, default 18000), DURATION (seconds
-# per run, default 10), SCENARIOS (any of: single cluster latency idle redis ceiling),
+# per run, default 10), SCENARIOS (any of: single cluster modes latency idle redis ceiling),
 # SERVERS (default "crier faye"), LABEL_CRIER; the rates and counts below. (No variable
 # of this script starts with CRIER_: crier reads those as configuration.)
 set -euo pipefail
@@ -22,7 +22,7 @@ FAYE_DIR=${FAYE_DIR:-/tmp/faye-peer}
 OUT=${OUT:-bench-results.jsonl}
 PORT=${PORT:-18000}
 DURATION=${DURATION:-10}
-SCENARIOS=${SCENARIOS:-single cluster latency idle redis ceiling}
+SCENARIOS=${SCENARIOS:-single cluster modes latency idle redis ceiling}
 # Offered rates (messages/s over all publishers) for the zero-loss cluster sweep and the
 # latency runs; 1,000 subscribers each, so deliveries/s = 1,000 x rate (the small latency
 # runs: 100 subscribers).
@@ -212,6 +212,35 @@ redis() {
                 --rate 20 --messages 100 --duration "$DURATION" --drain 15 --redis "127.0.0.1:$REDIS"
             restart
         done
+    done
+}
+
+# The other modes, side by side: fan-in (200 publishers as fast as acknowledgements
+# allow, one subscriber), wildcard subscribers (/bench/* over 10 channels), long-polling
+# subscribers, and fan-in through a cluster (publishers on one node, the subscriber on
+# the other).
+modes() {
+    for server in $SERVERS; do
+        "start_$server" "$A"; pid=$LAST
+        bench "$server/single/fan-in" --mode fan-in --url "$(url "$A")" -p 200 --duration "$DURATION" \
+            --server-pid "$pid"
+        restart
+        "start_$server" "$A"; pid=$LAST
+        bench "$server/single/wildcard" --mode wildcard --url "$(url "$A")" -s 1000 -p 10 -c 10 \
+            --duration "$DURATION" --server-pid "$pid"
+        restart
+        "start_$server" "$A"; pid=$LAST
+        bench "$server/single/long-polling" --transport long-polling --url "$(url "$A")" -s 1000 -p 2 \
+            --duration "$DURATION" --server-pid "$pid"
+        restart
+    done
+    [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
+    for server in $SERVERS; do
+        "start_$server" "$A" "$REDIS"; pa=$LAST
+        "start_$server" "$B" "$REDIS"; pb=$LAST
+        bench "$server/cluster/fan-in" --mode fan-in --sub-url "$(url "$A")" --pub-url "$(url "$B")" -p 200 \
+            --drain 15 --duration "$DURATION" --server-pid "$pa" --server-pid "$pb"
+        restart
     done
 }
 

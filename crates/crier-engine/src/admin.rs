@@ -138,7 +138,7 @@ impl Engine {
         let inner = &self.inner;
         let channel = publish_channel(inner, channel)?;
         let id = inner.api_message_id();
-        inner.backend.admit().await;
+        inner.admit().await;
         let d =
             Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), inner.clock.now());
         inner.backend.publish(&channel, d.clone()).await?;
@@ -164,7 +164,7 @@ impl Engine {
         let parsed: Vec<ChannelName> = channels.iter().map(|c| publish_channel(inner, c)).collect::<Result<_, _>>()?;
         let id = inner.api_message_id();
         // Once for the whole broadcast, however many channels it goes to.
-        inner.backend.admit().await;
+        inner.admit().await;
         let now = inner.clock.now();
         // With dedupe, every channel's delivery shares one seq: a session reached through
         // several names takes the first (see `Backend::publish_to`).
@@ -222,7 +222,7 @@ impl Engine {
         names.sort();
         names.dedup();
         let id = inner.api_message_id();
-        inner.backend.admit().await;
+        inner.admit().await;
         let d =
             Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), inner.clock.now());
         let targets: Vec<_> = names.into_iter().map(|n| (n, d.clone())).collect();

@@ -28,6 +28,11 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// What to do when a session's queue is full.
     pub overflow: OverflowPolicy,
+    /// Most milliseconds a publish waits while this node has fallen behind on a socket's
+    /// session (more than half of `max_queue` queued for a client that reads everything it
+    /// is sent), instead of dropping messages for that client; then it goes ahead. Slow
+    /// clients and long-polling clients never make publishers wait. 0: never wait.
+    pub publish_wait_ms: u64,
     /// Most subscriptions one session may hold.
     pub max_subscriptions: usize,
     /// Seconds between sweeps for expired sessions (0: a quarter of the timeout, at least 1 s).
@@ -53,6 +58,7 @@ impl Default for EngineConfig {
             interval_ms: 0,
             max_queue: 1000,
             overflow: OverflowPolicy::DropOldest,
+            publish_wait_ms: 2000,
             max_subscriptions: 1000,
             sweep_interval_secs: 0,
             max_channel_length: crier_protocol::channel::MAX_CHANNEL_LEN,
@@ -67,6 +73,11 @@ impl EngineConfig {
     /// The heartbeat interval, 1 to 20 s (a backend keeps a heartbeat for a minute).
     pub fn stats_interval(&self) -> Duration {
         Duration::from_secs(self.stats_interval_secs.clamp(1, 20))
+    }
+
+    /// The most a publish waits for sessions this node has fallen behind on.
+    pub fn publish_wait(&self) -> Duration {
+        Duration::from_millis(self.publish_wait_ms)
     }
 
     /// The connect hold time.

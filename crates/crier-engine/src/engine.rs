@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::backend::Backend;
+use crate::backlog::Backlogs;
 use crate::clock::Clock;
 use crate::config::EngineConfig;
 use crate::context::RequestContext;
@@ -41,7 +42,8 @@ impl EngineBuilder {
     /// Starts the engine (its sweep task runs on the current tokio runtime).
     pub fn build(self) -> Engine {
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(self.config.max_queue, self.config.overflow, metrics.clone()));
+        let backlogs = Arc::new(Backlogs::new(self.config.publish_wait(), metrics.clone()));
+        let hub = Arc::new(Hub::new(self.config.max_queue, self.config.overflow, metrics.clone(), backlogs));
         self.backend.bind(hub.clone());
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
@@ -438,6 +440,21 @@ impl Inner {
     pub(crate) fn emit(&self, e: Event) {
         // No receivers is fine: events are for whoever listens.
         let _ = self.events.send(e);
+    }
+
+    /// Waits, before a publish of a client or of the HTTP API, while this node has fallen
+    /// behind on a socket's session ([`Backlogs`]) and while the backend asks publishers to
+    /// wait ([`Backend::admit`]). Each wait is bounded by its own setting.
+    pub(crate) async fn admit(&self) {
+        if let Some(w) = self.hub.backlogs().wait().await {
+            Metrics::inc(&self.metrics.publish_waits);
+            let ms = u64::try_from(w.time.as_millis()).unwrap_or(u64::MAX);
+            self.metrics.publish_wait_ms.fetch_add(ms, Ordering::Relaxed);
+            if w.gave_up {
+                Metrics::inc(&self.metrics.publish_wait_timeouts);
+            }
+        }
+        self.backend.admit().await;
     }
 
     /// Whether the engine is draining (lock-free).

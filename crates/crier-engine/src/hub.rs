@@ -8,6 +8,7 @@ use crier_protocol::ClientId;
 use parking_lot::RwLock;
 
 use crate::backend::DeliverySink;
+use crate::backlog::Backlogs;
 use crate::config::OverflowPolicy;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
@@ -20,6 +21,7 @@ pub(crate) struct Hub {
     max_queue: usize,
     policy: OverflowPolicy,
     metrics: Arc<Metrics>,
+    backlogs: Arc<Backlogs>,
 }
 
 fn shard_of(id: &ClientId) -> usize {
@@ -32,8 +34,18 @@ fn shard_of(id: &ClientId) -> usize {
 }
 
 impl Hub {
-    pub(crate) fn new(max_queue: usize, policy: OverflowPolicy, metrics: Arc<Metrics>) -> Self {
-        Hub { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(), max_queue, policy, metrics }
+    pub(crate) fn new(
+        max_queue: usize,
+        policy: OverflowPolicy,
+        metrics: Arc<Metrics>,
+        backlogs: Arc<Backlogs>,
+    ) -> Self {
+        Hub { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(), max_queue, policy, metrics, backlogs }
+    }
+
+    /// The sessions this node has fallen behind on, which publishers wait for.
+    pub(crate) fn backlogs(&self) -> &Backlogs {
+        &self.backlogs
     }
 
     pub(crate) fn get(&self, id: &ClientId) -> Option<Arc<Session>> {
@@ -43,7 +55,7 @@ impl Hub {
     /// Returns the attached session, creating it if absent.
     pub(crate) fn attach(&self, id: &ClientId) -> Arc<Session> {
         let mut shard = self.shards[shard_of(id)].write();
-        shard.entry(id.clone()).or_insert_with(|| Session::new(id.clone())).clone()
+        shard.entry(id.clone()).or_insert_with(|| Session::new(id.clone(), self.backlogs.clone())).clone()
     }
 
     pub(crate) fn remove(&self, id: &ClientId) -> Option<Arc<Session>> {

@@ -11,6 +11,7 @@
 
 mod admin;
 mod backend;
+mod backlog;
 mod clock;
 mod config;
 mod context;

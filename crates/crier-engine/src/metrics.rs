@@ -20,6 +20,14 @@ pub struct Metrics {
     pub queue_dropped: AtomicU64,
     /// Sessions disconnected because their queue was full.
     pub queue_disconnects: AtomicU64,
+    /// Socket sessions this node has fallen behind on (publishers wait for them).
+    pub sessions_behind: AtomicI64,
+    /// Publishes that waited for a session this node had fallen behind on.
+    pub publish_waits: AtomicU64,
+    /// Milliseconds those publishes waited, in all.
+    pub publish_wait_ms: AtomicU64,
+    /// Publishes that stopped waiting at `engine.publish_wait_ms`.
+    pub publish_wait_timeouts: AtomicU64,
     /// Subscriptions added.
     pub subscribes: AtomicU64,
     /// Subscriptions added minus removed through this node (each change is counted on the
@@ -91,6 +99,26 @@ impl Metrics {
                 "crier_queue_disconnects_total",
                 "Sessions disconnected because their queue was full.",
                 g(&self.queue_disconnects),
+            ),
+            (
+                "crier_sessions_behind",
+                "Socket sessions this node has fallen behind on (publishers wait for them).",
+                self.sessions_behind.load(Ordering::Relaxed),
+            ),
+            (
+                "crier_publish_waits_total",
+                "Publishes that waited for a socket session this node had fallen behind on.",
+                g(&self.publish_waits),
+            ),
+            (
+                "crier_publish_wait_ms_total",
+                "Milliseconds publishes waited for such sessions.",
+                g(&self.publish_wait_ms),
+            ),
+            (
+                "crier_publish_wait_timeouts_total",
+                "Publishes that stopped waiting at engine.publish_wait_ms.",
+                g(&self.publish_wait_timeouts),
             ),
             ("crier_subscribes_total", "Subscriptions added.", g(&self.subscribes)),
             (

@@ -3,12 +3,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crier_protocol::ClientId;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
+use crate::backlog::{Backlogs, FRESH};
 use crate::config::OverflowPolicy;
 use crate::delivery::Delivery;
 
@@ -25,9 +27,12 @@ pub(crate) enum Pushed {
     Closed,
 }
 
-#[derive(Default)]
 struct State {
     queue: VecDeque<Arc<Delivery>>,
+    /// Counted in [`Backlogs`] as behind (see there for when).
+    behind: bool,
+    /// When messages were last taken (or the session was made).
+    last_drain: Instant,
     /// Incremented by every connect; a held connect whose number is no longer current has
     /// been superseded and returns at once.
     connect_gen: u64,
@@ -52,17 +57,32 @@ pub(crate) struct Session {
     /// wake-up before it checks this, so it never sleeps through the end (and needs no
     /// cancellation token, which would cost every session an allocation).
     is_closed: AtomicBool,
+    /// Sockets pumping this session (usually 0 or 1).
+    pumps: AtomicU32,
+    /// A pump's batch is being written to its socket.
+    writing: AtomicBool,
+    backlogs: Arc<Backlogs>,
 }
 
 impl Session {
-    pub(crate) fn new(id: ClientId) -> Arc<Self> {
+    pub(crate) fn new(id: ClientId, backlogs: Arc<Backlogs>) -> Arc<Self> {
         Arc::new(Session {
             id,
             identity: Mutex::new(None),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                behind: false,
+                last_drain: Instant::now(),
+                connect_gen: 0,
+                connected_once: false,
+                overflowed: false,
+            }),
             queued: Notify::new(),
             superseded: Notify::new(),
             is_closed: AtomicBool::new(false),
+            pumps: AtomicU32::new(0),
+            writing: AtomicBool::new(false),
+            backlogs,
         })
     }
 
@@ -71,10 +91,22 @@ impl Session {
         if self.is_closed() {
             return Pushed::Closed;
         }
+        let mut fell_behind = false;
         let result = {
             let mut st = self.state.lock();
             if st.queue.len() < max.max(1) {
                 st.queue.push_back(d.clone());
+                // Checked in this order: the first test is nearly always false.
+                if st.queue.len() >= (max / 2).max(1)
+                    && !st.behind
+                    && !self.is_closed()
+                    && self.pumps.load(Ordering::Acquire) > 0
+                    && !self.writing.load(Ordering::Acquire)
+                    && st.last_drain.elapsed() <= FRESH
+                {
+                    st.behind = true;
+                    fell_behind = true;
+                }
                 Pushed::Queued
             } else {
                 match policy {
@@ -91,6 +123,9 @@ impl Session {
                 }
             }
         };
+        if fell_behind {
+            self.backlogs.fell_behind();
+        }
         if result == Pushed::Overflowed {
             // Closed like any other end of the session: a socket's held connect waits only
             // on `superseded`, and must answer now, not at its deadline.
@@ -103,8 +138,30 @@ impl Session {
 
     /// Takes everything queued.
     pub(crate) fn drain(&self) -> Vec<Arc<Delivery>> {
-        let mut st = self.state.lock();
-        st.queue.drain(..).collect()
+        let (items, caught_up) = {
+            let mut st = self.state.lock();
+            st.last_drain = Instant::now();
+            (st.queue.drain(..).collect(), std::mem::take(&mut st.behind))
+        };
+        if caught_up {
+            self.backlogs.caught_up();
+        }
+        items
+    }
+
+    /// A socket pumps this session from now on (see [`Backlogs`]).
+    pub(crate) fn pumped(&self) {
+        self.pumps.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A socket stopped pumping this session.
+    pub(crate) fn unpumped(&self) {
+        self.pumps.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether a pump's batch is being written to its socket.
+    pub(crate) fn set_writing(&self, writing: bool) {
+        self.writing.store(writing, Ordering::Release);
     }
 
     /// Puts messages back at the front of the queue (a response that could not be sent).
@@ -164,6 +221,9 @@ impl Session {
     /// Ends the session locally: held connects return and pumps stop.
     pub(crate) fn close(&self) {
         self.is_closed.store(true, Ordering::Release);
+        if std::mem::take(&mut self.state.lock().behind) {
+            self.backlogs.caught_up();
+        }
         self.queued.notify_waiters();
         self.superseded.notify_waiters();
     }

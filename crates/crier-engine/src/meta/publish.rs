@@ -63,7 +63,7 @@ impl Inner {
             }
         }
         let publisher = m.client_id().map(str::to_owned);
-        self.backend.admit().await;
+        self.admit().await;
         let delivery = Delivery::new(self.next_seq(), channel.clone(), m, self.clock.now());
         if let Err(e) = self.backend.publish(&channel, delivery.clone()).await {
             Metrics::inc(&self.metrics.backend_errors);

@@ -1,0 +1,195 @@
+//! Publish backpressure on one node: publishers wait while a socket's session has fallen
+//! behind because this node is short of CPU, instead of its queue overflowing and dropping
+//! messages for a client that reads everything it is sent.
+//!
+//! Many publishers and one subscriber (a dashboard fed by every service) showed why: the
+//! publishers' sockets took the node's CPU, the subscriber's socket task ran too seldom,
+//! and its queue overflowed: 26 % of the messages were dropped for a client that was
+//! keeping up (docs/benchmarks.md, "Fan-in").
+//!
+//! A session counts as *behind* when its queue passes half of `max_queue` while
+//! - a socket pumps it (a long-poll client's queue fills between polls by design, and
+//!   waiting for its round trips would slow everyone to its pace),
+//! - nothing is being written to that socket (a write that does not finish is a client
+//!   that does not read: a slow client, left to the overflow policy), and
+//! - the socket took messages within [`FRESH`] (a socket task that stopped running).
+//!
+//! It stops being behind when its socket takes its messages, or when it ends. Waiting is
+//! bounded twice: by `engine.publish_wait_ms`, and by [`STALE`]: when no session that is
+//! behind has been drained for that long, publishers go ahead (nothing is catching up, so
+//! waiting would not help).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// A socket that took messages this recently is being served.
+pub(crate) const FRESH: Duration = Duration::from_millis(250);
+
+/// Publishers stop waiting when no session that is behind has caught up for this long.
+pub(crate) const STALE: Duration = Duration::from_millis(250);
+
+/// How a publisher's wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Waited {
+    /// Time spent waiting.
+    pub(crate) time: Duration,
+    /// It gave up at `publish_wait_ms` with a session still behind.
+    pub(crate) gave_up: bool,
+}
+
+/// The sessions of this node that are behind, and the publishers waiting for them.
+#[derive(Debug)]
+pub(crate) struct Backlogs {
+    behind: AtomicUsize,
+    /// Notified whenever a session catches up.
+    caught_up: Notify,
+    base: Instant,
+    /// When a session last fell behind or caught up, in ms since `base`.
+    progress_ms: AtomicU64,
+    max_wait: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Backlogs {
+    pub(crate) fn new(max_wait: Duration, metrics: Arc<Metrics>) -> Self {
+        Backlogs {
+            behind: AtomicUsize::new(0),
+            caught_up: Notify::new(),
+            base: Instant::now(),
+            progress_ms: AtomicU64::new(0),
+            max_wait,
+            metrics,
+        }
+    }
+
+    /// A session fell behind (called once per episode, by the session).
+    pub(crate) fn fell_behind(&self) {
+        self.behind.fetch_add(1, Ordering::AcqRel);
+        self.metrics.sessions_behind.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// A session that was behind caught up or ended.
+    pub(crate) fn caught_up(&self) {
+        self.behind.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.sessions_behind.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+        self.caught_up.notify_waiters();
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.progress_ms.store(ms, Ordering::Release);
+    }
+
+    /// When waiting stops helping: [`STALE`] after the last progress.
+    fn stale_at(&self) -> Instant {
+        self.base + Duration::from_millis(self.progress_ms.load(Ordering::Acquire)) + STALE
+    }
+
+    /// Waits while a session is behind, within the bounds above. `None` when it did not
+    /// wait at all (the publish hot path costs one atomic load).
+    pub(crate) async fn wait(&self) -> Option<Waited> {
+        if self.behind.load(Ordering::Acquire) == 0 || self.max_wait.is_zero() {
+            return None;
+        }
+        let start = Instant::now();
+        let deadline = start + self.max_wait;
+        let mut waited = false;
+        loop {
+            let caught_up = self.caught_up.notified();
+            tokio::pin!(caught_up);
+            caught_up.as_mut().enable();
+            let now = Instant::now();
+            let stale_at = self.stale_at();
+            let behind = self.behind.load(Ordering::Acquire) > 0;
+            if !behind || now >= stale_at || now >= deadline {
+                let gave_up = behind && now >= deadline && now < stale_at;
+                return waited.then(|| Waited { time: now - start, gave_up });
+            }
+            waited = true;
+            tokio::select! {
+                () = &mut caught_up => {}
+                () = tokio::time::sleep_until(stale_at.min(deadline)) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backlogs(max_wait_ms: u64) -> Arc<Backlogs> {
+        Arc::new(Backlogs::new(Duration::from_millis(max_wait_ms), Arc::default()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_behind_means_no_wait() {
+        assert_eq!(backlogs(2000).wait().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_publisher_waits_until_the_session_catches_up() {
+        let b = backlogs(2000);
+        b.fell_behind();
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.wait().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished());
+        b.caught_up();
+        let w = waiter.await.unwrap().unwrap();
+        assert_eq!(w.time, Duration::from_millis(100));
+        assert!(!w.gave_up);
+        assert_eq!(b.metrics.sessions_behind.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_stops_when_nothing_catches_up() {
+        let b = backlogs(2000);
+        b.fell_behind();
+        let w = b.wait().await.unwrap();
+        assert_eq!(w.time, STALE);
+        assert!(!w.gave_up, "stale is not the configured limit");
+        // Still behind and still stale: the next publisher does not wait at all.
+        assert_eq!(b.wait().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_elsewhere_keeps_publishers_waiting_up_to_the_limit() {
+        let b = backlogs(400);
+        b.fell_behind();
+        b.fell_behind();
+        let keeper = tokio::spawn({
+            let b = b.clone();
+            async move {
+                // One session catches up and falls behind again every 100 ms; the other
+                // stays behind: progress, but never none behind.
+                for _ in 0..10 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    b.caught_up();
+                    b.fell_behind();
+                }
+            }
+        });
+        let w = b.wait().await.unwrap();
+        assert_eq!(w.time, Duration::from_millis(400));
+        assert!(w.gave_up);
+        keeper.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_max_wait_never_waits() {
+        let b = backlogs(0);
+        b.fell_behind();
+        assert_eq!(b.wait().await, None);
+    }
+}
