@@ -4,20 +4,22 @@
 //!
 //! Many publishers and one subscriber (a dashboard fed by every service) showed why: the
 //! publishers' sockets took the node's CPU, the subscriber's socket task ran too seldom,
-//! and its queue overflowed: 26 % of the messages were dropped for a client that was
-//! keeping up (docs/benchmarks.md, "Fan-in").
+//! and its queue overflowed: 23 to 26 % of the messages were dropped for a client that
+//! was keeping up (docs/benchmarks.md, "Other modes").
 //!
-//! A session counts as *behind* when its queue passes half of `max_queue` while
-//! - a socket pumps it (a long-poll client's queue fills between polls by design, and
-//!   waiting for its round trips would slow everyone to its pace),
-//! - nothing is being written to that socket (a write that does not finish is a client
-//!   that does not read: a slow client, left to the overflow policy), and
-//! - the socket took messages within [`FRESH`] (a socket task that stopped running).
+//! A session counts as *behind* when half of `max_queue` or more is queued while its
+//! WebSocket's pump is parked waiting for messages ([`crate::session::Waiting`]): the
+//! messages woke the socket's task and it has not run since. A socket task busy elsewhere
+//! (writing to a client that does not read, answering a request) has no parked pump, so a
+//! slow client is left to the overflow policy. So are long-polling clients (their queues
+//! fill between polls by design; waiting for their round trips would slow everyone to
+//! their pace) and EventSource streams (the HTTP server stops asking for chunks when the
+//! client does not read, which leaves the pump parked).
 //!
-//! It stops being behind when its socket takes its messages, or when it ends. Waiting is
-//! bounded twice: by `engine.publish_wait_ms`, and by [`STALE`]: when no session that is
-//! behind has been drained for that long, publishers go ahead (nothing is catching up, so
-//! waiting would not help).
+//! It stops being behind when its socket takes its messages, when its pump stops waiting,
+//! or when it ends. Publishers wait until no session of the node is behind, bounded twice:
+//! by `engine.publish_wait_ms`, and by [`STALE`]: when no session has caught up for that
+//! long, they go ahead (nothing is catching up, so waiting would not help).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,10 +30,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
-/// A socket that took messages this recently is being served.
-pub(crate) const FRESH: Duration = Duration::from_millis(250);
-
-/// Publishers stop waiting when no session that is behind has caught up for this long.
+/// Publishers stop waiting when no session has caught up for this long.
 pub(crate) const STALE: Duration = Duration::from_millis(250);
 
 /// How a publisher's wait ended.
@@ -50,7 +49,7 @@ pub(crate) struct Backlogs {
     /// Notified whenever a session catches up.
     caught_up: Notify,
     base: Instant,
-    /// When a session last fell behind or caught up, in ms since `base`.
+    /// When a session last caught up (or the first fell behind), in ms since `base`.
     progress_ms: AtomicU64,
     max_wait: Duration,
     metrics: Arc<Metrics>,
@@ -70,9 +69,12 @@ impl Backlogs {
 
     /// A session fell behind (called once per episode, by the session).
     pub(crate) fn fell_behind(&self) {
-        self.behind.fetch_add(1, Ordering::AcqRel);
+        // Only the first starts the clock: sessions that keep falling behind while none
+        // catches up must not keep publishers waiting past the staleness bound.
+        if self.behind.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.touch();
+        }
         self.metrics.sessions_behind.fetch_add(1, Ordering::Relaxed);
-        self.touch();
     }
 
     /// A session that was behind caught up or ended.
@@ -184,6 +186,24 @@ mod tests {
         assert_eq!(w.time, Duration::from_millis(400));
         assert!(w.gave_up);
         keeper.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_falling_behind_while_none_catches_up_do_not_extend_the_wait() {
+        let b = backlogs(2000);
+        b.fell_behind();
+        let faller = tokio::spawn({
+            let b = b.clone();
+            async move {
+                for _ in 0..10 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    b.fell_behind();
+                }
+            }
+        });
+        let w = b.wait().await.unwrap();
+        assert_eq!(w.time, STALE);
+        faller.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,10 +28,11 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// What to do when a session's queue is full.
     pub overflow: OverflowPolicy,
-    /// Most milliseconds a publish waits while this node has fallen behind on a socket's
-    /// session (more than half of `max_queue` queued for a client that reads everything it
-    /// is sent), instead of dropping messages for that client; then it goes ahead. Slow
-    /// clients and long-polling clients never make publishers wait. 0: never wait.
+    /// Most milliseconds a publish waits while this node has fallen behind on a WebSocket's
+    /// session (half of `max_queue` or more queued while the socket's task waits to be
+    /// run: the node is short of CPU, the client is not slow), instead of dropping messages
+    /// for it; then it goes ahead. Slow clients, long-polling clients and EventSource
+    /// streams never make publishers wait. 0: never wait.
     pub publish_wait_ms: u64,
     /// Most subscriptions one session may hold.
     pub max_subscriptions: usize,

@@ -18,7 +18,7 @@ use crate::session::{Requeue, Session};
 /// write matters when the client moves: the node it moves to resumes after what was
 /// recorded, so a batch recorded before a write that then failed would be skipped there.
 /// (A WebSocket knows whether its frame was written; an EventSource stream hands its
-/// chunk to the HTTP server and reports it [`Pump::handed_over`] at once.)
+/// chunk to the HTTP server and reports it written at once.)
 ///
 /// Boxed, so it costs a socket's loop one pointer while it is written: that loop's state is
 /// kept by every idle socket, and a few more bytes there cost a larger allocation each.
@@ -51,7 +51,6 @@ pub struct Pump {
 
 impl Pump {
     pub(crate) fn new(inner: Arc<Inner>, session: Arc<Session>, ctx: RequestContext) -> Self {
-        session.pumped();
         Pump { inner, session, ctx }
     }
 
@@ -74,8 +73,6 @@ impl Pump {
     #[expect(clippy::should_implement_trait, reason = "a future, not an iterator")]
     pub fn next(&mut self) -> impl Future<Output = Option<Batch>> + Send + '_ {
         async move {
-            // Asked for more: whatever was handed over before has left (see `handed_over`).
-            self.session.set_writing(false);
             loop {
                 let notified = self.session.queued().notified();
                 tokio::pin!(notified);
@@ -90,7 +87,6 @@ impl Pump {
                     let out = Box::pin(self.deliver(guard.items()).instrument(span)).await;
                     let taken = guard.disarm();
                     if !out.is_empty() {
-                        self.session.set_writing(true);
                         return Some(Batch(Box::new(Parts { items: out, taken })));
                     }
                     continue;
@@ -103,6 +99,11 @@ impl Pump {
                 // attached session (and `is_draining`, checked above, covers a session attached
                 // after that sweep). One shared token registered by every socket on every
                 // delivery would be a hot spot.
+                // Parked: while this future waits here, messages that pile up mean its task
+                // is not being run (the engine's backlog module).
+                // (WebSockets only: see there for why not EventSource streams.)
+                let _waiting =
+                    (self.ctx.transport == crate::context::Transport::WebSocket).then(|| self.session.waiting());
                 notified.await;
             }
         }
@@ -128,16 +129,6 @@ impl Pump {
     /// The batch was written: records how far the session got. A socket streams
     /// continuously, so the backend stores the position in the background.
     pub fn written(&self, batch: Batch) {
-        self.session.set_writing(false);
-        self.inner.backend.sent_soon(&self.session.id, &batch.0.taken);
-    }
-
-    /// The batch was handed to a writer that reports nothing back (an EventSource's
-    /// response body): records it as [`Pump::written`] does, but the socket counts as
-    /// writing until the next [`Pump::next`], which the writer calls only once it has room
-    /// again. So a client that stops reading is a slow client, not a session this node
-    /// fell behind on (see the engine's backlog module).
-    pub fn handed_over(&self, batch: Batch) {
         self.inner.backend.sent_soon(&self.session.id, &batch.0.taken);
     }
 
@@ -145,14 +136,6 @@ impl Pump {
     /// queue, as they were before outgoing extensions, so the next connect (on any
     /// transport, on any node) delivers them.
     pub fn requeue(&self, batch: Batch) {
-        self.session.set_writing(false);
         self.session.requeue(batch.0.taken);
-    }
-}
-
-impl Drop for Pump {
-    fn drop(&mut self) {
-        self.session.set_writing(false);
-        self.session.unpumped();
     }
 }

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crier_protocol::ClientId;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
-use crate::backlog::{Backlogs, FRESH};
+use crate::backlog::Backlogs;
 use crate::config::OverflowPolicy;
 use crate::delivery::Delivery;
 
@@ -31,8 +30,6 @@ struct State {
     queue: VecDeque<Arc<Delivery>>,
     /// Counted in [`Backlogs`] as behind (see there for when).
     behind: bool,
-    /// When messages were last taken (or the session was made).
-    last_drain: Instant,
     /// Incremented by every connect; a held connect whose number is no longer current has
     /// been superseded and returns at once.
     connect_gen: u64,
@@ -57,10 +54,8 @@ pub(crate) struct Session {
     /// wake-up before it checks this, so it never sleeps through the end (and needs no
     /// cancellation token, which would cost every session an allocation).
     is_closed: AtomicBool,
-    /// Sockets pumping this session (usually 0 or 1).
-    pumps: AtomicU32,
-    /// A pump's batch is being written to its socket.
-    writing: AtomicBool,
+    /// Socket pumps parked waiting for messages (usually 0 or 1): see [`Waiting`].
+    waiting: AtomicU32,
     backlogs: Arc<Backlogs>,
 }
 
@@ -72,7 +67,6 @@ impl Session {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 behind: false,
-                last_drain: Instant::now(),
                 connect_gen: 0,
                 connected_once: false,
                 overflowed: false,
@@ -80,8 +74,7 @@ impl Session {
             queued: Notify::new(),
             superseded: Notify::new(),
             is_closed: AtomicBool::new(false),
-            pumps: AtomicU32::new(0),
-            writing: AtomicBool::new(false),
+            waiting: AtomicU32::new(0),
             backlogs,
         })
     }
@@ -91,21 +84,19 @@ impl Session {
         if self.is_closed() {
             return Pushed::Closed;
         }
-        let mut fell_behind = false;
         let result = {
             let mut st = self.state.lock();
             if st.queue.len() < max.max(1) {
                 st.queue.push_back(d.clone());
-                // Checked in this order: the first test is nearly always false.
+                // Checked in this order: the first test is nearly always false. Counted
+                // under the session's lock, so that a drain cannot count it caught up first.
                 if st.queue.len() >= (max / 2).max(1)
                     && !st.behind
                     && !self.is_closed()
-                    && self.pumps.load(Ordering::Acquire) > 0
-                    && !self.writing.load(Ordering::Acquire)
-                    && st.last_drain.elapsed() <= FRESH
+                    && self.waiting.load(Ordering::Acquire) > 0
                 {
                     st.behind = true;
-                    fell_behind = true;
+                    self.backlogs.fell_behind();
                 }
                 Pushed::Queued
             } else {
@@ -123,9 +114,6 @@ impl Session {
                 }
             }
         };
-        if fell_behind {
-            self.backlogs.fell_behind();
-        }
         if result == Pushed::Overflowed {
             // Closed like any other end of the session: a socket's held connect waits only
             // on `superseded`, and must answer now, not at its deadline.
@@ -138,30 +126,22 @@ impl Session {
 
     /// Takes everything queued.
     pub(crate) fn drain(&self) -> Vec<Arc<Delivery>> {
-        let (items, caught_up) = {
-            let mut st = self.state.lock();
-            st.last_drain = Instant::now();
-            (st.queue.drain(..).collect(), std::mem::take(&mut st.behind))
-        };
-        if caught_up {
+        let mut st = self.state.lock();
+        self.catch_up(&mut st);
+        st.queue.drain(..).collect()
+    }
+
+    /// No longer counted as behind (under the session's lock, as the count was raised).
+    fn catch_up(&self, st: &mut State) {
+        if std::mem::take(&mut st.behind) {
             self.backlogs.caught_up();
         }
-        items
     }
 
-    /// A socket pumps this session from now on (see [`Backlogs`]).
-    pub(crate) fn pumped(&self) {
-        self.pumps.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// A socket stopped pumping this session.
-    pub(crate) fn unpumped(&self) {
-        self.pumps.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Whether a pump's batch is being written to its socket.
-    pub(crate) fn set_writing(&self, writing: bool) {
-        self.writing.store(writing, Ordering::Release);
+    /// A socket pump parks waiting for messages until the returned guard is dropped.
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(self)
     }
 
     /// Puts messages back at the front of the queue (a response that could not be sent).
@@ -221,11 +201,28 @@ impl Session {
     /// Ends the session locally: held connects return and pumps stop.
     pub(crate) fn close(&self) {
         self.is_closed.store(true, Ordering::Release);
-        if std::mem::take(&mut self.state.lock().behind) {
-            self.backlogs.caught_up();
-        }
+        self.catch_up(&mut self.state.lock());
         self.queued.notify_waiters();
         self.superseded.notify_waiters();
+    }
+}
+
+/// A socket pump parked waiting for its session's messages, as opposed to a socket task
+/// busy elsewhere (writing to a client that does not read, answering a request) or gone.
+/// Only a session with a waiting pump counts as behind: its task was woken by the
+/// messages and has not run since, so the node is short of CPU. When the last waiting
+/// pump stops waiting without taking them (its future dropped), the session stops counting.
+pub(crate) struct Waiting<'a>(&'a Session);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut st = self.0.state.lock();
+            // A pump that started waiting meanwhile keeps it counted.
+            if self.0.waiting.load(Ordering::Acquire) == 0 {
+                self.0.catch_up(&mut st);
+            }
+        }
     }
 }
 

@@ -1,5 +1,10 @@
 //! Publish backpressure on one node: publishers wait while the node has fallen behind on a
-//! socket's session, and never for a slow, long-polling or vanished client.
+//! WebSocket's session (its pump parked, its task not run), and never for a slow client, a
+//! long-polling client or an EventSource stream.
+//!
+//! A socket's task that has not been run is modelled by a `Pump::next` future polled once
+//! (parked) and then left alone; the tests' runtime is single-threaded, so a spawned
+//! socket task runs only when the publishers wait.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,11 +22,19 @@ fn harness(max_queue: usize, publish_wait_ms: u64) -> Arc<Harness> {
 
 /// A subscriber to `/q` whose messages a socket pumps.
 async fn socket_subscriber(h: &Harness) -> (String, Pump) {
+    subscriber_on(h, Transport::WebSocket).await
+}
+
+async fn subscriber_on(h: &Harness, transport: Transport) -> (String, Pump) {
     let a = h.client().await;
     h.subscribe(&a, "/q").await;
-    let ctx = RequestContext::new(Transport::WebSocket, RequestInfo::default());
+    let ctx = RequestContext::new(transport, RequestInfo::default());
     let pump = h.engine.pump(&a, &ctx).await.expect("pump");
     (a, pump)
+}
+
+fn behind(h: &Harness) -> i64 {
+    h.engine.metrics().sessions_behind.load(Ordering::Relaxed)
 }
 
 fn waits(h: &Harness) -> (u64, u64, u64) {
@@ -43,34 +56,38 @@ async fn publish_all(h: &Harness, range: std::ops::Range<i64>) {
     }
 }
 
-async fn take(pump: &mut Pump) -> Vec<Value> {
-    let batch = pump.next().await.expect("a batch");
-    let data = batch.items().iter().map(|o| o.to_message().data().cloned().expect("data")).collect();
-    pump.written(batch);
-    data
+fn data(batch: &crier_engine::Batch) -> Vec<Value> {
+    batch.items().iter().map(|o| o.to_message().data().cloned().expect("data")).collect()
+}
+
+fn spawn_publish(h: &Arc<Harness>, v: i64) -> tokio::task::JoinHandle<()> {
+    let h = h.clone();
+    tokio::spawn(async move { h.publish("/q", json!(v)).await })
 }
 
 #[tokio::test(start_paused = true)]
 async fn publishers_wait_for_a_socket_session_the_node_fell_behind_on() {
     let h = harness(10, 2000);
     let (_a, mut pump) = socket_subscriber(&h).await;
-    // Half the queue's limit: the session is behind, and the next publish waits.
+    let mut parked = Box::pin(pump.next());
+    assert!(futures::poll!(&mut parked).is_pending());
+    // Half the queue's limit with the pump parked: behind, and the next publish waits.
     publish_all(&h, 0..5).await;
-    assert_eq!(h.engine.metrics().sessions_behind.load(Ordering::Relaxed), 1);
+    assert_eq!(behind(&h), 1);
     let started = Instant::now();
-    let next = tokio::spawn({
-        let h = h.clone();
-        async move { h.publish("/q", json!(5)).await }
-    });
+    let next = spawn_publish(&h, 5);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!next.is_finished(), "the publish waits while the socket has not taken its messages");
-    // The socket takes them: the publish goes ahead at once.
-    assert_eq!(take(&mut pump).await, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
+    assert!(!next.is_finished(), "the publish waits while the socket's task has not run");
+    // The socket's task runs and takes them: the publish goes ahead at once.
+    let batch = parked.await.expect("a batch");
+    assert_eq!(data(&batch), (0..5).map(|i| json!(i)).collect::<Vec<_>>());
+    pump.written(batch);
     next.await.expect("publish");
     assert_eq!(started.elapsed(), Duration::from_millis(100));
     assert_eq!(waits(&h), (1, 100, 0));
-    assert_eq!(h.engine.metrics().sessions_behind.load(Ordering::Relaxed), 0);
-    assert_eq!(take(&mut pump).await, vec![json!(5)]);
+    assert_eq!(behind(&h), 0);
+    let batch = pump.next().await.expect("a batch");
+    assert_eq!(data(&batch), vec![json!(5)]);
     assert_eq!(dropped(&h), 0);
 }
 
@@ -78,42 +95,84 @@ async fn publishers_wait_for_a_socket_session_the_node_fell_behind_on() {
 async fn many_publishers_and_one_socket_lose_nothing() {
     let h = harness(10, 2000);
     let (_a, mut pump) = socket_subscriber(&h).await;
-    // 20 publishers of 10 messages each, twice the queue's limit in all. The socket reads
-    // only every 20 ms, so without waiting most of it would be dropped.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // The socket's task: runs only when every publisher waits (one thread), as when the
+    // publishers' sockets keep a node's workers busy.
+    let socket = tokio::spawn(async move {
+        while let Some(batch) = pump.next().await {
+            for v in data(&batch) {
+                let _ = tx.send(v);
+            }
+            pump.written(batch);
+        }
+    });
+    // 20 publishers of 10 messages each: 20 times the queue's limit, published without
+    // the socket's task running in between unless they wait.
     let publishers: Vec<_> = (0..20)
         .map(|p| {
             let h = h.clone();
             tokio::spawn(async move { publish_all(&h, p * 10..p * 10 + 10).await })
         })
         .collect();
-    let mut got = Vec::new();
-    while got.len() < 200 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        got.extend(take(&mut pump).await);
-    }
     for p in publishers {
         p.await.expect("publisher");
     }
+    let mut got = Vec::new();
+    while got.len() < 200 {
+        got.push(tokio::time::timeout(Duration::from_secs(1), rx.recv()).await.expect("all delivered").expect("value"));
+    }
+    socket.abort();
     assert_eq!(dropped(&h), 0);
-    got.sort_by_key(|v| v.as_i64());
+    got.sort_by_key(Value::as_i64);
     assert_eq!(got, (0..200).map(|i| json!(i)).collect::<Vec<_>>());
     assert!(waits(&h).0 > 0);
     assert_eq!(waits(&h).2, 0, "no publish reached the limit");
 }
 
 #[tokio::test(start_paused = true)]
+async fn without_waiting_the_same_load_overflows() {
+    let h = harness(10, 0);
+    let (_a, mut pump) = socket_subscriber(&h).await;
+    let socket = tokio::spawn(async move {
+        while let Some(batch) = pump.next().await {
+            pump.written(batch);
+        }
+    });
+    let publishers: Vec<_> = (0..20)
+        .map(|p| {
+            let h = h.clone();
+            tokio::spawn(async move { publish_all(&h, p * 10..p * 10 + 10).await })
+        })
+        .collect();
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+    socket.abort();
+    assert!(dropped(&h) >= 100, "dropped {}", dropped(&h));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_socket_client_does_not_hold_publishers() {
     let h = harness(10, 2000);
     let (_a, mut pump) = socket_subscriber(&h).await;
+    let (taken_tx, taken) = tokio::sync::oneshot::channel();
+    // The socket's task takes a batch and its write never finishes: the client does not
+    // read. Its queue is left to the overflow policy.
+    let socket = tokio::spawn(async move {
+        let batch = pump.next().await.expect("a batch");
+        let _ = taken_tx.send(());
+        std::future::pending::<()>().await;
+        drop(batch);
+    });
     h.publish("/q", json!("first")).await;
-    // Taken but never reported written: the socket's write has not finished, so the client
-    // is not reading. Its queue is left to the overflow policy.
-    let _stuck = pump.next().await.expect("a batch");
+    taken.await.expect("taken");
     let started = Instant::now();
     publish_all(&h, 0..30).await;
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(waits(&h), (0, 0, 0));
+    assert_eq!(behind(&h), 0);
     assert_eq!(dropped(&h), 20);
+    socket.abort();
 }
 
 #[tokio::test(start_paused = true)]
@@ -129,25 +188,50 @@ async fn long_polling_clients_do_not_hold_publishers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_socket_that_stopped_taking_messages_does_not_hold_publishers() {
+async fn eventsource_streams_do_not_hold_publishers() {
     let h = harness(10, 2000);
-    let (_a, _pump) = socket_subscriber(&h).await;
-    // Its task has not run for longer than a served socket's gap.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_a, mut pump) = subscriber_on(&h, Transport::EventSource).await;
+    // Parked: the HTTP server stopped asking for chunks (the client does not read).
+    let mut parked = Box::pin(pump.next());
+    assert!(futures::poll!(&mut parked).is_pending());
     let started = Instant::now();
     publish_all(&h, 0..30).await;
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(waits(&h), (0, 0, 0));
+    assert_eq!(behind(&h), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pump_that_stops_waiting_releases_publishers() {
+    let h = harness(10, 2000);
+    let (_a, mut pump) = socket_subscriber(&h).await;
+    let mut parked = Box::pin(pump.next());
+    assert!(futures::poll!(&mut parked).is_pending());
+    publish_all(&h, 0..5).await;
+    let next = spawn_publish(&h, 5);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!next.is_finished());
+    // The socket's loop drops its pump's future to do something else (write a reply,
+    // close): the session no longer counts.
+    drop(parked);
+    tokio::time::timeout(Duration::from_millis(1), next).await.expect("released at once").expect("publish");
+    assert_eq!(behind(&h), 0);
+    // Nor does it while nothing waits on it, however full its queue.
+    let started = Instant::now();
+    publish_all(&h, 6..30).await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
 async fn publishers_stop_waiting_when_nothing_catches_up() {
     let h = harness(10, 2000);
-    let (_a, _pump) = socket_subscriber(&h).await;
+    let (_a, mut pump) = socket_subscriber(&h).await;
+    let mut parked = Box::pin(pump.next());
+    assert!(futures::poll!(&mut parked).is_pending());
     publish_all(&h, 0..5).await;
     let started = Instant::now();
-    // The socket never takes its messages: one publish waits out the staleness bound
-    // (250 ms), and after it none waits.
+    // The socket's task never runs: one publish waits out the staleness bound (250 ms),
+    // and after it none waits.
     publish_all(&h, 5..30).await;
     assert_eq!(started.elapsed(), Duration::from_millis(250));
     assert_eq!(waits(&h), (1, 250, 0));
@@ -157,7 +241,9 @@ async fn publishers_stop_waiting_when_nothing_catches_up() {
 #[tokio::test(start_paused = true)]
 async fn publishers_give_up_at_the_configured_wait() {
     let h = harness(10, 100);
-    let (_a, _pump) = socket_subscriber(&h).await;
+    let (_a, mut pump) = socket_subscriber(&h).await;
+    let mut parked = Box::pin(pump.next());
+    assert!(futures::poll!(&mut parked).is_pending());
     publish_all(&h, 0..5).await;
     let started = Instant::now();
     h.publish("/q", json!(5)).await;
@@ -168,7 +254,9 @@ async fn publishers_give_up_at_the_configured_wait() {
 #[tokio::test(start_paused = true)]
 async fn zero_never_waits() {
     let h = harness(10, 0);
-    let (_a, _pump) = socket_subscriber(&h).await;
+    let (_a, mut pump) = socket_subscriber(&h).await;
+    let mut parked = Box::pin(pump.next());
+    assert!(futures::poll!(&mut parked).is_pending());
     let started = Instant::now();
     publish_all(&h, 0..30).await;
     assert_eq!(started.elapsed(), Duration::ZERO);
@@ -179,30 +267,29 @@ async fn zero_never_waits() {
 #[tokio::test(start_paused = true)]
 async fn a_session_that_ends_releases_publishers() {
     let h = harness(10, 2000);
-    let (a, _pump) = socket_subscriber(&h).await;
+    let (a, mut pump) = socket_subscriber(&h).await;
+    let mut parked = Box::pin(pump.next());
+    assert!(futures::poll!(&mut parked).is_pending());
     publish_all(&h, 0..5).await;
-    let next = tokio::spawn({
-        let h = h.clone();
-        async move { h.publish("/q", json!(5)).await }
-    });
+    let next = spawn_publish(&h, 5);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!next.is_finished());
     h.send(vec![json!({"channel":"/meta/disconnect","clientId":a})]).await;
     tokio::time::timeout(Duration::from_millis(1), next).await.expect("released at once").expect("publish");
-    assert_eq!(h.engine.metrics().sessions_behind.load(Ordering::Relaxed), 0);
+    assert_eq!(behind(&h), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn draining_releases_publishers() {
     let h = harness(10, 2000);
-    let (_a, _pump) = socket_subscriber(&h).await;
+    let (_a, mut pump) = socket_subscriber(&h).await;
+    let mut parked = Box::pin(pump.next());
+    assert!(futures::poll!(&mut parked).is_pending());
     publish_all(&h, 0..5).await;
-    let next = tokio::spawn({
-        let h = h.clone();
-        async move { h.publish("/q", json!(5)).await }
-    });
+    let next = spawn_publish(&h, 5);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!next.is_finished());
     h.engine.drain();
     tokio::time::timeout(Duration::from_millis(1), next).await.expect("released at once").expect("publish");
+    assert_eq!(behind(&h), 0);
 }

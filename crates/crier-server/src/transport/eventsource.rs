@@ -54,9 +54,8 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, remote: Option<So
                 let batch = batch?;
                 let chunk = format!("data: {}\r\n\r\n", encode_outgoing(batch.items()));
                 // Handed to the response body here; whether it reaches the client is not
-                // known to this stream. The HTTP server asks for the next chunk only when
-                // it has room for it.
-                s.pump.handed_over(batch);
+                // known to this stream.
+                s.pump.written(batch);
                 Some((Ok(Bytes::from(chunk)), s))
             }
             _ = s.ping.tick() => Some((Ok(Bytes::from_static(b":\r\n\r\n")), s)),
