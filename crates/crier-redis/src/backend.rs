@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     /// SSUBSCRIBE and SUNSUBSCRIBE of one name.
     name_locks: Mutex<HashMap<ChannelPattern, Arc<tokio::sync::Mutex<bool>>>>,
     pub(crate) scripts: Scripts,
+    /// Redis is one server (not Redis Cluster): a script may touch any key.
+    one_server: bool,
     pub(crate) metrics: RedisMetrics,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -105,6 +107,7 @@ impl RedisBackend {
         config.validate().map_err(RedisError::Config)?;
         let url = config.url.trim().to_owned();
         let fred_config = Config::from_url(&url).map_err(|e| RedisError::Config(format!("redis.url: {e}")))?;
+        let one_server = !fred_config.server.is_clustered();
         let timeout = Duration::from_millis(config.command_timeout_ms);
         let ping = Duration::from_secs(config.ping_interval_secs);
         let mut builder = Builder::from_config(fred_config);
@@ -156,6 +159,7 @@ impl RedisBackend {
             sink: OnceLock::new(),
             name_locks: Mutex::new(HashMap::new()),
             scripts: Scripts::new(),
+            one_server,
             metrics: RedisMetrics::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -272,6 +276,34 @@ impl Shared {
         let keys = vec![self.keys.members(name), self.keys.log(name)];
         let _: Value =
             self.scripts.publish.evalsha_with_reload(&self.client, keys, args).await.map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// Publishes to every name in one script call ([`Scripts::publish_many`]); only on one
+    /// server, where keys of different hash tags may be touched together.
+    pub(crate) async fn publish_many(
+        &self,
+        names: &[ChannelPattern],
+        channel: &ChannelName,
+        delivery: &Delivery,
+        json: &fred::bytes_utils::Str,
+    ) -> Result<(), BackendError> {
+        let mut args: Vec<Value> = Vec::with_capacity(5 + names.len());
+        args.extend([
+            Value::from(self.config.log_max_len.to_string()),
+            Value::from(self.retention_ms.to_string()),
+            Value::from(delivery.seq.to_string()),
+            Value::from(channel.as_str()),
+            Value::String(json.clone()),
+        ]);
+        let mut keys = Vec::with_capacity(names.len() * 2);
+        for name in names {
+            keys.push(self.keys.members(name));
+            keys.push(self.keys.log(name));
+            args.push(Value::from(self.keys.channel(name)));
+        }
+        let _: Value =
+            self.scripts.publish_many.evalsha_with_reload(&self.client, keys, args).await.map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -799,10 +831,16 @@ impl Backend for RedisBackend {
 
     async fn publish(&self, channel: &ChannelName, delivery: Arc<Delivery>) -> Result<(), BackendError> {
         let s = &self.shared;
-        // One script call per matching name (at most depth + 2), all in flight at once; the
-        // cost does not depend on how many sessions subscribe.
         let json = fred::bytes_utils::Str::from(delivery.json.as_ref());
-        let calls = channel.expand().into_iter().map(|name| {
+        let names = channel.expand();
+        if s.one_server {
+            // One script call for every matching name.
+            return s.publish_many(&names, channel, &delivery, &json).await;
+        }
+        // Redis Cluster: one script call per matching name (at most depth + 2), each on its
+        // name's slot, all in flight at once. Either way the cost does not depend on how
+        // many sessions subscribe.
+        let calls = names.into_iter().map(|name| {
             let (d, json) = (&delivery, &json);
             async move { s.publish_one(&name, channel, d, json).await }
         });
