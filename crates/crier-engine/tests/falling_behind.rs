@@ -60,6 +60,47 @@ fn data(batch: &crier_engine::Batch) -> Vec<Value> {
     batch.items().iter().map(|o| o.to_message().data().cloned().expect("data")).collect()
 }
 
+/// The socket's task as the fan-out leaves it when it is not run: its pump's future polled
+/// once, parked waiting for messages, and not polled again.
+async fn park(pump: &mut Pump) -> std::pin::Pin<Box<impl Future<Output = Option<crier_engine::Batch>> + '_>> {
+    let mut parked = Box::pin(pump.next());
+    assert!(futures::poll!(&mut parked).is_pending());
+    parked
+}
+
+/// Fills the parked session's queue to half its limit (it falls behind), then starts a
+/// publish and checks that it waits.
+async fn behind_with_a_waiting_publish(h: &Arc<Harness>) -> tokio::task::JoinHandle<()> {
+    publish_all(h, 0..5).await;
+    assert_eq!(behind(h), 1);
+    let next = spawn_publish(h, 5);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!next.is_finished(), "the publish waits while the socket's task has not run");
+    next
+}
+
+/// 20 publishers of 10 messages each (0 to 199): 20 times the queue's limit, published
+/// without the socket's task running in between unless they wait.
+async fn twenty_publishers(h: &Arc<Harness>) {
+    let publishers: Vec<_> = (0..20)
+        .map(|p| {
+            let h = h.clone();
+            tokio::spawn(async move { publish_all(&h, p * 10..p * 10 + 10).await })
+        })
+        .collect();
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+}
+
+/// Publishes `range` and checks that no publish waited.
+async fn publish_without_waiting(h: &Harness, range: std::ops::Range<i64>) {
+    let started = Instant::now();
+    publish_all(h, range).await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(waits(h), (0, 0, 0));
+}
+
 fn spawn_publish(h: &Arc<Harness>, v: i64) -> tokio::task::JoinHandle<()> {
     let h = h.clone();
     tokio::spawn(async move { h.publish("/q", json!(v)).await })
@@ -69,8 +110,7 @@ fn spawn_publish(h: &Arc<Harness>, v: i64) -> tokio::task::JoinHandle<()> {
 async fn publishers_wait_for_a_socket_session_the_node_fell_behind_on() {
     let h = harness(10, 2000);
     let (_a, mut pump) = socket_subscriber(&h).await;
-    let mut parked = Box::pin(pump.next());
-    assert!(futures::poll!(&mut parked).is_pending());
+    let parked = park(&mut pump).await;
     // Half the queue's limit with the pump parked: behind, and the next publish waits.
     publish_all(&h, 0..5).await;
     assert_eq!(behind(&h), 1);
@@ -106,17 +146,7 @@ async fn many_publishers_and_one_socket_lose_nothing() {
             pump.written(batch);
         }
     });
-    // 20 publishers of 10 messages each: 20 times the queue's limit, published without
-    // the socket's task running in between unless they wait.
-    let publishers: Vec<_> = (0..20)
-        .map(|p| {
-            let h = h.clone();
-            tokio::spawn(async move { publish_all(&h, p * 10..p * 10 + 10).await })
-        })
-        .collect();
-    for p in publishers {
-        p.await.expect("publisher");
-    }
+    twenty_publishers(&h).await;
     let mut got = Vec::new();
     while got.len() < 200 {
         got.push(tokio::time::timeout(Duration::from_secs(1), rx.recv()).await.expect("all delivered").expect("value"));
@@ -138,15 +168,7 @@ async fn without_waiting_the_same_load_overflows() {
             pump.written(batch);
         }
     });
-    let publishers: Vec<_> = (0..20)
-        .map(|p| {
-            let h = h.clone();
-            tokio::spawn(async move { publish_all(&h, p * 10..p * 10 + 10).await })
-        })
-        .collect();
-    for p in publishers {
-        p.await.expect("publisher");
-    }
+    twenty_publishers(&h).await;
     socket.abort();
     assert!(dropped(&h) >= 100, "dropped {}", dropped(&h));
 }
@@ -166,10 +188,7 @@ async fn a_slow_socket_client_does_not_hold_publishers() {
     });
     h.publish("/q", json!("first")).await;
     taken.await.expect("taken");
-    let started = Instant::now();
-    publish_all(&h, 0..30).await;
-    assert_eq!(started.elapsed(), Duration::ZERO);
-    assert_eq!(waits(&h), (0, 0, 0));
+    publish_without_waiting(&h, 0..30).await;
     assert_eq!(behind(&h), 0);
     assert_eq!(dropped(&h), 20);
     socket.abort();
@@ -180,10 +199,7 @@ async fn long_polling_clients_do_not_hold_publishers() {
     let h = harness(10, 2000);
     let a = h.client().await;
     h.subscribe(&a, "/q").await;
-    let started = Instant::now();
-    publish_all(&h, 0..30).await;
-    assert_eq!(started.elapsed(), Duration::ZERO);
-    assert_eq!(waits(&h), (0, 0, 0));
+    publish_without_waiting(&h, 0..30).await;
     assert_eq!(h.poll(&a).await.len(), 10);
 }
 
@@ -192,12 +208,8 @@ async fn eventsource_streams_do_not_hold_publishers() {
     let h = harness(10, 2000);
     let (_a, mut pump) = subscriber_on(&h, Transport::EventSource).await;
     // Parked: the HTTP server stopped asking for chunks (the client does not read).
-    let mut parked = Box::pin(pump.next());
-    assert!(futures::poll!(&mut parked).is_pending());
-    let started = Instant::now();
-    publish_all(&h, 0..30).await;
-    assert_eq!(started.elapsed(), Duration::ZERO);
-    assert_eq!(waits(&h), (0, 0, 0));
+    let _parked = park(&mut pump).await;
+    publish_without_waiting(&h, 0..30).await;
     assert_eq!(behind(&h), 0);
 }
 
@@ -205,12 +217,8 @@ async fn eventsource_streams_do_not_hold_publishers() {
 async fn a_pump_that_stops_waiting_releases_publishers() {
     let h = harness(10, 2000);
     let (_a, mut pump) = socket_subscriber(&h).await;
-    let mut parked = Box::pin(pump.next());
-    assert!(futures::poll!(&mut parked).is_pending());
-    publish_all(&h, 0..5).await;
-    let next = spawn_publish(&h, 5);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!next.is_finished());
+    let parked = park(&mut pump).await;
+    let next = behind_with_a_waiting_publish(&h).await;
     // The socket's loop drops its pump's future to do something else (write a reply,
     // close): the session no longer counts.
     drop(parked);
@@ -226,8 +234,7 @@ async fn a_pump_that_stops_waiting_releases_publishers() {
 async fn publishers_stop_waiting_when_nothing_catches_up() {
     let h = harness(10, 2000);
     let (_a, mut pump) = socket_subscriber(&h).await;
-    let mut parked = Box::pin(pump.next());
-    assert!(futures::poll!(&mut parked).is_pending());
+    let _parked = park(&mut pump).await;
     publish_all(&h, 0..5).await;
     let started = Instant::now();
     // The socket's task never runs: one publish waits out the staleness bound (250 ms),
@@ -242,8 +249,7 @@ async fn publishers_stop_waiting_when_nothing_catches_up() {
 async fn publishers_give_up_at_the_configured_wait() {
     let h = harness(10, 100);
     let (_a, mut pump) = socket_subscriber(&h).await;
-    let mut parked = Box::pin(pump.next());
-    assert!(futures::poll!(&mut parked).is_pending());
+    let _parked = park(&mut pump).await;
     publish_all(&h, 0..5).await;
     let started = Instant::now();
     h.publish("/q", json!(5)).await;
@@ -255,12 +261,8 @@ async fn publishers_give_up_at_the_configured_wait() {
 async fn zero_never_waits() {
     let h = harness(10, 0);
     let (_a, mut pump) = socket_subscriber(&h).await;
-    let mut parked = Box::pin(pump.next());
-    assert!(futures::poll!(&mut parked).is_pending());
-    let started = Instant::now();
-    publish_all(&h, 0..30).await;
-    assert_eq!(started.elapsed(), Duration::ZERO);
-    assert_eq!(waits(&h), (0, 0, 0));
+    let _parked = park(&mut pump).await;
+    publish_without_waiting(&h, 0..30).await;
     assert_eq!(dropped(&h), 20);
 }
 
@@ -268,12 +270,8 @@ async fn zero_never_waits() {
 async fn a_session_that_ends_releases_publishers() {
     let h = harness(10, 2000);
     let (a, mut pump) = socket_subscriber(&h).await;
-    let mut parked = Box::pin(pump.next());
-    assert!(futures::poll!(&mut parked).is_pending());
-    publish_all(&h, 0..5).await;
-    let next = spawn_publish(&h, 5);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!next.is_finished());
+    let _parked = park(&mut pump).await;
+    let next = behind_with_a_waiting_publish(&h).await;
     h.send(vec![json!({"channel":"/meta/disconnect","clientId":a})]).await;
     tokio::time::timeout(Duration::from_millis(1), next).await.expect("released at once").expect("publish");
     assert_eq!(behind(&h), 0);
@@ -283,12 +281,8 @@ async fn a_session_that_ends_releases_publishers() {
 async fn draining_releases_publishers() {
     let h = harness(10, 2000);
     let (_a, mut pump) = socket_subscriber(&h).await;
-    let mut parked = Box::pin(pump.next());
-    assert!(futures::poll!(&mut parked).is_pending());
-    publish_all(&h, 0..5).await;
-    let next = spawn_publish(&h, 5);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!next.is_finished());
+    let _parked = park(&mut pump).await;
+    let next = behind_with_a_waiting_publish(&h).await;
     h.engine.drain();
     tokio::time::timeout(Duration::from_millis(1), next).await.expect("released at once").expect("publish");
     assert_eq!(behind(&h), 0);

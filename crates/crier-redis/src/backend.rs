@@ -48,8 +48,9 @@ pub(crate) struct Shared {
     /// SSUBSCRIBE and SUNSUBSCRIBE of one name.
     name_locks: Mutex<HashMap<ChannelPattern, Arc<tokio::sync::Mutex<bool>>>>,
     pub(crate) scripts: Scripts,
-    /// Redis is one server (not Redis Cluster): a script may touch any key.
-    one_server: bool,
+    /// Redis is one server (not Redis Cluster): a script may touch any key. Cleared for good
+    /// when the server refuses that (a cluster-mode server behind a `redis://` URL).
+    one_server: AtomicBool,
     pub(crate) metrics: RedisMetrics,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -159,7 +160,7 @@ impl RedisBackend {
             sink: OnceLock::new(),
             name_locks: Mutex::new(HashMap::new()),
             scripts: Scripts::new(),
-            one_server,
+            one_server: AtomicBool::new(one_server),
             metrics: RedisMetrics::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -280,14 +281,16 @@ impl Shared {
     }
 
     /// Publishes to every name in one script call ([`Scripts::publish_many`]); only on one
-    /// server, where keys of different hash tags may be touched together.
+    /// server, where keys of different hash tags may be touched together. `Ok(false)`: the
+    /// server refused keys of several slots (it runs in cluster mode though the URL named
+    /// one server); nothing was published, and from now on each name gets its own call.
     pub(crate) async fn publish_many(
         &self,
         names: &[ChannelPattern],
         channel: &ChannelName,
         delivery: &Delivery,
         json: &fred::bytes_utils::Str,
-    ) -> Result<(), BackendError> {
+    ) -> Result<bool, BackendError> {
         let mut args: Vec<Value> = Vec::with_capacity(5 + names.len());
         args.extend([
             Value::from(self.config.log_max_len.to_string()),
@@ -302,9 +305,20 @@ impl Shared {
             keys.push(self.keys.log(name));
             args.push(Value::from(self.keys.channel(name)));
         }
-        let _: Value =
-            self.scripts.publish_many.evalsha_with_reload(&self.client, keys, args).await.map_err(|e| self.fail(e))?;
-        Ok(())
+        match self.scripts.publish_many.evalsha_with_reload::<Value, _, _>(&self.client, keys, args).await {
+            Ok(_) => Ok(true),
+            // Redis checks the keys' slots before running anything.
+            Err(e) if e.details().contains("CROSSSLOT") => {
+                if self.one_server.swap(false, AtomicOrdering::AcqRel) {
+                    tracing::warn!(
+                        "Redis runs in cluster mode behind a redis:// URL: publishing with one call per channel name \
+                         (use redis-cluster:// for a cluster of several shards)"
+                    );
+                }
+                Ok(false)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     /// Waits while some node's fan-out is behind (see `pressure`), at most
@@ -833,9 +847,9 @@ impl Backend for RedisBackend {
         let s = &self.shared;
         let json = fred::bytes_utils::Str::from(delivery.json.as_ref());
         let names = channel.expand();
-        if s.one_server {
+        if s.one_server.load(AtomicOrdering::Acquire) && s.publish_many(&names, channel, &delivery, &json).await? {
             // One script call for every matching name.
-            return s.publish_many(&names, channel, &delivery, &json).await;
+            return Ok(());
         }
         // Redis Cluster: one script call per matching name (at most depth + 2), each on its
         // name's slot, all in flight at once. Either way the cost does not depend on how

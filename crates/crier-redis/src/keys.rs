@@ -2,7 +2,9 @@
 //!
 //! Keys of one session share the hash tag `{s:ID}`; keys of one subscription name share
 //! `{c:NAME}`, and so does its sharded pub/sub channel. No command or script touches keys of
-//! two tags, so everything runs unchanged on Redis Cluster. Channel names cannot contain
+//! two tags, so everything runs unchanged on Redis Cluster; the one exception, the publish
+//! script for one server (`PUBLISH_MANY` in `scripts.rs`), is not used on Redis Cluster, and
+//! a server that refuses it (cluster mode behind a `redis://` URL) gets one call per name. Channel names cannot contain
 //! braces (the Bayeux grammar excludes them), so a name never breaks its tag.
 
 use crier_protocol::{ChannelPattern, ClientId};

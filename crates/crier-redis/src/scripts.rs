@@ -1,11 +1,12 @@
 //! The Lua scripts. Each touches the keys of one hash tag only (see `keys.rs`), so each is
-//! atomic on standalone Redis, Sentinel and Cluster alike.
+//! atomic on standalone Redis, Sentinel and Cluster alike; the one exception,
+//! `PUBLISH_MANY`, is used only on one server, never on Redis Cluster.
 
 use fred::types::scripts::Script;
 
 /// Publish to one subscription name: if it has subscribers, append to its log (trimmed by
-/// length and age) and push on its sharded channel. One call per matching name, whatever
-/// the number of subscribers.
+/// length and age) and push on its sharded channel. On Redis Cluster, one call per matching
+/// name, whatever the number of subscribers.
 ///
 /// KEYS: members, log. ARGV: max_len, retention_ms, message id, channel, json, shard channel.
 /// Returns the log offset, or nil if the name has no subscribers.
@@ -23,7 +24,7 @@ return id
 /// [`PUBLISH`] for every matching name at once, for a single Redis server (primary and
 /// replicas, or Sentinel), where a script may touch keys of any hash tag. One call per
 /// publish instead of one per name (depth + 2): on the publishing node each call is a
-/// command through the client, which cost more CPU than the script itself (about 70 µs
+/// command through the client, which cost more CPU than the script itself (about 74 µs
 /// per publish for four names in a 200-publisher run, docs/benchmarks.md "Other modes").
 /// Redis Cluster keeps one call per name, each on its name's slot.
 ///

@@ -1,0 +1,62 @@
+//! How a publish reaches Redis: one script call for every matching name on one server, one
+//! call per name where the server keeps keys of different slots apart. A server in cluster
+//! mode behind a plain `redis://` URL (one shard holding every slot, as some managed Redis
+//! offerings run) refuses the single call; publishing must go on with one call per name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crier_engine::conformance::Harness;
+use crier_engine::{Engine, EngineConfig};
+use crier_redis::testing::{RedisServer, unique_prefix};
+use crier_redis::{RedisBackend, RedisConfig};
+use serde_json::json;
+
+async fn harness(server: &RedisServer, label: &str) -> Harness {
+    let config = RedisConfig { url: server.url(), prefix: unique_prefix(label), ..RedisConfig::default() };
+    let backend = RedisBackend::connect(config, Duration::from_secs(4)).await.expect("redis backend connects");
+    let config = EngineConfig { timeout_secs: 2, ..EngineConfig::default() };
+    Harness { engine: Engine::builder(config, Arc::new(backend)).build() }
+}
+
+/// An exact and a wildcard subscriber (two names, two hash tags) both get three publishes.
+/// Returns the script calls the publishes made.
+async fn both_subscribers_get_it(h: &Harness, server: &RedisServer) -> u64 {
+    let exact = h.client().await;
+    let wildcard = h.client().await;
+    h.subscribe(&exact, "/a/b").await;
+    h.subscribe(&wildcard, "/a/*").await;
+    server.cmd(&["CONFIG", "RESETSTAT"]).expect("reset stats");
+    for i in 0..3 {
+        h.publish("/a/b", json!(i)).await;
+    }
+    // A write of the node's marks (EVALSHA with one HSET) may fall in between.
+    let scripts = server.calls("evalsha") - server.calls("hset");
+    for id in [&exact, &wildcard] {
+        let got: Vec<_> = h.poll(id).await.iter().filter_map(|m| m.data().cloned()).collect();
+        assert_eq!(got, vec![json!(0), json!(1), json!(2)], "{id}");
+    }
+    scripts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_publishes_to_every_name() {
+    let server = RedisServer::start();
+    let h = harness(&server, "one-call").await;
+    // One script call per publish for the four matching names (/a/b, /a/*, /a/**, /**).
+    assert_eq!(both_subscribers_get_it(&h, &server).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_mode_server_behind_a_plain_url_still_gets_every_publish() {
+    let server = RedisServer::start_with(&["--cluster-enabled", "yes"]);
+    server.cmd(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).expect("slots assigned");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !server.cmd(&["CLUSTER", "INFO"]).unwrap_or_default().contains("cluster_state:ok") {
+        assert!(tokio::time::Instant::now() < deadline, "cluster did not become ok");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h = harness(&server, "crossslot").await;
+    // Refused once (not counted as a call), then one call per name.
+    assert_eq!(both_subscribers_get_it(&h, &server).await, 3 * 4);
+}
