@@ -20,9 +20,14 @@
 //! or when it ends. Publishers wait until no session of the node is behind, bounded twice:
 //! by `engine.publish_wait_ms`, and by [`STALE`]: when no session has caught up for that
 //! long, they go ahead (nothing is catching up, so waiting would not help).
+//!
+//! Publishers still waiting when no session is behind any more go a few at a time: each
+//! drain of a session (or [`REFILL`] without one) lets a quarter of `max_queue` through.
+//! Released all at once, they overfilled the queue they had waited for: 200 publishers
+//! with 16 publishes in flight each are 3,200 messages for a queue of 1,000.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -32,6 +37,10 @@ use crate::metrics::Metrics;
 
 /// Publishers stop waiting when no session has caught up for this long.
 pub(crate) const STALE: Duration = Duration::from_millis(250);
+
+/// Waiting publishers are let through again after this long without a drain (their
+/// publishes go to sessions that are not waiting for them).
+pub(crate) const REFILL: Duration = Duration::from_millis(10);
 
 /// How a publisher's wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +62,19 @@ pub(crate) struct Backlogs {
     progress_ms: AtomicU64,
     max_wait: Duration,
     metrics: Arc<Metrics>,
+    /// Publishers inside [`Backlogs::wait`].
+    waiting: AtomicUsize,
+    /// How many waiting publishers may still go before the next drain (or [`REFILL`]).
+    tickets: AtomicI64,
+    /// What a drain lets through: a quarter of `max_queue`.
+    release: i64,
+    /// When the tickets were last refilled, in ms since `base`.
+    refilled_ms: AtomicU64,
 }
 
 impl Backlogs {
-    pub(crate) fn new(max_wait: Duration, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(max_wait: Duration, max_queue: usize, metrics: Arc<Metrics>) -> Self {
+        let release = i64::try_from(max_queue / 4).unwrap_or(i64::MAX).max(1);
         Backlogs {
             behind: AtomicUsize::new(0),
             caught_up: Notify::new(),
@@ -64,7 +82,36 @@ impl Backlogs {
             progress_ms: AtomicU64::new(0),
             max_wait,
             metrics,
+            waiting: AtomicUsize::new(0),
+            tickets: AtomicI64::new(release),
+            release,
+            refilled_ms: AtomicU64::new(0),
         }
+    }
+
+    /// A session's messages were taken: waiting publishers may send some more.
+    pub(crate) fn drained(&self) {
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.refill();
+            self.caught_up.notify_waiters();
+        }
+    }
+
+    fn refill(&self) {
+        self.tickets.store(self.release, Ordering::Release);
+        self.refilled_ms.store(self.ms(), Ordering::Release);
+    }
+
+    fn ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn take_ticket(&self) -> bool {
+        if self.tickets.fetch_sub(1, Ordering::AcqRel) > 0 {
+            return true;
+        }
+        self.tickets.fetch_add(1, Ordering::AcqRel);
+        false
     }
 
     /// A session fell behind (called once per episode, by the session).
@@ -82,12 +129,12 @@ impl Backlogs {
         self.behind.fetch_sub(1, Ordering::AcqRel);
         self.metrics.sessions_behind.fetch_sub(1, Ordering::Relaxed);
         self.touch();
+        self.refill();
         self.caught_up.notify_waiters();
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.progress_ms.store(ms, Ordering::Release);
+        self.progress_ms.store(self.ms(), Ordering::Release);
     }
 
     /// When waiting stops helping: [`STALE`] after the last progress.
@@ -95,12 +142,19 @@ impl Backlogs {
         self.base + Duration::from_millis(self.progress_ms.load(Ordering::Acquire)) + STALE
     }
 
-    /// Waits while a session is behind, within the bounds above. `None` when it did not
-    /// wait at all (the publish hot path costs one atomic load).
+    /// Waits while a session is behind, and then for a ticket while others still wait,
+    /// within the bounds above. `None` when it did not wait at all (the publish hot path
+    /// costs two atomic loads).
     pub(crate) async fn wait(&self) -> Option<Waited> {
-        if self.behind.load(Ordering::Acquire) == 0 || self.max_wait.is_zero() {
+        if self.max_wait.is_zero()
+            || (self.behind.load(Ordering::Acquire) == 0 && self.waiting.load(Ordering::Acquire) == 0)
+        {
             return None;
         }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = scopeguard(|| {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        });
         let start = Instant::now();
         let deadline = start + self.max_wait;
         let mut waited = false;
@@ -109,19 +163,49 @@ impl Backlogs {
             tokio::pin!(caught_up);
             caught_up.as_mut().enable();
             let now = Instant::now();
-            let stale_at = self.stale_at();
             let behind = self.behind.load(Ordering::Acquire) > 0;
-            if !behind || now >= stale_at || now >= deadline {
-                let gave_up = behind && now >= deadline && now < stale_at;
-                return waited.then(|| Waited { time: now - start, gave_up });
-            }
+            let wake = if behind {
+                let stale_at = self.stale_at();
+                if now >= stale_at || now >= deadline {
+                    let gave_up = now >= deadline && now < stale_at;
+                    return waited.then(|| Waited { time: now - start, gave_up });
+                }
+                stale_at.min(deadline)
+            } else {
+                if self.take_ticket() {
+                    return waited.then(|| Waited { time: now - start, gave_up: false });
+                }
+                let refill_at = self.base + Duration::from_millis(self.refilled_ms.load(Ordering::Acquire)) + REFILL;
+                if now >= refill_at {
+                    // No drain came: these publishes go elsewhere than a waiting socket.
+                    self.refill();
+                    continue;
+                }
+                if now >= deadline {
+                    return waited.then(|| Waited { time: now - start, gave_up: true });
+                }
+                refill_at.min(deadline)
+            };
             waited = true;
             tokio::select! {
                 () = &mut caught_up => {}
-                () = tokio::time::sleep_until(stale_at.min(deadline)) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
     }
+}
+
+/// Runs `f` when dropped (the wait's future may be dropped at any await).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 #[cfg(test)]
@@ -129,7 +213,7 @@ mod tests {
     use super::*;
 
     fn backlogs(max_wait_ms: u64) -> Arc<Backlogs> {
-        Arc::new(Backlogs::new(Duration::from_millis(max_wait_ms), Arc::default()))
+        Arc::new(Backlogs::new(Duration::from_millis(max_wait_ms), 1000, Arc::default()))
     }
 
     #[tokio::test(start_paused = true)]
@@ -204,6 +288,35 @@ mod tests {
         let w = b.wait().await.unwrap();
         assert_eq!(w.time, STALE);
         faller.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_publishers_go_a_quarter_of_the_queue_at_a_time() {
+        // A queue of 4: one publisher per drain, or per REFILL without a drain.
+        let b = Arc::new(Backlogs::new(Duration::from_millis(2000), 4, Arc::default()));
+        b.fell_behind();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.wait().await.map(|w| w.time) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.caught_up();
+        // One goes now; a drain lets the next through at once; the last one goes after
+        // REFILL without one.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        b.drained();
+        let mut times = Vec::new();
+        for w in waiters {
+            times.push(w.await.unwrap().unwrap());
+        }
+        times.sort();
+        assert_eq!(times[0], Duration::from_millis(100));
+        assert_eq!(times[1], Duration::from_millis(101));
+        assert_eq!(times[2], Duration::from_millis(101) + REFILL);
+        // Nobody waits any more: the next publish does not either.
+        assert_eq!(b.wait().await, None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -42,7 +42,7 @@ impl EngineBuilder {
     /// Starts the engine (its sweep task runs on the current tokio runtime).
     pub fn build(self) -> Engine {
         let metrics = Arc::new(Metrics::default());
-        let backlogs = Arc::new(Backlogs::new(self.config.publish_wait(), metrics.clone()));
+        let backlogs = Arc::new(Backlogs::new(self.config.publish_wait(), self.config.max_queue, metrics.clone()));
         let hub = Arc::new(Hub::new(self.config.max_queue, self.config.overflow, metrics.clone(), backlogs));
         self.backend.bind(hub.clone());
         let (events, _) = broadcast::channel(1024);

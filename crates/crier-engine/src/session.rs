@@ -126,9 +126,13 @@ impl Session {
 
     /// Takes everything queued.
     pub(crate) fn drain(&self) -> Vec<Arc<Delivery>> {
-        let mut st = self.state.lock();
-        self.catch_up(&mut st);
-        st.queue.drain(..).collect()
+        let items = {
+            let mut st = self.state.lock();
+            self.catch_up(&mut st);
+            st.queue.drain(..).collect()
+        };
+        self.backlogs.drained();
+        items
     }
 
     /// No longer counted as behind (under the session's lock, as the count was raised).

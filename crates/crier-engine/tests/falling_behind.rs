@@ -287,3 +287,34 @@ async fn draining_releases_publishers() {
     tokio::time::timeout(Duration::from_millis(1), next).await.expect("released at once").expect("publish");
     assert_eq!(behind(&h), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn publishers_released_together_do_not_overfill_the_queue() {
+    let h = harness(10, 2000);
+    let (_a, mut pump) = socket_subscriber(&h).await;
+    let parked = park(&mut pump).await;
+    publish_all(&h, 0..5).await;
+    // 30 publishes wait, three times the queue's limit.
+    let waiting: Vec<_> = (5..35).map(|v| spawn_publish(&h, v)).collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(waiting.iter().all(|p| !p.is_finished()));
+    // The socket's task runs once and takes what is queued, then keeps taking.
+    let batch = parked.await.expect("a batch");
+    pump.written(batch);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let socket = tokio::spawn(async move {
+        while let Some(batch) = pump.next().await {
+            let _ = tx.send(data(&batch).len());
+            pump.written(batch);
+        }
+    });
+    for p in waiting {
+        p.await.expect("publish");
+    }
+    let mut got = 0;
+    while got < 30 {
+        got += tokio::time::timeout(Duration::from_secs(1), rx.recv()).await.expect("all delivered").expect("count");
+    }
+    socket.abort();
+    assert_eq!(dropped(&h), 0);
+}
