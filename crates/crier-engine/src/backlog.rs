@@ -21,10 +21,12 @@
 //! by `engine.publish_wait_ms`, and by [`STALE`]: when no session has caught up for that
 //! long, they go ahead (nothing is catching up, so waiting would not help).
 //!
-//! Publishers still waiting when no session is behind any more go a few at a time: each
-//! drain of a session (or [`REFILL`] without one) lets a quarter of `max_queue` through.
-//! Released all at once, they overfilled the queue they had waited for: 200 publishers
-//! with 16 publishes in flight each are 3,200 messages for a queue of 1,000.
+//! Once no session is behind, publishers do not all go at once: while some still wait,
+//! every publisher (waiting or new) takes a ticket, a quarter of `max_queue` of them per
+//! drain of a session. Released all at once, 200 publishers with 16 publishes in flight
+//! each are 3,200 messages for the queue of 1,000 they waited for. When no drain comes for
+//! [`REFILL`], the publishes are not feeding a socket that is waiting for them, and every
+//! waiting publisher goes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -38,8 +40,7 @@ use crate::metrics::Metrics;
 /// Publishers stop waiting when no session has caught up for this long.
 pub(crate) const STALE: Duration = Duration::from_millis(250);
 
-/// Waiting publishers are let through again after this long without a drain (their
-/// publishes go to sessions that are not waiting for them).
+/// Once no session is behind, waiting publishers all go after this long without a drain.
 pub(crate) const REFILL: Duration = Duration::from_millis(10);
 
 /// How a publisher's wait ended.
@@ -64,7 +65,7 @@ pub(crate) struct Backlogs {
     metrics: Arc<Metrics>,
     /// Publishers inside [`Backlogs::wait`].
     waiting: AtomicUsize,
-    /// How many waiting publishers may still go before the next drain (or [`REFILL`]).
+    /// How many publishers may still go before the next drain, while some wait.
     tickets: AtomicI64,
     /// What a drain lets through: a quarter of `max_queue`.
     release: i64,
@@ -89,9 +90,10 @@ impl Backlogs {
         }
     }
 
-    /// A session's messages were taken: waiting publishers may send some more.
+    /// A session's messages were taken: waiting publishers may send some more. Wakes them
+    /// only if tickets were used since the last refill (an idle pump turn changes nothing).
     pub(crate) fn drained(&self) {
-        if self.waiting.load(Ordering::Acquire) > 0 {
+        if self.waiting.load(Ordering::Acquire) > 0 && self.tickets.load(Ordering::Acquire) < self.release {
             self.refill();
             self.caught_up.notify_waiters();
         }
@@ -143,8 +145,8 @@ impl Backlogs {
     }
 
     /// Waits while a session is behind, and then for a ticket while others still wait,
-    /// within the bounds above. `None` when it did not wait at all (the publish hot path
-    /// costs two atomic loads).
+    /// within the bounds above. `None` when it did not wait at all (while nobody waits,
+    /// the publish hot path costs two atomic loads).
     pub(crate) async fn wait(&self) -> Option<Waited> {
         if self.max_wait.is_zero()
             || (self.behind.load(Ordering::Acquire) == 0 && self.waiting.load(Ordering::Acquire) == 0)
@@ -175,16 +177,13 @@ impl Backlogs {
                 if self.take_ticket() {
                     return waited.then(|| Waited { time: now - start, gave_up: false });
                 }
-                let refill_at = self.base + Duration::from_millis(self.refilled_ms.load(Ordering::Acquire)) + REFILL;
-                if now >= refill_at {
-                    // No drain came: these publishes go elsewhere than a waiting socket.
-                    self.refill();
-                    continue;
+                let open_at = self.base + Duration::from_millis(self.refilled_ms.load(Ordering::Acquire)) + REFILL;
+                if now >= open_at || now >= deadline {
+                    // No drain came: these publishes are not feeding a socket that waits
+                    // for them. (Not a timeout: no session is behind.)
+                    return waited.then(|| Waited { time: now - start, gave_up: false });
                 }
-                if now >= deadline {
-                    return waited.then(|| Waited { time: now - start, gave_up: true });
-                }
-                refill_at.min(deadline)
+                open_at.min(deadline)
             };
             waited = true;
             tokio::select! {
@@ -303,8 +302,8 @@ mod tests {
             .collect();
         tokio::time::sleep(Duration::from_millis(100)).await;
         b.caught_up();
-        // One goes now; a drain lets the next through at once; the last one goes after
-        // REFILL without one.
+        // One goes now; a drain lets the next through at once; the last one goes when no
+        // drain came for REFILL.
         tokio::time::sleep(Duration::from_millis(1)).await;
         b.drained();
         let mut times = Vec::new();
@@ -316,6 +315,29 @@ mod tests {
         assert_eq!(times[1], Duration::from_millis(101));
         assert_eq!(times[2], Duration::from_millis(101) + REFILL);
         // Nobody waits any more: the next publish does not either.
+        assert_eq!(b.wait().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_drains_every_waiting_publisher_goes_after_refill() {
+        let b = Arc::new(Backlogs::new(Duration::from_millis(2000), 4, Arc::default()));
+        b.fell_behind();
+        let waiters: Vec<_> = (0..100)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.wait().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.caught_up();
+        let mut longest = Duration::ZERO;
+        for w in waiters {
+            let w = w.await.unwrap().unwrap();
+            assert!(!w.gave_up, "no session was behind: not a timeout");
+            longest = longest.max(w.time);
+        }
+        // Their publishes feed no waiting socket: not capped at one per REFILL.
+        assert_eq!(longest, Duration::from_millis(100) + REFILL);
         assert_eq!(b.wait().await, None);
     }
 

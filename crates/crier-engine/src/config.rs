@@ -31,8 +31,9 @@ pub struct EngineConfig {
     /// Most milliseconds a publish waits while this node has fallen behind on a WebSocket's
     /// session (half of `max_queue` or more queued while the socket's task waits to be
     /// run: the node is short of CPU, the client is not slow), instead of dropping messages
-    /// for it; then it goes ahead. Slow clients, long-polling clients and EventSource
-    /// streams never make publishers wait. 0: never wait.
+    /// for it, and after that while earlier waiters are let through a quarter of
+    /// `max_queue` at a time; then it goes ahead. Slow clients, long-polling clients and
+    /// EventSource streams never make publishers wait. 0: never wait.
     pub publish_wait_ms: u64,
     /// Most subscriptions one session may hold.
     pub max_subscriptions: usize,
