@@ -99,9 +99,10 @@ impl Pump {
                 // attached session (and `is_draining`, checked above, covers a session attached
                 // after that sweep). One shared token registered by every socket on every
                 // delivery would be a hot spot.
+                //
                 // Parked: while this future waits here, messages that pile up mean its task
-                // is not being run (the engine's backlog module).
-                // (WebSockets only: see there for why not EventSource streams.)
+                // is not being run (the engine's backlog module; WebSockets only, see there
+                // for why not EventSource streams).
                 let _waiting =
                     (self.ctx.transport == crate::context::Transport::WebSocket).then(|| self.session.waiting());
                 notified.await;

@@ -266,18 +266,32 @@ impl Shared {
         delivery: &Delivery,
         json: &fred::bytes_utils::Str,
     ) -> Result<(), BackendError> {
-        let args: Vec<Value> = vec![
+        let mut args = self.publish_args(channel, delivery, json, 1);
+        args.push(Value::from(self.keys.channel(name)));
+        let keys = vec![self.keys.members(name), self.keys.log(name)];
+        let _: Value =
+            self.scripts.publish.evalsha_with_reload(&self.client, keys, args).await.map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// The arguments PUBLISH and PUBLISH_MANY share (max_len, retention_ms, message id,
+    /// channel, json), with room for `names` shard channels after them.
+    fn publish_args(
+        &self,
+        channel: &ChannelName,
+        delivery: &Delivery,
+        json: &fred::bytes_utils::Str,
+        names: usize,
+    ) -> Vec<Value> {
+        let mut args = Vec::with_capacity(5 + names);
+        args.extend([
             Value::from(self.config.log_max_len.to_string()),
             Value::from(self.retention_ms.to_string()),
             Value::from(delivery.seq.to_string()),
             Value::from(channel.as_str()),
             Value::String(json.clone()),
-            Value::from(self.keys.channel(name)),
-        ];
-        let keys = vec![self.keys.members(name), self.keys.log(name)];
-        let _: Value =
-            self.scripts.publish.evalsha_with_reload(&self.client, keys, args).await.map_err(|e| self.fail(e))?;
-        Ok(())
+        ]);
+        args
     }
 
     /// Publishes to every name in one script call ([`Scripts::publish_many`]); only on one
@@ -291,14 +305,7 @@ impl Shared {
         delivery: &Delivery,
         json: &fred::bytes_utils::Str,
     ) -> Result<bool, BackendError> {
-        let mut args: Vec<Value> = Vec::with_capacity(5 + names.len());
-        args.extend([
-            Value::from(self.config.log_max_len.to_string()),
-            Value::from(self.retention_ms.to_string()),
-            Value::from(delivery.seq.to_string()),
-            Value::from(channel.as_str()),
-            Value::String(json.clone()),
-        ]);
+        let mut args = self.publish_args(channel, delivery, json, names.len());
         let mut keys = Vec::with_capacity(names.len() * 2);
         for name in names {
             keys.push(self.keys.members(name));
