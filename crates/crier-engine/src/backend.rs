@@ -48,6 +48,20 @@ pub struct LogPosition {
     pub offset: (u64, u64),
 }
 
+/// What [`Backend::touch`] found out about a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touched {
+    /// It exists, and this node delivers its messages (or the backend has one node).
+    Here,
+    /// It exists, but another node attached it since this node did, and this node had not
+    /// heard yet (that node's `close` is on its way). What this node queued for it since may
+    /// have been delivered there, so the backend has let go of it here (as that `close`
+    /// would, closing it through the sink), and the engine attaches it afresh.
+    Elsewhere,
+    /// It does not exist (destroyed, or expired).
+    Gone,
+}
+
 /// Times are milliseconds on the engine's clock (see [`crate::Clock`]); every node of a
 /// cluster uses wall-clock milliseconds so their values compare.
 pub type Millis = u64;
@@ -70,8 +84,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether the session exists (and has not expired).
     async fn session_exists(&self, id: &ClientId) -> Result<bool, BackendError>;
 
-    /// Refreshes liveness; returns `false` if the session does not exist.
-    async fn touch(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError>;
+    /// Refreshes liveness, and says whether the session exists and which node delivers it
+    /// (a connect is about to deliver from this node's queue).
+    async fn touch(&self, id: &ClientId, now: Millis) -> Result<Touched, BackendError>;
 
     /// Removes the session and its subscriptions. Returns the subscriptions it had, or
     /// `None` if it did not exist (or another caller destroyed it first): exactly one caller

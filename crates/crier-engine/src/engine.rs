@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Touched};
 use crate::backlog::Backlogs;
 use crate::clock::Clock;
 use crate::config::EngineConfig;
@@ -144,6 +144,8 @@ impl Engine {
     pub async fn pump(&self, client_id: &str, ctx: &RequestContext) -> Option<Pump> {
         let id = ClientId::parse(client_id)?;
         let session = self.inner.session(&id).await.ok()??;
+        // A socket opened on a node that missed a move must not drain the stale copy.
+        let (session, _) = self.inner.current(session).await.ok()??;
         Some(Pump::new(self.inner.clone(), session, ctx.clone()))
     }
 
@@ -376,6 +378,29 @@ impl Inner {
         self.backend.attach(id).await?;
         undo.armed = false;
         Ok(s)
+    }
+
+    /// Refreshes an attached session's liveness before it delivers, and makes sure it is
+    /// this node's to deliver: `Ok(None)` if it no longer exists; the session attached
+    /// afresh (and `true`) if another node took it and this node had not heard yet, since
+    /// what is queued here may have gone out there. Attaching it again resumes from what
+    /// that node recorded as sent, and tells that node to let go.
+    pub(crate) async fn current(
+        &self,
+        session: Arc<Session>,
+    ) -> Result<Option<(Arc<Session>, bool)>, crate::BackendError> {
+        match self.backend.touch(&session.id, self.clock.now()).await? {
+            Touched::Here => Ok(Some((session, false))),
+            Touched::Elsewhere => {
+                // The backend let go of it (not a detach: this node is not its node).
+                self.hub.remove_copy(&session);
+                Ok(self.session(&session.id).await?.map(|s| (s, true)))
+            }
+            Touched::Gone => {
+                self.detach(&session.id);
+                Ok(None)
+            }
+        }
     }
 
     /// Drops a session from this node only (it lives on in the backend).

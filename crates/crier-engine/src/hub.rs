@@ -66,6 +66,16 @@ impl Hub {
         s
     }
 
+    /// Removes (and closes) `session` if it is still the one attached under its id.
+    pub(crate) fn remove_copy(&self, session: &Arc<Session>) {
+        let mut shard = self.shards[shard_of(&session.id)].write();
+        if shard.get(&session.id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            shard.remove(&session.id);
+        }
+        drop(shard);
+        session.close();
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
     }

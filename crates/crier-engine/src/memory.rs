@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, BackendError, DeliverySink, Millis};
+use crate::backend::{Backend, BackendError, DeliverySink, Millis, Touched};
 use crate::context::Identity;
 use crate::delivery::Delivery;
 use crate::users::{NodeStats, Presence, PresenceChange, PresenceStatus};
@@ -123,13 +123,13 @@ impl Backend for MemoryBackend {
         Ok(self.inner.lock().sessions.contains_key(id))
     }
 
-    async fn touch(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError> {
+    async fn touch(&self, id: &ClientId, now: Millis) -> Result<Touched, BackendError> {
         Ok(match self.inner.lock().sessions.get_mut(id) {
             Some(s) => {
                 s.0 = s.0.max(now);
-                true
+                Touched::Here
             }
-            None => false,
+            None => Touched::Gone,
         })
     }
 

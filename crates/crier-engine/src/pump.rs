@@ -59,6 +59,12 @@ impl Pump {
         self.session.id.as_str()
     }
 
+    /// Whether the session it serves still lives on this node (it ends when the session is
+    /// destroyed, moves to another node, or is attached here afresh).
+    pub fn is_live(&self) -> bool {
+        !self.session.is_closed()
+    }
+
     /// Waits for messages and returns them (after outgoing extensions, for this socket's
     /// request). `None` once the session has ended or the engine is draining. The caller
     /// writes the batch, then hands it back to [`Pump::written`] or [`Pump::requeue`].

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crier_engine::{
-    Backend, BackendError, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange,
+    Backend, BackendError, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange, Touched,
 };
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use fred::clients::SubscriberClient;
@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     /// Per session: orders what this node does for it (attach, subscribe, unsubscribe,
     /// sync, close), so a stale control message or a concurrent change cannot interleave.
     session_locks: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Read by each control message's task before it acts; written only by tests, to hold
+    /// control messages back (a node that has not heard of a move yet).
+    pub(crate) control_gate: Arc<tokio::sync::RwLock<()>>,
     /// Nodes heard to be pressured (see `pressure`); this node's own state is
     /// `self_pressured`, kept apart (its own announcements come back through its backlog).
     pub(crate) pressure: Mutex<Pressured>,
@@ -174,6 +177,7 @@ impl RedisBackend {
             recovering: tokio::sync::Mutex::new(()),
             mark_writes: tokio::sync::Mutex::new(()),
             session_locks: Mutex::new(HashMap::new()),
+            control_gate: Arc::new(tokio::sync::RwLock::new(())),
             pressure: Mutex::new(Pressured::default()),
             self_pressured: AtomicBool::new(false),
             pressure_any: AtomicBool::new(false),
@@ -199,7 +203,18 @@ impl RedisBackend {
     pub fn node_id(&self) -> &str {
         &self.shared.node
     }
+
+    /// Holds back this node's handling of control messages from other nodes until the
+    /// guard drops (tests: a node that has not heard of a move yet).
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn hold_control_messages(&self) -> ControlHold {
+        ControlHold(self.shared.control_gate.clone().write_owned().await)
+    }
 }
+
+/// See [`RedisBackend::hold_control_messages`].
+#[cfg(any(test, feature = "test-util"))]
+pub struct ControlHold(#[expect(dead_code, reason = "held for its drop")] tokio::sync::OwnedRwLockWriteGuard<()>);
 
 impl Shared {
     pub(crate) fn sink(&self) -> Option<&Arc<dyn DeliverySink>> {
@@ -569,6 +584,18 @@ impl Shared {
         }
     }
 
+    /// Forgets a session on this node unless Redis names this node as its node (asked under
+    /// the session's lock, so an attach here cannot slip in between); whether it did.
+    pub(crate) async fn close_unless_ours(self: &Arc<Self>, id: &ClientId) -> Result<bool, BackendError> {
+        let _session = self.lock_session(id).await;
+        let owner: Option<String> = self.client.hget(self.keys.session(id), "node").await.map_err(|e| self.fail(e))?;
+        if owner.as_deref() == Some(self.node.as_str()) {
+            return Ok(false);
+        }
+        self.close_local(id).await;
+        Ok(true)
+    }
+
     /// Forgets a session on this node (its lock must be held): stores what it was sent and
     /// ends its held connect or socket.
     pub(crate) async fn close_local(self: &Arc<Self>, id: &ClientId) {
@@ -688,10 +715,11 @@ impl Backend for RedisBackend {
         Ok(n > 0)
     }
 
-    async fn touch(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError> {
+    async fn touch(&self, id: &ClientId, now: Millis) -> Result<Touched, BackendError> {
         let s = &self.shared;
         s.started_ms.fetch_max(now, AtomicOrdering::Relaxed);
-        let exists = async { s.client.exists::<i64, _>(s.keys.session(id)).await };
+        // Every session's hash names its node from creation on, so no node means no session.
+        let owner = async { s.client.hget::<Option<String>, _, _>(s.keys.session(id), "node").await };
         // XX: never re-create an index entry for a session destroyed meanwhile; GT: a late
         // touch cannot move the last-seen time back.
         let bump = async {
@@ -706,9 +734,24 @@ impl Backend for RedisBackend {
                 )
                 .await
         };
-        let (n, _) = futures::future::try_join(exists, bump).await.map_err(|e| s.fail(e))?;
-        if n > 0 {
-            return Ok(true);
+        let (owner, _) = futures::future::try_join(owner, bump).await.map_err(|e| s.fail(e))?;
+        match owner {
+            Some(node) if node == s.node => return Ok(Touched::Here),
+            // Taken by another node whose `close` this node has not handled yet (its listener
+            // or the close's task is behind, typically under load): this node's queue for it
+            // is stale, and draining it would repeat what that node delivered. Handled as
+            // that `close` would be (not as a detach: Redis does not name this node, so
+            // there is nothing to disown, and disowning would clear the `since` of the
+            // attach that follows, costing the next move the marks).
+            Some(_) => {
+                if !s.close_unless_ours(id).await? {
+                    // Attached here again meanwhile.
+                    return Ok(Touched::Here);
+                }
+                RedisMetrics::inc(&s.metrics.moved_unheard);
+                return Ok(Touched::Elsewhere);
+            }
+            None => {}
         }
         // Held here but unknown to Redis: destroyed through another node (its `close` is on
         // the way), or Redis lost its data and the reconnect's recovery has not run yet. Only
@@ -719,9 +762,9 @@ impl Backend for RedisBackend {
             // The new epoch was adopted above, so `recover` is told the data was lost.
             s.recover(snapshot, true).await;
             let n: i64 = s.client.exists(s.keys.session(id)).await.map_err(|e| s.fail(e))?;
-            return Ok(n > 0);
+            return Ok(if n > 0 { Touched::Here } else { Touched::Gone });
         }
-        Ok(false)
+        Ok(Touched::Gone)
     }
 
     async fn destroy_session(&self, id: &ClientId) -> Result<Option<Vec<ChannelPattern>>, BackendError> {

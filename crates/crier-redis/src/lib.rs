@@ -25,6 +25,8 @@ mod scripts;
 mod users;
 mod values;
 
+#[cfg(any(test, feature = "test-util"))]
+pub use backend::ControlHold;
 pub use backend::RedisBackend;
 pub use config::RedisConfig;
 pub use error::RedisError;

@@ -254,19 +254,13 @@ impl Shared {
     /// `close`: the session was destroyed or attached elsewhere; `sync`: its subscriptions
     /// changed through another node.
     async fn on_control(self: &Arc<Self>, verb: &str, id: ClientId) {
+        let _open = self.control_gate.read().await;
         match verb {
             "close" => {
-                let _session = self.lock_session(&id).await;
                 // A session that hopped away and straight back is ours again: the stale
-                // message must not close it. Ask Redis who holds it now (under the session's
-                // lock, so an attach here cannot slip in between).
-                let owner: Result<Option<String>, _> = self.client.hget(self.keys.session(&id), "node").await;
-                match owner {
-                    Ok(Some(n)) if n == self.node => {}
-                    Ok(_) => self.close_local(&id).await,
-                    Err(e) => {
-                        self.fail(e);
-                    }
+                // message must not close it.
+                if let Err(e) = self.close_unless_ours(&id).await {
+                    tracing::debug!(client_id = %id, error = %e, "handling a close failed");
                 }
             }
             "sync" => {

@@ -10,6 +10,7 @@ pub(crate) struct RedisMetrics {
     pub(crate) pending_dropped: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) attaches: AtomicU64,
+    pub(crate) moved_unheard: AtomicU64,
     pub(crate) bridges: AtomicU64,
     pub(crate) bridged: AtomicU64,
     pub(crate) log_gaps: AtomicU64,
@@ -54,6 +55,11 @@ impl RedisMetrics {
                 g(&self.malformed),
             ),
             ("crier_redis_attaches_total", "Sessions that moved to this node.", g(&self.attaches)),
+            (
+                "crier_redis_moved_unheard_total",
+                "Connects here for a session another node had taken before this node heard (attached afresh).",
+                g(&self.moved_unheard),
+            ),
             ("crier_redis_bridges_total", "Log catch-ups run for sessions.", g(&self.bridges)),
             ("crier_redis_bridged_messages_total", "Log entries read while catching up.", g(&self.bridged)),
             (

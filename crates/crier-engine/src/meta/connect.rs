@@ -53,7 +53,7 @@ impl Inner {
     /// as [`Connected::Held`] instead of being held here, so the caller keeps only that
     /// data (and a small `Inner::wait_interrupted` future) for the whole hold.
     pub(crate) async fn connect(&self, m: Message, ctx: &RequestContext, batched: bool, detach: bool) -> Connected {
-        let b = match self.begin_connect(m, batched).await {
+        let b = match self.begin_connect(m, batched, ctx.transport.is_socket()).await {
             Ok(b) => b,
             Err(reply) => return Connected::Replies(vec![Outgoing::Message(reply)]),
         };
@@ -118,7 +118,7 @@ impl Inner {
     }
 
     /// The checks and bookkeeping before a connect may be held; `Err` is the failed reply.
-    async fn begin_connect(&self, m: Message, batched: bool) -> Result<Begun, Message> {
+    async fn begin_connect(&self, m: Message, batched: bool, socket: bool) -> Result<Begun, Message> {
         let conntype = m.connection_type();
         let raw_id = m.client_id();
         let session = match self.session_of(&m).await {
@@ -150,17 +150,16 @@ impl Inner {
             let _ = self.destroy(&session.id).await;
             return Err(fail(m.response(), BayeuxError::unknown_client(session.id.as_str()).to_string()));
         }
-        match self.backend.touch(&session.id, self.clock.now()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                self.detach(&session.id);
-                return Err(fail(m.response(), BayeuxError::unknown_client(session.id.as_str()).to_string()));
+        let (session, moved) = match self.current(session).await {
+            Ok(Some(current)) => current,
+            Ok(None) => {
+                return Err(fail(m.response(), BayeuxError::unknown_client(raw_id.unwrap_or_default()).to_string()));
             }
             Err(e) => {
                 Metrics::inc(&self.metrics.backend_errors);
                 return Err(fail(m.response(), super::backend_error(&e).to_string()));
             }
-        }
+        };
 
         let eventsource = conntype == Some("eventsource");
         let (generation, first) = session.begin_connect();
@@ -168,8 +167,10 @@ impl Inner {
         // Not held: the first connect after a handshake (CometD's rule, so clients learn
         // quickly that they are connected), a connect batched with other messages (its
         // replies would wait), EventSource connects (the stream carries the messages), and
-        // anything while draining.
-        let hold = if first || batched || eventsource || self.is_draining() {
+        // anything while draining. Nor a socket's connect whose session was attached afresh
+        // above: the socket's pump served the copy that was dropped, and the client's next
+        // connect gets it a new one.
+        let hold = if first || batched || eventsource || (moved && socket) || self.is_draining() {
             Duration::ZERO
         } else {
             m.advice_timeout_ms().map(Duration::from_millis).unwrap_or(timeout).min(timeout)

@@ -200,7 +200,8 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
                     };
                     state.limiter.check_sessions(&mut batch, &mut sessions_made);
                     if let Some(id) = connect_client_id(&batch)
-                        && pump.as_ref().map(|p| p.client_id()) != Some(id.as_str())
+                        // (A pump whose session was attached afresh serves nobody.)
+                        && pump.as_ref().filter(|p| p.is_live()).map(|p| p.client_id()) != Some(id.as_str())
                         // Boxed: this runs once per socket, and inline its state would be part
                         // of every idle socket's task.
                         && let Some(p) = Box::pin(state.engine.pump(&id, &ctx)).await

@@ -1,0 +1,181 @@
+//! A long-polling session moving between two engines on a real `redis-server` while one
+//! node has not yet heard that it moved away: each message reaches the client once, in
+//! order. (Behind a round-robin balancer under load, a connect can come back to a node
+//! before that node has handled the other node's `close`.)
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crier_engine::conformance::Harness;
+use crier_engine::{Backend, Pump, RequestContext, RequestInfo, SocketReplies, Transport};
+use crier_protocol::Message;
+use crier_redis::testing::{RedisServer, unique_prefix};
+use crier_redis::{RedisBackend, RedisConfig};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+fn redis() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
+struct Node {
+    harness: Harness,
+    backend: Arc<RedisBackend>,
+}
+
+async fn node(prefix: &str) -> Node {
+    // Marks written often: what a socket was sent is recorded with them.
+    let config =
+        RedisConfig { url: redis().url(), prefix: prefix.to_owned(), cursor_flush_ms: 50, ..RedisConfig::default() };
+    let backend =
+        Arc::new(RedisBackend::connect(config, Duration::from_secs(20)).await.expect("redis backend connects"));
+    let harness = Harness::new(backend.clone() as Arc<dyn Backend>);
+    Node { harness, backend }
+}
+
+impl Node {
+    fn metric(&self, name: &str) -> i64 {
+        self.backend
+            .metrics()
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, v)| *v)
+            .unwrap_or_else(|| panic!("{name}"))
+    }
+
+    /// The data of one connect that waits up to 1 s for something to deliver.
+    async fn poll(&self, id: &str) -> Vec<i64> {
+        let mut r = self.harness.connect(id, Some(1000)).await;
+        assert_eq!(r.first().and_then(|m| m.successful()), Some(true), "{r:?}");
+        r.remove(0);
+        r.iter().filter_map(|m| m.data().and_then(Value::as_i64)).collect()
+    }
+
+    /// Connects until `n` messages came, for at most 10 s.
+    async fn poll_until(&self, id: &str, n: usize) -> Vec<i64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < n {
+            assert!(Instant::now() < deadline, "only {got:?} of {n} messages arrived");
+            got.extend(self.poll(id).await);
+        }
+        got
+    }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A has the session and delivered 1–3. The client's next connects go to B, and A does not
+/// hear of it (its control messages are held back), so A keeps queueing 4–6 for its stale
+/// copy. B delivers 4–6. The client then comes back to A: A must see that B has the session,
+/// drop what it queued and attach afresh, so the client gets 7 next, not 4–6 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_on_a_node_that_missed_a_move_repeats_nothing() {
+    let prefix = unique_prefix("moves");
+    let (a, b) = (node(&prefix).await, node(&prefix).await);
+    let id = a.harness.client().await;
+    a.harness.subscribe(&id, "/move").await;
+    let mut got = Vec::new();
+    for i in 1..=3 {
+        a.harness.publish("/move", json!(i)).await;
+    }
+    got.extend(a.poll_until(&id, 3).await);
+
+    let held = a.backend.hold_control_messages().await;
+    assert_eq!(b.poll(&id).await, Vec::<i64>::new(), "nothing new yet");
+    let heard = a.metric("crier_redis_pubsub_messages_total");
+    for i in 4..=6 {
+        b.harness.publish("/move", json!(i)).await;
+    }
+    got.extend(b.poll_until(&id, 3).await);
+    // A's stale copy of the session has them queued too.
+    eventually("node A received 4 to 6", || a.metric("crier_redis_pubsub_messages_total") >= heard + 3).await;
+
+    a.harness.publish("/move", json!(7)).await;
+    got.extend(a.poll_until(&id, 1).await);
+    assert_eq!(a.metric("crier_redis_moved_unheard_total"), 1, "A noticed the move it had not heard of");
+    // A's late `close` finds the session A's again and leaves it alone.
+    drop(held);
+    b.harness.publish("/move", json!(8)).await;
+    got.extend(a.poll_until(&id, 1).await);
+    // Back to B, which was told to let go when A took the session back.
+    b.harness.publish("/move", json!(9)).await;
+    got.extend(b.poll_until(&id, 1).await);
+    // Anything repeated would come with these.
+    got.extend(a.poll(&id).await);
+    got.extend(b.poll(&id).await);
+    assert_eq!(got, (1..=9).collect::<Vec<_>>());
+}
+
+fn ws() -> RequestContext {
+    RequestContext::new(Transport::WebSocket, RequestInfo::default())
+}
+
+/// The data of the pump's next batch, waiting at most 5 s; the batch counts as written.
+async fn next_batch(pump: &mut Pump) -> Vec<i64> {
+    let batch =
+        tokio::time::timeout(Duration::from_secs(5), pump.next()).await.expect("a batch within 5 s").expect("a batch");
+    let data = batch.items().iter().filter_map(|o| o.to_message().data().and_then(Value::as_i64)).collect();
+    pump.written(batch);
+    data
+}
+
+fn socket_connect(id: &str) -> Vec<Message> {
+    let m = json!({"channel":"/meta/connect","clientId":id,"connectionType":"websocket","advice":{"timeout":5000}});
+    vec![serde_json::from_value(m).expect("a message")]
+}
+
+/// The same over a WebSocket. A socket opened on a node that missed a move gets a pump on a
+/// fresh copy of the session (not the stale one with 2 queued). And when the session moves
+/// away unheard while a socket is open on A, the socket's next connect there is answered at
+/// once and its pump ends, so the client's next connect brings a pump that delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_on_a_node_that_missed_a_move_repeats_nothing() {
+    let prefix = unique_prefix("moves-ws");
+    let (a, b) = (node(&prefix).await, node(&prefix).await);
+    let id = a.harness.client().await;
+    a.harness.subscribe(&id, "/move").await;
+    a.harness.publish("/move", json!(1)).await;
+    assert_eq!(a.poll_until(&id, 1).await, vec![1]);
+
+    let held = a.backend.hold_control_messages().await;
+    assert_eq!(b.poll(&id).await, Vec::<i64>::new(), "nothing new yet");
+    let heard = a.metric("crier_redis_pubsub_messages_total");
+    b.harness.publish("/move", json!(2)).await;
+    assert_eq!(b.poll_until(&id, 1).await, vec![2]);
+    eventually("node A received 2", || a.metric("crier_redis_pubsub_messages_total") > heard).await;
+
+    let mut pump = a.harness.engine.pump(&id, &ws()).await.expect("a pump");
+    a.harness.publish("/move", json!(3)).await;
+    assert_eq!(next_batch(&mut pump).await, vec![3], "the socket starts after what B sent");
+    assert_eq!(a.metric("crier_redis_moved_unheard_total"), 1);
+
+    // B takes the session while the socket is open on A (after A recorded what the socket
+    // was sent: before, B would send 3 again, as after a crash of A), and A does not hear.
+    drop(held);
+    let writes = a.metric("crier_redis_mark_writes_total");
+    eventually("two mark writes on A", || a.metric("crier_redis_mark_writes_total") >= writes + 2).await;
+    let held = a.backend.hold_control_messages().await;
+    b.harness.publish("/move", json!(4)).await;
+    assert_eq!(b.poll_until(&id, 1).await, vec![4]);
+    let started = Instant::now();
+    let replies = match a.harness.engine.process_socket(socket_connect(&id), &ws()).await {
+        SocketReplies::Now(r) => r,
+        SocketReplies::Held(_) => panic!("a connect for a session attached afresh is not held"),
+    };
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0].to_message().successful(), Some(true), "{replies:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at once");
+    assert!(!pump.is_live(), "the old pump ends");
+    let mut pump = a.harness.engine.pump(&id, &ws()).await.expect("a new pump");
+    a.harness.publish("/move", json!(5)).await;
+    assert_eq!(next_batch(&mut pump).await, vec![5], "nothing repeated");
+    drop(held);
+}
