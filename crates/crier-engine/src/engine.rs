@@ -390,7 +390,9 @@ impl Inner {
         session: Arc<Session>,
     ) -> Result<Option<(Arc<Session>, bool)>, crate::BackendError> {
         match self.backend.touch(&session.id, self.clock.now()).await? {
-            Touched::Here => Ok(Some((session, false))),
+            Touched::Here if !session.is_closed() => Ok(Some((session, false))),
+            // Another request here found this copy stale and attached the session afresh.
+            Touched::Here => Ok(self.session(&session.id).await?.map(|s| (s, true))),
             Touched::Elsewhere => {
                 // The backend let go of it (not a detach: this node is not its node).
                 self.hub.remove_copy(&session);

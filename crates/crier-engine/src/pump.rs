@@ -83,6 +83,12 @@ impl Pump {
                 let notified = self.session.queued().notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
+                // As for a held connect: a session closed on its own does not flush its
+                // queue (it may have moved to a node that delivers it), one closed by the
+                // drain does.
+                if self.session.is_closed() && !self.inner.is_draining() {
+                    return None;
+                }
                 let items = self.session.drain();
                 if !items.is_empty() {
                     // Debug level: at info a span per socket write costs more than the write.

@@ -585,28 +585,29 @@ impl Shared {
     }
 
     /// Forgets a session on this node unless Redis names this node as its node (asked under
-    /// the session's lock, so an attach here cannot slip in between); whether it did.
-    pub(crate) async fn close_unless_ours(self: &Arc<Self>, id: &ClientId) -> Result<bool, BackendError> {
+    /// the session's lock, so an attach here cannot slip in between). Returns the node Redis
+    /// names (`None`: the session is gone).
+    pub(crate) async fn close_unless_ours(self: &Arc<Self>, id: &ClientId) -> Result<Option<String>, BackendError> {
         let _session = self.lock_session(id).await;
         let owner: Option<String> = self.client.hget(self.keys.session(id), "node").await.map_err(|e| self.fail(e))?;
-        if owner.as_deref() == Some(self.node.as_str()) {
-            return Ok(false);
+        if owner.as_deref() != Some(self.node.as_str()) {
+            self.close_local(id).await;
         }
-        self.close_local(id).await;
-        Ok(true)
+        Ok(owner)
     }
 
     /// Forgets a session on this node (its lock must be held): stores what it was sent and
-    /// ends its held connect or socket.
+    /// ends its held connect or socket. Only a session this node holds: a copy the engine
+    /// has only begun to attach (its attach waits for the lock) is not the one meant, and
+    /// closing it would leave that attach registering a session with no copy to deliver to.
     pub(crate) async fn close_local(self: &Arc<Self>, id: &ClientId) {
         let removed = self.local.lock().remove_session(id, false);
-        if let Some(crate::local::Removed { unstored, unused }) = removed {
-            self.release_channels(unused);
-            if !unstored.is_empty()
-                && let Err(e) = self.store_cursors(id, unstored).await
-            {
-                tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
-            }
+        let Some(crate::local::Removed { unstored, unused }) = removed else { return };
+        self.release_channels(unused);
+        if !unstored.is_empty()
+            && let Err(e) = self.store_cursors(id, unstored).await
+        {
+            tracing::debug!(client_id = %id, error = %e, "storing delivery positions failed");
         }
         if let Some(sink) = self.sink() {
             sink.close(id);
@@ -744,12 +745,15 @@ impl Backend for RedisBackend {
             // there is nothing to disown, and disowning would clear the `since` of the
             // attach that follows, costing the next move the marks).
             Some(_) => {
-                if !s.close_unless_ours(id).await? {
-                    // Attached here again meanwhile.
-                    return Ok(Touched::Here);
-                }
-                RedisMetrics::inc(&s.metrics.moved_unheard);
-                return Ok(Touched::Elsewhere);
+                return Ok(match s.close_unless_ours(id).await? {
+                    // Attached here again meanwhile (by another request for it).
+                    Some(node) if node == s.node => Touched::Here,
+                    Some(_) => {
+                        RedisMetrics::inc(&s.metrics.moved_unheard);
+                        Touched::Elsewhere
+                    }
+                    None => Touched::Gone,
+                });
             }
             None => {}
         }

@@ -174,6 +174,8 @@ async fn a_socket_on_a_node_that_missed_a_move_repeats_nothing() {
     assert_eq!(replies[0].to_message().successful(), Some(true), "{replies:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "answered at once");
     assert!(!pump.is_live(), "the old pump ends");
+    let rest = tokio::time::timeout(Duration::from_secs(5), pump.next()).await.expect("the old pump returns");
+    assert!(rest.is_none(), "the old pump does not send what its copy had queued (4, sent by B)");
     let mut pump = a.harness.engine.pump(&id, &ws()).await.expect("a new pump");
     a.harness.publish("/move", json!(5)).await;
     assert_eq!(next_batch(&mut pump).await, vec![5], "nothing repeated");

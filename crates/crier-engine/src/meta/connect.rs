@@ -248,6 +248,12 @@ impl Inner {
             if !s.is_current(generation) {
                 return Vec::new();
             }
+            // A session closed on its own (destroyed, or gone to another node, which re-reads
+            // what it was not sent) keeps its queue: delivering it here could repeat what
+            // the other node delivers. One closed by the drain still flushes its queue.
+            if s.is_closed() && !self.is_draining() {
+                return Vec::new();
+            }
             let items = s.drain();
             if !items.is_empty() {
                 return items;
