@@ -168,6 +168,7 @@ async fn redis_commands_per_publish_do_not_grow_with_subscribers() {
 async fn socket_subscribers_add_no_redis_commands_per_subscriber() {
     const MESSAGES: u64 = 10;
     let mut per_publish = Vec::new();
+    let mut breakdown = Vec::new();
     // 300 sockets: two descriptors each in this process stays under a default 1,024 limit.
     for subscribers in [10usize, 300] {
         let c = Cluster::start(redis(), 2, 60).await;
@@ -190,14 +191,16 @@ async fn socket_subscribers_add_no_redis_commands_per_subscriber() {
         two_mark_writes(&c.nodes[0]).await;
         let all = total_calls(redis());
         per_publish.push((subscribers, all as f64 / MESSAGES as f64));
+        breakdown.push(redis().cmd(&["INFO", "commandstats"]).unwrap_or_default());
     }
     eprintln!("redis commands per publish with socket subscribers: {per_publish:?}");
     let (_, few) = per_publish[0];
     let (_, many) = per_publish[1];
-    // Mark writes and background work (pings, heartbeats, sweeps) vary with how long the
-    // window is; 300 sessions storing once each (3 commands a store) would add 90 per
-    // publish.
-    assert!(many <= few + 3.0, "{per_publish:?}");
+    // Mark writes and background work (pings, heartbeats, sweeps) come with time, not with
+    // publishes, and the window with 300 sockets is longer: under CPU load it added 3.3 per
+    // publish. Anything done per subscriber adds at least 30 (one command for each of 300
+    // sessions over 10 publishes); 300 sessions storing once each (3 commands a store) 90.
+    assert!(many <= few + 10.0, "{per_publish:?}\n{breakdown:#?}");
 }
 
 /// A socket session that moves to another node (its client reconnects through a balancer)
