@@ -7,8 +7,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crier_engine::conformance::Harness;
-use crier_engine::{Backend, Pump, RequestContext, RequestInfo, SocketReplies, Transport};
-use crier_protocol::Message;
+use crier_engine::{Backend, Delivery, DeliverySink, Pump, RequestContext, RequestInfo, SocketReplies, Transport};
+use crier_protocol::{ClientId, Message};
 use crier_redis::testing::{RedisServer, unique_prefix};
 use crier_redis::{RedisBackend, RedisConfig};
 use serde_json::{Value, json};
@@ -180,4 +180,65 @@ async fn a_socket_on_a_node_that_missed_a_move_repeats_nothing() {
     a.harness.publish("/move", json!(5)).await;
     assert_eq!(next_batch(&mut pump).await, vec![5], "nothing repeated");
     drop(held);
+}
+
+/// Records the sessions a node's backend closes.
+#[derive(Default)]
+struct Closes(std::sync::Mutex<Vec<ClientId>>);
+
+impl DeliverySink for Closes {
+    fn deliver(&self, _sessions: &[ClientId], _delivery: &Arc<Delivery>) {}
+
+    fn close(&self, session: &ClientId) {
+        self.0.lock().expect("closes").push(session.clone());
+    }
+}
+
+impl Closes {
+    fn of(&self, id: &ClientId) -> usize {
+        self.0.lock().expect("closes").iter().filter(|c| *c == id).count()
+    }
+}
+
+/// Waits until node `a` has handled `n` control messages in all: once it counted them, the
+/// hold waits for the last one's task to finish.
+async fn handled(a: &RedisBackend, n: i64) {
+    let count = || a.metrics().iter().find(|(m, _, _)| *m == "crier_redis_control_messages_total").map(|(_, _, v)| *v);
+    eventually("control messages counted", || count() >= Some(n)).await;
+    drop(a.hold_control_messages().await);
+}
+
+/// A `close` reaches the engine only for a session the node holds. A copy the engine has
+/// only begun to attach (its attach waits for the session's lock, as when a connect finds
+/// its copy stale and attaches afresh) is not the one meant: closing it would leave the
+/// attach registering a session with no copy to deliver to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_for_a_session_this_node_does_not_hold_reaches_no_copy() {
+    let prefix = unique_prefix("moves-close");
+    let config = || RedisConfig { url: redis().url(), prefix: prefix.clone(), ..RedisConfig::default() };
+    let a = RedisBackend::connect(config(), Duration::from_secs(20)).await.expect("node a");
+    let b = RedisBackend::connect(config(), Duration::from_secs(20)).await.expect("node b");
+    let (a_closes, b_closes) = (Arc::new(Closes::default()), Arc::new(Closes::default()));
+    a.bind(a_closes.clone());
+    b.bind(b_closes.clone());
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+
+    // Held by A, taken by B: A closes its copy.
+    let held = ClientId::from_random([7; 20]);
+    a.create_session(&held, now).await.expect("create");
+    a.attach(&held).await.expect("attach to a");
+    b.attach(&held).await.expect("attach to b");
+    handled(&a, 1).await;
+    assert_eq!(a_closes.of(&held), 1, "A let go of the session B took");
+
+    // Never held by A (B's): a `close` to A, as a late one would be, closes nothing there.
+    let other = ClientId::from_random([8; 20]);
+    b.create_session(&other, now).await.expect("create");
+    b.attach(&other).await.expect("attach to b");
+    let channel = format!("{prefix}:{{n:{}}}", a.node_id());
+    redis().cmd(&["SPUBLISH", &channel, &format!("close {}", other.as_str())]).expect("SPUBLISH");
+    handled(&a, 2).await;
+    assert_eq!(a_closes.of(&other), 0, "no copy on A is closed for a session A does not hold");
+    assert_eq!(b_closes.of(&other), 0);
 }
