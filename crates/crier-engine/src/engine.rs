@@ -144,8 +144,14 @@ impl Engine {
     pub async fn pump(&self, client_id: &str, ctx: &RequestContext) -> Option<Pump> {
         let id = ClientId::parse(client_id)?;
         let session = self.inner.session(&id).await.ok()??;
-        // A socket opened on a node that missed a move must not drain the stale copy.
-        let (session, _) = self.inner.current(session).await.ok()??;
+        // A socket opened on a node that missed a move must not drain the stale copy. If the
+        // backend cannot say, the copy serves (as before this check); the socket's connect
+        // reports the failure.
+        let session = match self.inner.current(session.clone()).await {
+            Ok(Some((current, _))) => current,
+            Ok(None) => return None,
+            Err(_) => session,
+        };
         Some(Pump::new(self.inner.clone(), session, ctx.clone()))
     }
 
@@ -387,22 +393,31 @@ impl Inner {
     /// that node recorded as sent, and tells that node to let go.
     pub(crate) async fn current(
         &self,
-        session: Arc<Session>,
+        mut session: Arc<Session>,
     ) -> Result<Option<(Arc<Session>, bool)>, crate::BackendError> {
-        match self.backend.touch(&session.id, self.clock.now()).await? {
-            Touched::Here if !session.is_closed() => Ok(Some((session, false))),
-            // Another request here found this copy stale and attached the session afresh.
-            Touched::Here => Ok(self.session(&session.id).await?.map(|s| (s, true))),
-            Touched::Elsewhere => {
-                // The backend let go of it (not a detach: this node is not its node).
-                self.hub.remove_copy(&session);
-                Ok(self.session(&session.id).await?.map(|s| (s, true)))
-            }
-            Touched::Gone => {
-                self.detach(&session.id);
-                Ok(None)
+        let mut moved = false;
+        // The fresh copy is checked too: the session may have been destroyed (its attach
+        // then registers nothing, and the copy would wait here for messages forever) or
+        // taken again meanwhile. Bounded: a session pulled back and forth this fast goes on
+        // with the copy it has.
+        for _ in 0..3 {
+            match self.backend.touch(&session.id, self.clock.now()).await? {
+                Touched::Here if !session.is_closed() => return Ok(Some((session, moved))),
+                // `Here` for a closed copy: another request here found it stale and attached
+                // the session afresh. `Elsewhere`: the backend let go of it (not a detach:
+                // this node is not its node).
+                Touched::Here | Touched::Elsewhere => {
+                    self.hub.remove_copy(&session);
+                    let Some(fresh) = self.session(&session.id).await? else { return Ok(None) };
+                    (session, moved) = (fresh, true);
+                }
+                Touched::Gone => {
+                    self.detach(&session.id);
+                    return Ok(None);
+                }
             }
         }
+        Ok(Some((session, moved)))
     }
 
     /// Drops a session from this node only (it lives on in the backend).

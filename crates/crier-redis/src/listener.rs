@@ -164,12 +164,18 @@ impl Shared {
                 None => RedisMetrics::inc(&self.metrics.malformed),
             }
         } else if *m.channel == *self.keys.node(&self.node) {
-            RedisMetrics::inc(&self.metrics.control_messages);
-            let Some((verb, id)) = payload.split_once(' ') else { return };
-            let Some(id) = ClientId::parse(id) else { return };
+            let parsed = payload.split_once(' ').and_then(|(verb, id)| Some((verb, ClientId::parse(id)?)));
+            let Some((verb, id)) = parsed else {
+                RedisMetrics::inc(&self.metrics.malformed);
+                return;
+            };
             let this = self.clone();
             let verb = verb.to_owned();
-            self.tasks.spawn(async move { this.on_control(&verb, id).await });
+            // Counted once handled (tests wait for it).
+            self.tasks.spawn(async move {
+                this.on_control(&verb, id).await;
+                RedisMetrics::inc(&this.metrics.control_messages);
+            });
         }
     }
 

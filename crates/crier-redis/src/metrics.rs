@@ -75,7 +75,7 @@ impl RedisMetrics {
             ),
             (
                 "crier_redis_control_messages_total",
-                "Control messages received from other nodes.",
+                "Control messages from other nodes, counted once handled.",
                 g(&self.control_messages),
             ),
             (
