@@ -84,7 +84,7 @@ impl Hub {
     pub(crate) fn close_all(&self) {
         for shard in &self.shards {
             for s in shard.read().values() {
-                s.close();
+                s.close_for_drain();
             }
         }
     }

@@ -86,7 +86,7 @@ impl Pump {
                 // As for a held connect: a session closed on its own does not flush its
                 // queue (it may have moved to a node that delivers it), one closed by the
                 // drain does.
-                if self.session.is_closed() && !self.inner.is_draining() {
+                if self.session.withholds_queue() {
                     return None;
                 }
                 let items = self.session.drain();

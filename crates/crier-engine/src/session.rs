@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use crier_protocol::ClientId;
 use parking_lot::Mutex;
@@ -12,6 +12,11 @@ use tokio::sync::Notify;
 use crate::backlog::Backlogs;
 use crate::config::OverflowPolicy;
 use crate::delivery::Delivery;
+
+/// `Session::closed`: open; closed on its own; closed by the engine's drain.
+const OPEN: u8 = 0;
+const CLOSED: u8 = 1;
+const DRAINED: u8 = 2;
 
 /// What happened when a message was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +55,11 @@ pub(crate) struct Session {
     /// Woken when a newer connect supersedes a held one. Separate from `queued` so a
     /// socket's held connect (which never takes messages) sleeps through deliveries.
     superseded: Notify,
-    /// Set once by `close`, which then wakes both of the above: a waiter enables its
-    /// wake-up before it checks this, so it never sleeps through the end (and needs no
-    /// cancellation token, which would cost every session an allocation).
-    is_closed: AtomicBool,
+    /// Set once by `close` (to `CLOSED`, or `DRAINED` when the engine drains), which then
+    /// wakes both of the above: a waiter enables its wake-up before it checks this, so it
+    /// never sleeps through the end (and needs no cancellation token, which would cost
+    /// every session an allocation).
+    closed: AtomicU8,
     /// Socket pumps parked waiting for messages (usually 0 or 1): see [`Waiting`].
     waiting: AtomicU32,
     backlogs: Arc<Backlogs>,
@@ -73,7 +79,7 @@ impl Session {
             }),
             queued: Notify::new(),
             superseded: Notify::new(),
-            is_closed: AtomicBool::new(false),
+            closed: AtomicU8::new(OPEN),
             waiting: AtomicU32::new(0),
             backlogs,
         })
@@ -197,14 +203,32 @@ impl Session {
         &self.superseded
     }
 
-    /// Whether the session was closed here (lock-free; see `is_closed`).
+    /// Whether the session was closed here (lock-free; see `closed`).
     pub(crate) fn is_closed(&self) -> bool {
-        self.is_closed.load(Ordering::Acquire)
+        self.closed.load(Ordering::Acquire) != OPEN
+    }
+
+    /// Whether the session was closed on its own (destroyed, or gone to another node,
+    /// which re-reads what it was not sent), not by the drain: what it still has queued is
+    /// not to be delivered from here, as it could repeat what the other node delivers.
+    pub(crate) fn withholds_queue(&self) -> bool {
+        self.closed.load(Ordering::Acquire) == CLOSED
     }
 
     /// Ends the session locally: held connects return and pumps stop.
     pub(crate) fn close(&self) {
-        self.is_closed.store(true, Ordering::Release);
+        self.close_as(CLOSED);
+    }
+
+    /// Ends the session because the engine drains: held connects and pumps still hand
+    /// over what is queued, in their last replies.
+    pub(crate) fn close_for_drain(&self) {
+        self.close_as(DRAINED);
+    }
+
+    fn close_as(&self, how: u8) {
+        // The first close says how (a drain does not turn a withheld queue into one to flush).
+        let _ = self.closed.compare_exchange(OPEN, how, Ordering::AcqRel, Ordering::Acquire);
         self.catch_up(&mut self.state.lock());
         self.queued.notify_waiters();
         self.superseded.notify_waiters();

@@ -251,7 +251,7 @@ impl Inner {
             // A session closed on its own (destroyed, or gone to another node, which re-reads
             // what it was not sent) keeps its queue: delivering it here could repeat what
             // the other node delivers. One closed by the drain still flushes its queue.
-            if s.is_closed() && !self.is_draining() {
+            if s.withholds_queue() {
                 return Vec::new();
             }
             let items = s.drain();
