@@ -10,7 +10,7 @@ use crier_engine::conformance::Harness;
 use crier_engine::{Backend, Delivery, DeliverySink, Pump, RequestContext, RequestInfo, SocketReplies, Transport};
 use crier_protocol::{ClientId, Message};
 use crier_redis::testing::{RedisServer, unique_prefix};
-use crier_redis::{RedisBackend, RedisConfig};
+use crier_redis::{ControlHold, RedisBackend, RedisConfig};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -72,14 +72,19 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A has the session and delivered 1–3. The client's next connects go to B, and A does not
-/// hear of it (its control messages are held back), so A keeps queueing 4–6 for its stale
-/// copy. B delivers 4–6. The client then comes back to A: A must see that B has the session,
-/// drop what it queued and attach afresh, so the client gets 7 next, not 4–6 again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connect_on_a_node_that_missed_a_move_repeats_nothing() {
-    let prefix = unique_prefix("moves");
-    let (a, b) = (node(&prefix).await, node(&prefix).await);
+/// Two nodes after a move A did not hear of: A had the session and delivered 1–3; then B
+/// took it (A's control messages are held back) and delivered 4–6, which A's stale copy
+/// has queued too.
+struct Moved {
+    a: Node,
+    b: Node,
+    id: String,
+    got: Vec<i64>,
+    held: ControlHold,
+}
+
+async fn moved_unheard(prefix: &str) -> Moved {
+    let (a, b) = (node(prefix).await, node(prefix).await);
     let id = a.harness.client().await;
     a.harness.subscribe(&id, "/move").await;
     let mut got = Vec::new();
@@ -95,8 +100,18 @@ async fn a_connect_on_a_node_that_missed_a_move_repeats_nothing() {
         b.harness.publish("/move", json!(i)).await;
     }
     got.extend(b.poll_until(&id, 3).await);
-    // A's stale copy of the session has them queued too.
     eventually("node A received 4 to 6", || a.metric("crier_redis_pubsub_messages_total") >= heard + 3).await;
+    Moved { a, b, id, got, held }
+}
+
+/// A has the session and delivered 1–3. The client's next connects go to B, and A does not
+/// hear of it (its control messages are held back), so A keeps queueing 4–6 for its stale
+/// copy. B delivers 4–6. The client then comes back to A: A must see that B has the session,
+/// drop what it queued and attach afresh, so the client gets 7 next, not 4–6 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_on_a_node_that_missed_a_move_repeats_nothing() {
+    let prefix = unique_prefix("moves");
+    let Moved { a, b, id, mut got, held } = moved_unheard(&prefix).await;
 
     a.harness.publish("/move", json!(7)).await;
     got.extend(a.poll_until(&id, 1).await);
@@ -123,23 +138,7 @@ async fn a_connect_on_a_node_that_missed_a_move_repeats_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_connects_on_a_node_that_missed_a_move_repeat_nothing() {
     let prefix = unique_prefix("moves-two");
-    let (a, b) = (node(&prefix).await, node(&prefix).await);
-    let id = a.harness.client().await;
-    a.harness.subscribe(&id, "/move").await;
-    let mut got = Vec::new();
-    for i in 1..=3 {
-        a.harness.publish("/move", json!(i)).await;
-    }
-    got.extend(a.poll_until(&id, 3).await);
-
-    let held = a.backend.hold_control_messages().await;
-    assert_eq!(b.poll(&id).await, Vec::<i64>::new(), "nothing new yet");
-    let heard = a.metric("crier_redis_pubsub_messages_total");
-    for i in 4..=6 {
-        b.harness.publish("/move", json!(i)).await;
-    }
-    got.extend(b.poll_until(&id, 3).await);
-    eventually("node A received 4 to 6", || a.metric("crier_redis_pubsub_messages_total") >= heard + 3).await;
+    let Moved { a, b, id, mut got, held } = moved_unheard(&prefix).await;
 
     let publish_later = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
