@@ -143,14 +143,16 @@ impl Engine {
     /// `None` if no such session exists. No state is created for an unknown id.
     pub async fn pump(&self, client_id: &str, ctx: &RequestContext) -> Option<Pump> {
         let id = ClientId::parse(client_id)?;
-        let session = self.inner.session(&id).await.ok()??;
-        // A socket opened on a node that missed a move must not drain the stale copy. If the
-        // backend cannot say, the copy serves (as before this check); the socket's connect
-        // reports the failure.
-        let session = match self.inner.current(session.clone()).await {
-            Ok(Some((current, _))) => current,
-            Ok(None) => return None,
-            Err(_) => session,
+        // A copy already here may be stale (a socket opened on a node that missed a move must
+        // not drain it), so it is checked; one attached now is current. If the backend cannot
+        // say, the copy serves (as before this check); the socket's connect reports the failure.
+        let session = match self.inner.hub.get(&id) {
+            Some(here) => match self.inner.current(here.clone()).await {
+                Ok(Some((current, _))) => current,
+                Ok(None) => return None,
+                Err(_) => here,
+            },
+            None => self.inner.session(&id).await.ok()??,
         };
         Some(Pump::new(self.inner.clone(), session, ctx.clone()))
     }
