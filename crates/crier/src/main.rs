@@ -6,6 +6,7 @@
 //! effective one.
 
 mod docs;
+mod open_files;
 mod settings;
 mod telemetry;
 
@@ -105,6 +106,12 @@ async fn shutdown_signal() {
 }
 
 async fn serve(s: Settings) -> anyhow::Result<()> {
+    let files = open_files::raise();
+    // A field left out is unlimited.
+    tracing::info!(open_files_limit = files.limit, soft_limit_at_start = files.before, "open-file limit");
+    if let Some(why) = open_files::shortfall(files.limit, s.limits.max_connections) {
+        tracing::warn!("{why}");
+    }
     let listener = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| format!("binding {}", s.listen))?;
     let addr = listener.local_addr()?;
     let (backend, kind): (Arc<dyn Backend>, &str) = if s.redis.enabled() {

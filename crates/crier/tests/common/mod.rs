@@ -43,7 +43,20 @@ pub(crate) fn command() -> Command {
 /// Starts `crier serve --listen 127.0.0.1:0 ARGS` with `ENV`, and waits (bounded) for the
 /// address it logs.
 pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Crier {
-    let mut child = command()
+    spawn(command(), args, env)
+}
+
+/// As [`start`], with the open-file limits the shell sets first: `ulimit` arguments such as
+/// `-Sn 256` (soft only) or `-n 128` (both).
+pub(crate) fn start_with_ulimit(ulimit: &str, args: &[&str], env: &[(&str, &str)]) -> Crier {
+    let mut sh = Command::new("sh");
+    sh.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    sh.arg("-c").arg(format!("ulimit {ulimit} && exec \"$0\" \"$@\"")).arg(env!("CARGO_BIN_EXE_crier"));
+    spawn(sh, args, env)
+}
+
+fn spawn(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Crier {
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
