@@ -18,7 +18,7 @@
 # Settings (environment): CRIER, BENCH (binaries), FAYE_DIR (the installed faye-peer),
 # OUT (results file), IDLE_COUNTS (default "10000 50000"), SERVERS (default "crier faye"),
 # DURATION (seconds to hold the connections, default 10), VM_CPUS (default 2), VM_MEM_MB
-# (default 8192), TIMEOUT (seconds for the whole VM run, default 14400), ACCEL (kvm or tcg; default kvm where the CPU allows it), KERNEL, CACHE
+# (default 8192), CONSOLE (the guest's console log, default $OUT.console.log), TIMEOUT (seconds for the whole VM run, default 14400), ACCEL (kvm or tcg; default kvm where the CPU allows it), KERNEL, CACHE
 # (default /tmp/crier-idle-vm).
 set -euo pipefail
 
@@ -38,8 +38,12 @@ need() { command -v "$1" >/dev/null || { log "$1 is missing (${2:-})"; exit 1; }
 
 need qemu-system-x86_64 "Debian: qemu-system-x86"
 need busybox "Debian: busybox-static"
+need strip "Debian: binutils"
 [ -x "$CRIER" ] && [ -x "$BENCH" ] || { log "build first: cargo build --release -p crier -p crier-bench"; exit 1; }
-case " $SERVERS " in *" faye "*) [ -d "$FAYE_DIR/node_modules/faye" ] || { log "no faye-peer installed in $FAYE_DIR"; exit 1; } ;; esac
+if [[ " $SERVERS " == *" faye "* ]]; then
+    need node "Node.js, for Faye"
+    [ -d "$FAYE_DIR/node_modules/faye" ] || { log "no faye-peer installed in $FAYE_DIR"; exit 1; }
+fi
 # A dynamically linked busybox would need its libraries in the guest too.
 if ldd "$(command -v busybox)" >/dev/null 2>&1; then log "busybox must be the static build (busybox-static)"; exit 1; fi
 
@@ -49,14 +53,17 @@ if [ -z "${KERNEL:-}" ]; then
     if [ -z "$KERNEL" ]; then
         log "fetching Debian's linux-image-cloud-amd64 into $CACHE"
         pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
-        (cd "$CACHE" && apt-get download "$pkg" >/dev/null 2>&1)
+        (cd "$CACHE" && apt-get download "$pkg" >/dev/null) || { log "apt-get download $pkg failed"; exit 1; }
         dpkg -x "$CACHE/${pkg}"_*.deb "$CACHE/kernel"
         KERNEL=$(ls "$CACHE"/kernel/boot/vmlinuz-* | head -n1)
     fi
 fi
 
-ROOT=$(mktemp -d "$CACHE/root.XXXXXX")
-trap 'rm -rf "$ROOT"' EXIT
+# Per run, so that two runs at once do not share files.
+WORK=$(mktemp -d "$CACHE/run.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+ROOT=$WORK/root
+CONSOLE=${CONSOLE:-$OUT.console.log}
 mkdir -p "$ROOT"/{bin,proc,sys,dev,tmp,opt}
 cp "$(command -v busybox)" "$ROOT/bin/busybox"
 # Stripped copies: the debug info would only take guest memory.
@@ -69,7 +76,7 @@ if [[ " $SERVERS " == *" faye "* ]]; then
     bins+=("$ROOT/opt/node")
 fi
 # The shared libraries the binaries load, at the paths the loader looks for them.
-for lib in $(ldd "${bins[@]}" | awk '/=> \// { print $3 } /^\s*\/lib/ { print $1 }' | sort -u); do
+for lib in $(ldd "${bins[@]}" | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }' | sort -u); do
     mkdir -p "$ROOT$(dirname "$lib")"
     cp -L "$lib" "$ROOT$lib"
 done
@@ -96,11 +103,12 @@ for n in $IDLE_COUNTS; do
             (cd faye-peer && exec ../node server.js \$port) >/tmp/faye.log 2>&1 &
         fi
         pid=\$!
-        for i in \$(seq 100); do nc -z 127.0.0.1 \$port && break; sleep 0.1; done
+        # Ready when it says so (busybox's nc has no -z); node starts slowly when emulated.
+        for i in \$(seq 1200); do grep -q -E 'crier listening|faye peer on' /tmp/\$server.log && break; sleep 0.1; done
         echo "guest: \$server/single/idle-\$n"
         # At least 10 handshakes/s under emulation, within crier-bench's most (an hour).
         setup=\$((n / 10 + 120)); [ \$setup -gt 3600 ] && setup=3600
-        ./crier-bench --label "\$server/vm/idle-\$n" --json --mode idle --url http://127.0.0.1:\$port/faye \
+        ./crier-bench --label "\$server/vm-$ACCEL/idle-\$n" --json --mode idle --url http://127.0.0.1:\$port/faye \
             --clients \$n --duration $DURATION --setup-timeout \$setup --server-pid \$pid 2>/tmp/bench.err | sed 's/^/RESULT /'
         # What the load generator and the server said, if anything went wrong.
         tail -n 5 /tmp/bench.err | sed 's/^/guest: bench: /'
@@ -113,7 +121,6 @@ poweroff -f
 EOF
 chmod +x "$ROOT/init"
 
-(cd "$ROOT" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$CACHE/initrd.gz"
 # KVM where the CPU offers virtualisation to this machine; otherwise qemu's emulation
 # (TCG), much slower: the memory figures hold, the handshake rates mean nothing then.
 # (A /dev/kvm without vmx or svm in /proc/cpuinfo, as in this sandbox, hangs the guest.)
@@ -125,13 +132,25 @@ case $ACCEL in
     kvm) accel=(-accel kvm -cpu host) ;;
     *) accel=(-accel tcg,thread=multi -cpu max) ;;
 esac
-log "booting $(basename "$KERNEL") ($ACCEL) with $VM_CPUS cpus, $VM_MEM_MB MiB; runs: $IDLE_COUNTS x ($SERVERS)"
+(cd "$ROOT" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$WORK/initrd.gz"
+log "booting $(basename "$KERNEL") ($ACCEL) with $VM_CPUS cpus, $VM_MEM_MB MiB; runs: $IDLE_COUNTS x ($SERVERS); console: $CONSOLE"
+# The whole console is kept (a kernel or init failure shows only there); result lines are
+# appended to $OUT, the guest's progress lines shown.
 timeout "${TIMEOUT:-14400}" qemu-system-x86_64 "${accel[@]}" -smp "$VM_CPUS" -m "$VM_MEM_MB" -no-reboot \
     -display none -serial stdio -monitor none -nic none \
-    -kernel "$KERNEL" -initrd "$CACHE/initrd.gz" -append "console=ttyS0 quiet panic=-1" |
-    tr -d '\r' | while IFS= read -r line; do
+    -kernel "$KERNEL" -initrd "$WORK/initrd.gz" -append "console=ttyS0 quiet panic=-1" |
+    tr -d '\r' | tee "$CONSOLE" | while IFS= read -r line; do
         case $line in
-            RESULT\ *) echo "${line#RESULT }" | tee -a "$OUT" ;;
+            RESULT\ *)
+                echo "${line#RESULT }" | tee -a "$OUT"
+                case $line in *'"errors":{}'*) ;; *) log "that run had errors (see its \"errors\")" ;; esac
+                ;;
             guest:*) log "$line" ;;
         esac
     done
+runs=$(($(wc -w <<<"$IDLE_COUNTS") * $(wc -w <<<"$SERVERS")))
+got=$(grep -c '^RESULT ' "$CONSOLE" || true)
+if [ "$got" -ne "$runs" ]; then
+    log "$got of $runs runs reported; the console is in $CONSOLE"
+    exit 1
+fi

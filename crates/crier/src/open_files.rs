@@ -16,9 +16,14 @@ pub(crate) struct OpenFiles {
     pub(crate) limit: Option<u64>,
 }
 
+/// The most macOS allows a process to set its soft limit to (`OPEN_MAX`), whatever the
+/// hard limit says (usually unlimited there); Go's runtime caps its raise the same way.
+const OPEN_MAX: u64 = 10_240;
+
 /// Raises the soft limit to the hard one, as Go's runtime does for every program: only the
 /// hard limit is the operator's choice; the soft one is a default that nobody picked for a
-/// server. A refusal (macOS refuses an unlimited soft limit) leaves the limit as it was.
+/// server. Where that is refused (macOS refuses an unlimited soft limit), to `OPEN_MAX`
+/// if that is higher than what there is; a second refusal leaves the limit as it was.
 #[cfg(unix)]
 pub(crate) fn raise() -> OpenFiles {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
@@ -26,13 +31,17 @@ pub(crate) fn raise() -> OpenFiles {
     if current == maximum {
         return OpenFiles { before: current, limit: current };
     }
-    match setrlimit(Resource::Nofile, Rlimit { current: maximum, maximum }) {
-        Ok(()) => OpenFiles { before: current, limit: maximum },
-        Err(error) => {
-            tracing::debug!(%error, "raising the open-file limit to the hard limit failed");
-            OpenFiles { before: current, limit: current }
+    if setrlimit(Resource::Nofile, Rlimit { current: maximum, maximum }).is_ok() {
+        return OpenFiles { before: current, limit: maximum };
+    }
+    let capped = maximum.map_or(OPEN_MAX, |m| m.min(OPEN_MAX));
+    if current.is_some_and(|c| c < capped) {
+        match setrlimit(Resource::Nofile, Rlimit { current: Some(capped), maximum }) {
+            Ok(()) => return OpenFiles { before: current, limit: Some(capped) },
+            Err(error) => tracing::warn!(%error, "raising the open-file limit failed"),
         }
     }
+    OpenFiles { before: current, limit: current }
 }
 
 /// No per-process descriptor limit to raise.
@@ -41,22 +50,21 @@ pub(crate) fn raise() -> OpenFiles {
     OpenFiles { before: None, limit: None }
 }
 
-/// Why the limit is too low for `limits.max_connections` (0: no limit), if it is. Beyond
-/// the descriptor limit a connection is not refused with HTTP 503: it waits, unaccepted,
-/// in the kernel's backlog until another closes.
+/// Why the limit is too low for `limits.max_connections`, if it is. Beyond the descriptor
+/// limit a connection is not refused with HTTP 503: it waits, unaccepted, in the kernel's
+/// backlog until another closes. With no connection limit (`max_connections` 0) the
+/// descriptor limit is the limit, as the operator chose.
 pub(crate) fn shortfall(limit: Option<u64>, max_connections: usize) -> Option<String> {
     let limit = limit?;
     let usable = limit.saturating_sub(RESERVE);
-    let wanted = match max_connections {
-        0 => "no connection limit (limits.max_connections = 0)".to_owned(),
-        n if (n as u64) > usable => format!("limits.max_connections = {n}"),
-        _ => return None,
-    };
+    if max_connections == 0 || max_connections as u64 <= usable {
+        return None;
+    }
     let or_lower = if usable > 0 { format!(" or set limits.max_connections at most {usable}") } else { String::new() };
     Some(format!(
-        "the open-file limit ({limit}) is below {wanted} plus {RESERVE} for the node itself: beyond about \
-         {usable} connections new ones wait unaccepted instead of getting HTTP 503; raise the hard limit \
-         (ulimit -Hn, systemd's LimitNOFILE, the container runtime's nofile){or_lower}"
+        "the open-file limit ({limit}) is below limits.max_connections = {max_connections} plus {RESERVE} for \
+         the node itself: beyond about {usable} connections new ones wait unaccepted instead of getting HTTP \
+         503; raise the hard limit (ulimit -Hn, systemd's LimitNOFILE, the container runtime's nofile){or_lower}"
     ))
 }
 
@@ -71,9 +79,10 @@ mod tests {
         let short = shortfall(Some(100_255), 100_000).expect("one short");
         assert!(short.contains("limits.max_connections = 100000"), "{short}");
         assert!(short.contains("at most 99999"), "{short}");
-        let none = shortfall(Some(1024), 0).expect("no connection limit");
-        assert!(none.contains("no connection limit"), "{none}");
-        assert!(none.contains("about 768 connections"), "{none}");
+        // No connection limit: the descriptor limit is the limit, nothing to warn about.
+        assert_eq!(shortfall(Some(1024), 0), None);
+        let small = shortfall(Some(1024), 1000).expect("a small limit");
+        assert!(small.contains("about 768 connections"), "{small}");
         let tiny = shortfall(Some(200), 1000).expect("below the reserve");
         assert!(tiny.contains("about 0 connections") && !tiny.contains("at most"), "{tiny}");
         // Unlimited descriptors: nothing to say, whatever the connection limit.

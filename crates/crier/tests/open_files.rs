@@ -49,7 +49,8 @@ async fn handshakes(crier: &Crier) -> bool {
 #[tokio::test]
 async fn serve_raises_a_low_soft_limit_to_the_hard_limit_and_says_so() {
     let (_, hard) = open_file_limits(std::process::id());
-    assert!(hard > 256, "this test needs a hard open-file limit above 256 (it is {hard})");
+    // Room for the 100 connections below and the 256 reserve, so that nothing is reported.
+    assert!(hard >= 356, "this test needs a hard open-file limit of at least 356 (it is {hard})");
     // The connection limit fits the hard limit: no warning.
     let crier = common::start_with_ulimit("-Sn 256", &[], &[("CRIER_LIMITS__MAX_CONNECTIONS", "100")]);
     let pid = crier.child.id();
@@ -77,7 +78,9 @@ async fn connections_beyond_the_descriptor_limit_wait_and_are_served_once_others
     const LIMIT: usize = 64;
     let mut crier = common::start_with_ulimit(&format!("-n {LIMIT}"), &[], &[("CRIER_LIMITS__MAX_CONNECTIONS", "0")]);
     let pid = crier.child.id();
-    assert!(crier.logged("no connection limit (limits.max_connections = 0)"), "{:?}", crier.log);
+    // No connection limit: the descriptor limit is the limit, with nothing to warn about.
+    assert!(!crier.logged("open-file limit ("), "{:?}", crier.log);
+    let baseline = open_fds(pid);
     // More connections than the server has descriptors; the kernel completes them all into
     // the listen backlog (or they wait), and the server accepts until it runs out.
     let addr: std::net::SocketAddr = crier.addr.parse().expect("address");
@@ -90,10 +93,17 @@ async fn connections_beyond_the_descriptor_limit_wait_and_are_served_once_others
         open_fds(pid)
     );
     assert!(crier.child.try_wait().expect("wait").is_none(), "the server is still running");
+    // axum's accept loop reports it (and retries a second later), as docs/operations.md says.
+    assert!(eventually(Duration::from_secs(5), || crier.logged("accept error")), "{:?}", crier.log);
     drop(flood);
     // Bounded: the accept loop retries a second after running out, and each closed
     // connection frees a descriptor.
     let served = tokio::time::timeout(Duration::from_secs(15), handshakes(&crier)).await;
     assert_eq!(served, Ok(true), "a new client is served once the flood has closed");
-    assert!(open_fds(pid) < LIMIT, "the flood's descriptors were released ({} open)", open_fds(pid));
+    // The handshake's own connection may still be open (keep-alive), and nothing more.
+    assert!(
+        eventually(Duration::from_secs(10), || open_fds(pid) <= baseline + 2),
+        "the flood's descriptors were released ({} open, {baseline} before)",
+        open_fds(pid)
+    );
 }

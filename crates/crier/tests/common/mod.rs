@@ -78,7 +78,11 @@ fn spawn(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Crier {
             keep.lock().expect("log lock").push(line);
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("crier logged its address within 20 s");
+    let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let status = child.try_wait();
+        let _ = child.kill();
+        panic!("crier logged no address within 20 s (exit: {status:?}); its log: {:?}", log.lock().expect("log lock"));
+    };
     Crier { child, addr, log }
 }
 
