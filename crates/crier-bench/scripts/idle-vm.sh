@@ -76,10 +76,22 @@ if [[ " $SERVERS " == *" faye "* ]]; then
     bins+=("$ROOT/opt/node")
 fi
 # The shared libraries the binaries load, at the paths the loader looks for them.
-for lib in $(ldd "${bins[@]}" | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }' | sort -u); do
+for lib in $(ldd "${bins[@]}" | awk '/=> \// { print $3 } /^[[:space:]]+\// { print $1 }' | sort -u); do
     mkdir -p "$ROOT$(dirname "$lib")"
     cp -L "$lib" "$ROOT$lib"
 done
+
+# KVM where the CPU offers virtualisation to this machine; otherwise qemu's emulation
+# (TCG), much slower: the memory figures hold, the handshake rates mean nothing then.
+# (A /dev/kvm without vmx or svm in /proc/cpuinfo, as in this sandbox, hangs the guest.)
+if [ -z "${ACCEL:-}" ]; then
+    ACCEL=tcg
+    [ -w /dev/kvm ] && grep -q -w -E 'vmx|svm' /proc/cpuinfo && ACCEL=kvm
+fi
+case $ACCEL in
+    kvm) accel=(-accel kvm -cpu host) ;;
+    *) accel=(-accel tcg,thread=multi -cpu max) ;;
+esac
 
 cat >"$ROOT/init" <<EOF
 #!/bin/busybox sh
@@ -121,17 +133,6 @@ poweroff -f
 EOF
 chmod +x "$ROOT/init"
 
-# KVM where the CPU offers virtualisation to this machine; otherwise qemu's emulation
-# (TCG), much slower: the memory figures hold, the handshake rates mean nothing then.
-# (A /dev/kvm without vmx or svm in /proc/cpuinfo, as in this sandbox, hangs the guest.)
-if [ -z "${ACCEL:-}" ]; then
-    ACCEL=tcg
-    [ -w /dev/kvm ] && grep -q -w -E 'vmx|svm' /proc/cpuinfo && ACCEL=kvm
-fi
-case $ACCEL in
-    kvm) accel=(-accel kvm -cpu host) ;;
-    *) accel=(-accel tcg,thread=multi -cpu max) ;;
-esac
 (cd "$ROOT" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$WORK/initrd.gz"
 log "booting $(basename "$KERNEL") ($ACCEL) with $VM_CPUS cpus, $VM_MEM_MB MiB; runs: $IDLE_COUNTS x ($SERVERS); console: $CONSOLE"
 # The whole console is kept (a kernel or init failure shows only there); result lines are
