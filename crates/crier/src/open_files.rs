@@ -92,9 +92,15 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn raise_leaves_the_soft_limit_at_the_hard_one() {
-        use rustix::process::{Resource, getrlimit};
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        // Lower this test process's soft limit first (always allowed), so that there is
+        // something to raise; nextest runs each test in a process of its own.
+        let hard = getrlimit(Resource::Nofile).maximum;
+        let low = hard.map_or(64, |h| h.min(64));
+        setrlimit(Resource::Nofile, Rlimit { current: Some(low), maximum: hard }).expect("lower the soft limit");
         let files = raise();
         let now = getrlimit(Resource::Nofile);
+        assert_eq!(files.before, Some(low));
         assert_eq!(files.limit, now.current);
         assert_eq!(now.current, now.maximum);
     }
