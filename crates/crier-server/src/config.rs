@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// Longest connection timeout accepted, in seconds (a day): far beyond any use, and far
+/// from the clock's overflow.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 /// HTTP and transport settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -33,6 +37,20 @@ pub struct ServerConfig {
     pub ws_read_buffer_bytes: usize,
     /// Seconds between EventSource keep-alive comments.
     pub eventsource_ping_secs: u64,
+    /// Seconds a client may take to send a request: a new connection's first request
+    /// headers, counted from when it opens, and any request's body, counted from its
+    /// headers. Beyond it the connection is closed (an unfinished body is answered HTTP 408
+    /// first). Without it a connection that sends nothing, or trickles its request, would
+    /// hold a descriptor and a place under `limits.max_connections`. At most 86400; 0: no
+    /// limit.
+    pub read_timeout_secs: u64,
+    /// Seconds a keep-alive connection may stay idle after a response (and then take to send
+    /// the next request's headers) before it is closed. Held long-polls, EventSource streams
+    /// and WebSockets are not idle. Keep it above the idle timeout of any load balancer in
+    /// front (nginx and AWS ALB default to 60 s, Google Cloud's to 600 s; an ALB raised to
+    /// 3600 s for WebSockets needs more), or the balancer may send a request on a
+    /// connection the node is closing and answer 502. At most 86400; 0: no limit.
+    pub idle_timeout_secs: u64,
     /// Seconds to wait for connections to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
     /// Address and port (e.g. `127.0.0.1:9090`) for `/healthz`, `/readyz` and `/metrics`
@@ -61,6 +79,8 @@ impl Default for ServerConfig {
             ws_ping_secs: 20,
             ws_read_buffer_bytes: 512,
             eventsource_ping_secs: 10,
+            read_timeout_secs: 30,
+            idle_timeout_secs: 620,
             shutdown_grace_secs: 10,
             internal_listen: None,
             limits: crate::limits::LimitsConfig::default(),
@@ -70,6 +90,16 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// `read_timeout_secs` (`None`: no limit).
+    pub(crate) fn read_timeout(&self) -> Option<std::time::Duration> {
+        (self.read_timeout_secs > 0).then(|| std::time::Duration::from_secs(self.read_timeout_secs))
+    }
+
+    /// `idle_timeout_secs` (`None`: no limit).
+    pub(crate) fn idle_timeout(&self) -> Option<std::time::Duration> {
+        (self.idle_timeout_secs > 0).then(|| std::time::Duration::from_secs(self.idle_timeout_secs))
+    }
+
     /// Checks values that serde cannot; names the offending key.
     pub fn validate(&self) -> Result<(), String> {
         if !self.mount.starts_with('/') || (self.mount.len() > 1 && self.mount.ends_with('/')) {
@@ -90,6 +120,13 @@ impl ServerConfig {
                 self.ws_read_buffer_bytes
             ));
         }
+        for (key, secs) in
+            [("read_timeout_secs", self.read_timeout_secs), ("idle_timeout_secs", self.idle_timeout_secs)]
+        {
+            if secs > MAX_TIMEOUT_SECS {
+                return Err(format!("server.{key}: must be at most {MAX_TIMEOUT_SECS} (got {secs}; 0 for no limit)"));
+            }
+        }
         if self.max_batch == 0 {
             return Err("server.max_batch: must be at least 1".to_owned());
         }
@@ -101,5 +138,23 @@ impl ServerConfig {
                 .map_err(|e| format!("server.internal_listen: {e} (got {addr:?}; expected ADDR:PORT)"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_timeouts_are_bounded_and_zero_means_none() {
+        let ok = ServerConfig { read_timeout_secs: 0, idle_timeout_secs: MAX_TIMEOUT_SECS, ..ServerConfig::default() };
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.read_timeout(), None);
+        assert_eq!(ok.idle_timeout(), Some(std::time::Duration::from_secs(MAX_TIMEOUT_SECS)));
+        let too_long = ServerConfig { idle_timeout_secs: MAX_TIMEOUT_SECS + 1, ..ServerConfig::default() };
+        let err = too_long.validate().expect_err("beyond a day");
+        assert!(err.starts_with("server.idle_timeout_secs: must be at most 86400"), "{err}");
+        let too_long = ServerConfig { read_timeout_secs: u64::MAX, ..ServerConfig::default() };
+        assert!(too_long.validate().is_err_and(|e| e.starts_with("server.read_timeout_secs")));
     }
 }

@@ -34,6 +34,9 @@ pub enum ServerError {
     /// `limits.max_connections` connections are open.
     #[error("Service unavailable: connection limit ({0}) reached, try another node")]
     Busy(usize),
+    /// The body did not arrive within `server.read_timeout_secs`.
+    #[error("Request timeout: the body did not arrive within {0} s")]
+    BodyTimeout(u64),
 }
 
 impl ServerError {
@@ -42,6 +45,7 @@ impl ServerError {
             ServerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServerError::Origin => StatusCode::FORBIDDEN,
             ServerError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServerError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -49,7 +53,15 @@ impl ServerError {
 
 impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
-        (self.status(), [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.to_string()).into_response()
+        let mut response =
+            (self.status(), [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.to_string()).into_response();
+        if matches!(self, ServerError::Busy(_) | ServerError::BodyTimeout(_)) {
+            // Beyond the limit, the connection goes, so a retry opens a new one (which a load
+            // balancer may send to another node); after a timed-out body, the rest of the
+            // body may still come and cannot be told from a next request.
+            response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -71,6 +83,9 @@ pub(crate) enum ApiFailure {
     /// The body or a parameter is malformed; the text says why.
     #[error("{0}")]
     Invalid(String),
+    /// The body did not arrive within `server.read_timeout_secs`.
+    #[error("request timeout: the body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// The backend failed.
     #[error("backend unavailable")]
     Unavailable,
@@ -96,6 +111,7 @@ impl ApiFailure {
             ApiFailure::Method => StatusCode::METHOD_NOT_ALLOWED,
             ApiFailure::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiFailure::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiFailure::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiFailure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -107,6 +123,10 @@ impl IntoResponse for ApiFailure {
         let mut r = (self.status(), axum::Json(body)).into_response();
         if matches!(self, ApiFailure::Unauthorized) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, ApiFailure::BodyTimeout(_)) {
+            // The rest of the body may still come and cannot be told from a next request.
+            r.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
         }
         r
     }

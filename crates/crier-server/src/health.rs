@@ -33,6 +33,16 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     series.extend(state.engine.backend_metrics());
     series.extend(state.limiter.metrics());
     let m = &state.metrics;
+    series.push((
+        "crier_connections",
+        "Open connections on the public port (HTTP, idle ones included, and WebSocket).",
+        m.connections.load(Ordering::Relaxed),
+    ));
+    series.push((
+        "crier_accept_errors_total",
+        "Accept errors other than a peer leaving early (e.g. out of file descriptors).",
+        m.accept_errors.load(Ordering::Relaxed) as i64,
+    ));
     series.push(("crier_websocket_connections", "Open WebSocket connections.", m.websockets.load(Ordering::Relaxed)));
     series.push(("crier_eventsource_connections", "Open EventSource streams.", m.eventsources.load(Ordering::Relaxed)));
     series.push((

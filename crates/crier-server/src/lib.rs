@@ -6,6 +6,7 @@
 //! at once with `retry` advice), sockets get a close frame, and the server stops within
 //! `shutdown_grace_secs`.
 
+mod accept;
 mod api;
 mod config;
 mod cors;
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api::ApiConfig;
-use axum::serve::ListenerExt;
 pub use config::ServerConfig;
 use crier_engine::Engine;
 pub use error::ServerError;
@@ -74,8 +74,14 @@ pub async fn serve(
     let internal_stop = tokio_util::sync::CancellationToken::new();
     let internal = match internal_addr {
         Some(addr) => Some(
-            side_port(&addr, routes::internal_router(state.clone()), &internal_stop, "internal port (health, metrics)")
-                .await?,
+            side_port(
+                &addr,
+                routes::internal_router(state.clone()),
+                &state,
+                &internal_stop,
+                "internal port (health, metrics)",
+            )
+            .await?,
         ),
         None => None,
     };
@@ -83,7 +89,7 @@ pub async fn serve(
     // the app can still act on sessions while they go.
     let api = match api_addr {
         Some(addr) => {
-            Some(side_port(&addr, routes::api_only_router(state.clone()), &internal_stop, "server API").await?)
+            Some(side_port(&addr, routes::api_only_router(state.clone()), &state, &internal_stop, "server API").await?)
         }
         None => None,
     };
@@ -97,13 +103,11 @@ pub async fn serve(
         drain_engine.drain();
         stopping.stopping.send_replace(true);
     };
-    let server =
-        axum::serve(listener.tap_io(no_delay), app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(signal);
+    let server = accept::serve(listener, app, state.clone(), accept::Admission::Counted, signal);
     let tracker = state.tasks.clone();
     let mut stopped = state.stopping.subscribe();
     let run = async move {
-        server.await?;
+        server.await;
         tracker.close();
         tracker.wait().await;
         Ok::<(), std::io::Error>(())
@@ -127,26 +131,19 @@ pub async fn serve(
     Ok(())
 }
 
-/// Turns Nagle's algorithm off on an accepted socket. A push server writes small frames
-/// whose latency matters: with Nagle on, a frame written while the previous one is still
-/// unacknowledged waits for the peer's (possibly delayed) ACK.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "setting TCP_NODELAY failed");
-    }
-}
-
 /// Serves `router` on a port of its own until `stop` is cancelled.
 async fn side_port(
     addr: &str,
     router: axum::Router,
+    state: &Arc<state::AppState>,
     stop: &tokio_util::sync::CancellationToken,
     what: &str,
-) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, std::io::Error> {
+) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "{what} listening");
     let stop = stop.clone();
+    let state = state.clone();
     Ok(tokio::spawn(async move {
-        axum::serve(listener.tap_io(no_delay), router).with_graceful_shutdown(stop.cancelled_owned()).await
+        accept::serve(listener, router, state, accept::Admission::Uncounted, stop.cancelled_owned()).await
     }))
 }

@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Most open connections per node (WebSockets, EventSource streams and HTTP requests in
-    /// progress); new ones beyond it get HTTP 503. 0: no limit.
+    /// Most open TCP connections on a node's public port: WebSockets and HTTP connections
+    /// alike, idle keep-alive ones and ones that have not sent a request yet included. A
+    /// connection accepted beyond it gets HTTP 503 (with the reason) to its Bayeux request
+    /// and is closed. 0: no limit.
     pub max_connections: usize,
     /// Most sessions one WebSocket connection may create (handshakes on it); beyond it the
     /// handshake gets `403::Too many sessions on this connection (limit N)`. 0: no limit.
@@ -58,14 +60,15 @@ impl Limiter {
     }
 
     /// Whether a new connection may open while `open` are.
-    pub(crate) fn admit_connection(&self, open: i64) -> bool {
+    pub(crate) fn has_room(&self, open: i64) -> bool {
         let max = self.config.max_connections;
-        if max > 0 && open >= max as i64 {
-            self.connections_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(limit = max, "connection limit reached, refusing a connection");
-            return false;
-        }
-        true
+        max == 0 || open < max as i64
+    }
+
+    /// Counts and logs a request refused because its connection came beyond the limit.
+    pub(crate) fn refuse_connection(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(limit = self.config.max_connections, "connection limit reached, refusing a connection");
     }
 
     /// Refuses (sets `error` on) publishes of sessions over their rate.

@@ -1,4 +1,4 @@
-//! Turning an HTTP request into the engine's request context.
+//! Turning an HTTP request into the engine's request context, and reading its body in time.
 
 use std::net::SocketAddr;
 
@@ -28,6 +28,15 @@ pub(crate) fn context(
     // half of it, 48 bytes a slot).
     headers.shrink_to_fit();
     RequestContext::new(transport, RequestInfo { headers, remote_addr: remote, path: path.to_owned() })
+}
+
+/// `read` if it completes within `timeout` (`server.read_timeout_secs`; `None`: no limit).
+/// `None` when the client took longer to send its body.
+pub(crate) async fn within<F: std::future::Future>(timeout: Option<std::time::Duration>, read: F) -> Option<F::Output> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, read).await.ok(),
+        None => Some(read.await),
+    }
 }
 
 #[cfg(test)]

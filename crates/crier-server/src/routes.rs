@@ -90,7 +90,8 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
     if req.method() == Method::OPTIONS || req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
         return cors::preflight(req.headers());
     }
-    if !state.limiter.admit_connection(state.open_connections()) {
+    if req.extensions().get::<crate::accept::OverLimit>().is_some() {
+        state.limiter.refuse_connection();
         return ServerError::Busy(state.limiter.config.max_connections).into_response();
     }
     let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
@@ -99,8 +100,9 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
     }
     if req.method() == Method::GET && is_upgrade(&req) {
         let (mut parts, _body) = req.into_parts();
+        let slot = parts.extensions.remove::<crate::accept::Slot>();
         return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(ws) => websocket::handle(state, ws, &parts.headers, remote, &path),
+            Ok(ws) => websocket::handle(state, ws, &parts.headers, remote, &path, slot),
             Err(rejection) => rejection.into_response(),
         };
     }

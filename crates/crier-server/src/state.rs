@@ -12,6 +12,11 @@ use crate::static_js::ClientJs;
 /// Counters of the edge, exposed on `/metrics`.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
+    /// Open connections on the public port, as `limits.max_connections` counts them: HTTP
+    /// (idle ones included) and WebSocket.
+    pub connections: AtomicI64,
+    /// Accept errors other than a peer leaving early (e.g. out of file descriptors).
+    pub accept_errors: AtomicU64,
     /// Open WebSocket connections.
     pub websockets: AtomicI64,
     /// Open EventSource streams.
@@ -73,11 +78,11 @@ impl AppState {
 
     /// Whether `path` is the Bayeux endpoint: the mount, any sub-path, or the mount with an
     /// extension (`/faye.js`), as Faye's `^<mount>(/[^/]*)*(\.[^\.]+)?$`.
-    /// Open connections: WebSockets, EventSource streams, requests in progress.
+    /// Open connections on the public port, as `limits.max_connections` counts them: HTTP
+    /// connections (idle, or carrying a request, a held long-poll or an EventSource stream)
+    /// and WebSockets.
     pub(crate) fn open_connections(&self) -> i64 {
-        self.metrics.websockets.load(Ordering::Relaxed)
-            + self.metrics.eventsources.load(Ordering::Relaxed)
-            + self.metrics.polls.load(Ordering::Relaxed)
+        self.metrics.connections.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_bayeux_path(&self, path: &str) -> bool {

@@ -21,7 +21,11 @@ type Answer<T> = Result<Json<T>, ApiFailure>;
 /// (field, line and column).
 async fn parse<T: DeserializeOwned>(state: &AppState, body: Body) -> Result<T, ApiFailure> {
     let max = state.api.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| ApiFailure::TooLarge(max))?;
+    let read = axum::body::to_bytes(body, max);
+    let bytes = crate::request::within(state.config.read_timeout(), read)
+        .await
+        .ok_or(ApiFailure::BodyTimeout(state.config.read_timeout_secs))?
+        .map_err(|_| ApiFailure::TooLarge(max))?;
     serde_json::from_slice(&bytes).map_err(|e| ApiFailure::Invalid(format!("invalid request body: {e}")))
 }
 

@@ -31,6 +31,7 @@ fn error_responses(codes: &[&str], err: &Value) -> Map<String, Value> {
         "400" => "Malformed request, or over a limit (api.max_items, api.max_sessions); `error` says why.",
         "401" => "Missing or invalid API key.",
         "404" => "Not found.",
+        "408" => "The body did not arrive within `server.read_timeout_secs`; the connection is closed.",
         "413" => "Body larger than `api.max_body_bytes`.",
         _ => "The backend (Redis) is unavailable.",
     };
@@ -99,7 +100,7 @@ pub(crate) fn document(base: &str) -> Value {
     let base = base.trim_end_matches('/');
     let p = |s: &str| format!("{base}{s}");
     let none = json!([]);
-    let std = ["400", "401", "413", "503"];
+    let std = ["400", "401", "408", "413", "503"];
     let reads = ["401", "503"];
 
     let (req, ok) = (d.schema::<PublishRequest>(), d.schema::<PublishResponse>());

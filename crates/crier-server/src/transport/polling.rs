@@ -14,6 +14,7 @@ use super::{PollGuard, decode, json_response};
 use crate::cors::add_cors;
 use crate::error::ServerError;
 use crate::request::context;
+use crate::request::within;
 use crate::state::AppState;
 
 fn is_json(req: &Request) -> bool {
@@ -29,9 +30,13 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, remote: Option<So
     let path = req.uri().path().to_owned();
     let json = is_json(&req);
     let limit = state.config.max_body_bytes;
-    let body = match to_bytes(req.into_body(), limit).await {
-        Ok(b) => b,
-        Err(e) => {
+    let body = match within(state.config.read_timeout(), to_bytes(req.into_body(), limit)).await {
+        Some(Ok(b)) => b,
+        None => {
+            state.metrics.reject();
+            return ServerError::BodyTimeout(state.config.read_timeout_secs).into_response();
+        }
+        Some(Err(e)) => {
             state.metrics.reject();
             // axum reports an over-limit body as a length-limit error.
             let too_large = std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))

@@ -22,6 +22,7 @@ use futures::{Future, SinkExt, StreamExt};
 use tokio::time::Instant;
 
 use super::decode;
+use crate::accept::Slot;
 use crate::request::context;
 use crate::state::AppState;
 
@@ -43,6 +44,7 @@ pub(crate) fn handle(
     headers: &HeaderMap,
     remote: Option<SocketAddr>,
     path: &str,
+    slot: Option<Slot>,
 ) -> Response {
     // Accept and ignore a requested subprotocol: echo the first one, because browsers fail
     // the handshake when they asked for one and none comes back.
@@ -66,7 +68,7 @@ pub(crate) fn handle(
     }
     let ctx = context(Transport::WebSocket, headers, remote, path);
     let tracker = state.tasks.clone();
-    ws.on_upgrade(move |socket| tracker.track_future(run(state, socket, ctx)))
+    ws.on_upgrade(move |socket| tracker.track_future(run(state, socket, ctx, slot)))
 }
 
 fn close(code: u16, reason: &'static str) -> WsMessage {
@@ -132,8 +134,15 @@ fn answer(inflight: &mut Option<FuturesUnordered<Inflight>>, held: Box<HeldConne
 // (`held`), waited on by a small future made again each turn, its deadline and the ping
 // share one timer, and the in-flight set exists only while a batch is being handled.
 #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
-fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Future<Output = ()> + Send {
+fn run(
+    state: Arc<AppState>,
+    mut ws: WebSocket,
+    ctx: RequestContext,
+    slot: Option<Slot>,
+) -> impl Future<Output = ()> + Send {
     async move {
+        // The socket's place under `limits.max_connections`, given up when it closes.
+        let _slot = slot;
         state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
         // Not split: the read is the only branch future that borrows the socket, and select!
         // drops the branch futures before a handler writes. split() would cost every socket an

@@ -1,0 +1,205 @@
+//! The accept loop of every port: one task per TCP connection, HTTP/1.1 served by hyper,
+//! a deadline for the first request and one for idle keep-alive connections, connections
+//! counted against `limits.max_connections`, and a graceful stop.
+//!
+//! Not `axum::serve`: it gives hyper no timer, so hyper's header-read timeout never runs,
+//! and a connection that sends nothing (or stops halfway through its headers, or stays
+//! idle after a response) holds its descriptor and its task forever. Nor can it count
+//! connections before their first request.
+//!
+//! Two deadlines, because hyper has one: its header-read timer runs from the moment a
+//! connection waits for a request head, idle time included. Given `server.idle_timeout_secs`
+//! it closes idle keep-alive connections late enough for load balancers that reuse them;
+//! the first request, which a real client sends at once, gets the shorter
+//! `server.read_timeout_secs` from this loop (and the handlers bound each body by it).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::HeaderValue;
+use axum::http::header::CONNECTION;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::state::AppState;
+
+/// How long the loop waits after an accept error that is not about one connection (out of
+/// descriptors, out of memory) before it tries again: such errors repeat at once.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
+
+/// Marks the requests of a connection accepted while `limits.max_connections` others were
+/// open. The Bayeux endpoint answers them 503 and closes the connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OverLimit;
+
+/// Whether the port counts its connections against `limits.max_connections` (the public
+/// port) or not (internal and API ports, which must answer even when the public one is full).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Counted,
+    Uncounted,
+}
+
+/// Serves `router` on `listener` until `stop` completes, then stops accepting, lets each
+/// connection finish its request in progress, and returns once all have closed. (Upgraded
+/// WebSockets are not connections here any more: their tasks are `AppState::tasks`'.)
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    state: Arc<AppState>,
+    admission: Admission,
+    stop: impl Future<Output = ()>,
+) {
+    let first_request_timeout = state.config.read_timeout();
+    let idle_timeout = state.config.idle_timeout();
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(accepted) => accepted,
+            // The peer gave up before it was accepted: nothing to wait for.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                state.metrics.accept_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("accept error: {e}");
+                tokio::select! {
+                    () = &mut stop => break,
+                    () = tokio::time::sleep(ACCEPT_RETRY) => continue,
+                }
+            }
+        };
+        no_delay(&tcp);
+        let slot = match admission {
+            Admission::Counted => state.limiter.has_room(state.open_connections()).then(|| Slot::new(&state)),
+            Admission::Uncounted => None,
+        };
+        let over_limit = admission == Admission::Counted && slot.is_none();
+        let request_slot = slot.clone();
+        // Cancelled by the first request head hyper reads: the first-request deadline is off.
+        let got_request = CancellationToken::new();
+        let seen = got_request.clone();
+        let service = router.clone().map_request(move |req: hyper::Request<Incoming>| {
+            if !seen.is_cancelled() {
+                seen.cancel();
+            }
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(remote));
+            if let Some(slot) = &request_slot {
+                req.extensions_mut().insert(slot.clone());
+            }
+            if over_limit {
+                req.extensions_mut().insert(OverLimit);
+            }
+            req
+        });
+        // A connection beyond the limit is not counted, so it must not linger: whatever it
+        // asked for (a Bayeux request gets a 503, a health check is answered), it is closed
+        // after the answer.
+        let service = service.map_response(move |mut res: axum::response::Response| {
+            if over_limit {
+                res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            res
+        });
+        let closing = closing.clone();
+        connections.spawn(async move {
+            // Held until hyper lets go of the socket: on close, or on an upgrade, after which
+            // the WebSocket holds its own copy.
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(idle_timeout);
+            let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)).with_upgrades();
+            tokio::pin!(conn);
+            let served = tokio::select! {
+                served = conn.as_mut() => served,
+                () = no_request_within(first_request_timeout, &got_request) => {
+                    // Dropping the connection closes the socket; there is no request to answer.
+                    tracing::debug!(%remote, "no request within server.read_timeout_secs; closing");
+                    return;
+                }
+                () = closing.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = served {
+                // Header timeouts, resets, malformed requests: the peer's doing, not ours.
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    closing.cancel();
+    connections.close();
+    connections.wait().await;
+}
+
+/// Completes if no request head has been read within `timeout` of now; otherwise never.
+async fn no_request_within(timeout: Option<Duration>, got_request: &CancellationToken) {
+    if let Some(timeout) = timeout {
+        tokio::select! {
+            () = tokio::time::sleep(timeout) => return,
+            () = got_request.cancelled() => {}
+        }
+    }
+    std::future::pending().await
+}
+
+/// Errors about one connection that went away before it was accepted; the next accept is
+/// unaffected. (The same test as hyper's and axum's accept loops.)
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Turns Nagle's algorithm off on an accepted socket. A push server writes small frames
+/// whose latency matters: with Nagle on, a frame written while the previous one is still
+/// unacknowledged waits for the peer's (possibly delayed) ACK.
+fn no_delay(tcp: &TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+    }
+}
+
+/// A connection's place under `limits.max_connections`, in `ServerMetrics::connections`
+/// while it lives. The connection's task holds it, and each of its requests a copy: an
+/// upgraded WebSocket keeps its request's copy for as long as the socket is open.
+#[derive(Clone)]
+pub(crate) struct Slot {
+    _counted: Arc<Counted>,
+}
+
+struct Counted(Arc<AppState>);
+
+impl Slot {
+    fn new(state: &Arc<AppState>) -> Self {
+        state.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        Slot { _counted: Arc::new(Counted(state.clone())) }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}

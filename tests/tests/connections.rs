@@ -1,0 +1,307 @@
+//! Connections that are slow, silent or idle: `server.read_timeout_secs` and
+//! `server.idle_timeout_secs` close them, and `limits.max_connections` counts them (idle and
+//! silent ones included), so they cannot hold a node's descriptors or its connection limit
+//! for good.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use crier_engine::EngineConfig;
+use crier_server::{ApiConfig, LimitsConfig, ServerConfig};
+use crier_tests::{Options, RawWs, TestServer, eventually, http};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A server whose `/metrics` is on an internal port of its own, so that reading them takes
+/// no place on the public port.
+struct Node {
+    s: TestServer,
+    internal: String,
+}
+
+impl std::ops::Deref for Node {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.s
+    }
+}
+
+async fn server(server: ServerConfig, timeout_secs: u64) -> Node {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let internal = format!("127.0.0.1:{port}");
+    let s = TestServer::start_with(Options {
+        engine: Some(EngineConfig { timeout_secs, ..EngineConfig::default() }),
+        server: Some(ServerConfig { internal_listen: Some(internal.clone()), ..server }),
+        ..Options::default()
+    })
+    .await;
+    let node = Node { s, internal };
+    assert!(eventually(Duration::from_secs(5), || async { scrape(&node, "crier_connections").await >= 0 }).await);
+    node
+}
+
+fn timeouts(read: u64, idle: u64) -> ServerConfig {
+    ServerConfig { read_timeout_secs: read, idle_timeout_secs: idle, ..ServerConfig::default() }
+}
+
+/// Reads until the server closes the connection; returns what it sent and when it closed
+/// (`None` if it was still open after `limit`).
+async fn read_until_closed(tcp: &mut TcpStream, limit: Duration) -> (String, Option<Instant>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), Some(Instant::now())),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), None),
+        }
+    }
+}
+
+async fn connect(s: &Node) -> TcpStream {
+    TcpStream::connect(s.addr).await.expect("tcp connect")
+}
+
+fn post(s: &Node, body: &str) -> String {
+    format!(
+        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        s.mount,
+        s.addr,
+        body.len()
+    )
+}
+
+/// One series from the internal port (-1 if absent or unreachable).
+async fn scrape(n: &Node, name: &str) -> i64 {
+    let Ok(r) = http().get(format!("http://{}/metrics", n.internal)).send().await else { return -1 };
+    let text = r.text().await.unwrap_or_default();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_read_timeout() {
+    let s = server(timeouts(1, 60), 5).await;
+    let opened = Instant::now();
+    let mut tcp = connect(&s).await;
+    let (sent, closed) = read_until_closed(&mut tcp, Duration::from_secs(10)).await;
+    let closed = closed.expect("the server closes a silent connection");
+    let after = closed - opened;
+    assert!(after >= Duration::from_millis(900), "closed after {after:?}, before the timeout");
+    assert!(after < Duration::from_secs(5), "closed after {after:?}");
+    assert_eq!(sent, "", "nothing is answered to a request never sent");
+}
+
+#[tokio::test]
+async fn headers_sent_a_byte_at_a_time_are_cut_off_at_the_read_timeout() {
+    let s = server(timeouts(1, 60), 5).await;
+    let opened = Instant::now();
+    let mut tcp = connect(&s).await;
+    tcp.write_all(b"POST /faye HTTP/1.1\r\nhost: x\r\n").await.expect("start the request");
+    // Slowloris: one header byte every 100 ms, never finishing the headers.
+    let mut cut_at = None;
+    for _ in 0..100 {
+        if tcp.write_all(b"x").await.is_err() {
+            cut_at = Some(Instant::now());
+            break;
+        }
+        let mut b = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut b)).await {
+            cut_at = Some(Instant::now());
+            break;
+        }
+    }
+    let after = cut_at.expect("the server cuts a request whose headers never end") - opened;
+    assert!(after >= Duration::from_millis(900), "cut after {after:?}, before the timeout");
+    assert!(after < Duration::from_secs(5), "cut after {after:?}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_held_requests_and_sockets_are_not() {
+    let s = server(timeouts(1, 1), 3).await;
+    // A long-poll held for most of engine.timeout_secs (3 s), three times either timeout:
+    // they cover waiting for a request, not a request in progress.
+    let hs = common::send1(
+        &s.url(),
+        json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}),
+    )
+    .await;
+    let id = hs["clientId"].as_str().expect("clientId").to_owned();
+    let mut tcp = connect(&s).await;
+    let connect = json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}).to_string();
+    tcp.write_all(post(&s, &connect).as_bytes()).await.expect("first connect");
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.expect("answered").expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "first connect answered at once");
+    let sent = Instant::now();
+    tcp.write_all(post(&s, &connect).as_bytes()).await.expect("held connect");
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await.expect("answered").expect("read");
+    let held = sent.elapsed();
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(held >= Duration::from_secs(2), "the connect was held {held:?}, not cut by the header timeout");
+    // Idle after its response, the same connection is closed once the timeout passes.
+    let idle = Instant::now();
+    let (_, closed) = read_until_closed(&mut tcp, Duration::from_secs(10)).await;
+    let after = closed.expect("an idle keep-alive connection is closed") - idle;
+    assert!(after < Duration::from_secs(5), "closed after {after:?}");
+    // A WebSocket is not an HTTP connection waiting for a request: it stays open.
+    let mut ws = RawWs::connect(&s.ws_url()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    ws.send(&json!([{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}])).await;
+    let r = ws.recv(Duration::from_secs(5)).await.expect("the socket still answers");
+    assert_eq!(r[0]["successful"], json!(true), "{r}");
+}
+
+#[tokio::test]
+async fn an_idle_connection_outlives_the_read_timeout_until_the_idle_timeout() {
+    // The read timeout (1 s) is for a new connection's first request and for bodies; a
+    // keep-alive connection between requests waits for the idle timeout (60 s) instead.
+    let s = server(timeouts(1, 60), 5).await;
+    let publish = post(&s, r#"{"channel":"/x","data":1}"#);
+    let mut tcp = connect(&s).await;
+    let mut buf = [0u8; 2048];
+    for round in 0..2 {
+        tcp.write_all(publish.as_bytes()).await.expect("request");
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.expect("answered").expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "round {round}");
+        let (_, closed) = read_until_closed(&mut tcp, Duration::from_millis(2000)).await;
+        assert!(closed.is_none(), "round {round}: closed while idle for less than the idle timeout");
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_the_connection_closed() {
+    let s = server(timeouts(1, 60), 5).await;
+    let mut tcp = connect(&s).await;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n",
+        s.mount, s.addr
+    );
+    tcp.write_all(head.as_bytes()).await.expect("headers");
+    tcp.write_all(br#"[{"channel":"#).await.expect("part of the body");
+    let sent = Instant::now();
+    let (reply, closed) = read_until_closed(&mut tcp, Duration::from_secs(10)).await;
+    let after = closed.expect("closed after the answer") - sent;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("the body did not arrive within 1 s"), "{reply}");
+    assert!(after >= Duration::from_millis(900) && after < Duration::from_secs(5), "answered after {after:?}");
+}
+
+#[tokio::test]
+async fn a_server_api_body_that_does_not_arrive_in_time_is_answered_408() {
+    let api = ApiConfig { keys: vec!["connections-test-key-0123".to_owned()], ..ApiConfig::default() };
+    let s = server(ServerConfig { api, ..timeouts(1, 60) }, 5).await;
+    let mut tcp = connect(&s).await;
+    let head = format!(
+        "POST /api/publish HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer connections-test-key-0123\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"channel\":",
+        s.addr
+    );
+    tcp.write_all(head.as_bytes()).await.expect("headers and part of the body");
+    let (reply, closed) = read_until_closed(&mut tcp, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains(r#"{"error":"request timeout: the body did not arrive within 1 s"}"#), "{reply}");
+    assert!(closed.is_some(), "closed after the answer");
+}
+
+#[tokio::test]
+async fn timeouts_of_zero_leave_silent_connections_open() {
+    let s = server(timeouts(0, 0), 5).await;
+    let mut tcp = connect(&s).await;
+    let (_, closed) = read_until_closed(&mut tcp, Duration::from_millis(1500)).await;
+    assert!(closed.is_none(), "no header timeout: the connection stays open");
+    tcp.write_all(post(&s, r#"{"channel":"/x","data":1}"#).as_bytes()).await.expect("request");
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.expect("answered").expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn silent_connections_count_against_the_connection_limit_until_they_time_out() {
+    let limits = LimitsConfig { max_connections: 2, ..LimitsConfig::default() };
+    let s = server(ServerConfig { limits, read_timeout_secs: 2, ..ServerConfig::default() }, 5).await;
+    let silent = [connect(&s).await, connect(&s).await];
+    assert!(
+        eventually(Duration::from_secs(5), || async { connections(&s).await == 2 }).await,
+        "two silent connections counted"
+    );
+    let mut third = connect(&s).await;
+    third.write_all(post(&s, r#"{"channel":"/x","data":1}"#).as_bytes()).await.expect("request");
+    let (reply, closed) = read_until_closed(&mut third, Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("connection limit (2) reached"), "{reply}");
+    assert!(reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
+    assert!(closed.is_some(), "a connection beyond the limit is closed after its answer");
+    assert_eq!(scrape(&s, "crier_limit_connections_refused_total").await, 1);
+    // Whatever a connection beyond the limit asks for, it is closed after the answer.
+    let mut fourth = connect(&s).await;
+    fourth.write_all(b"GET /elsewhere HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("request");
+    let (reply, closed) = read_until_closed(&mut fourth, Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    assert!(closed.is_some(), "closed after a non-Bayeux answer too");
+    assert_eq!(connections(&s).await, 2, "connections beyond the limit are not counted");
+    // The silent ones time out (2 s) and their places come free.
+    let ok = eventually(Duration::from_secs(10), || publishes(&s)).await;
+    assert!(ok, "served again once the silent connections were closed");
+    drop(silent);
+}
+
+async fn connections(n: &Node) -> i64 {
+    scrape(n, "crier_connections").await
+}
+
+#[tokio::test]
+async fn a_connection_admitted_before_the_node_filled_up_keeps_being_served() {
+    let limits = LimitsConfig { max_connections: 1, ..LimitsConfig::default() };
+    let s = server(ServerConfig { limits, ..ServerConfig::default() }, 5).await;
+    let publish = post(&s, r#"{"channel":"/x","data":1}"#);
+    let mut admitted = connect(&s).await;
+    let mut buf = [0u8; 2048];
+    for round in 0..3 {
+        admitted.write_all(publish.as_bytes()).await.expect("request");
+        let n = tokio::time::timeout(Duration::from_secs(5), admitted.read(&mut buf))
+            .await
+            .expect("answered")
+            .expect("read");
+        let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(reply.starts_with("HTTP/1.1 200"), "round {round}: {reply}");
+        // Meanwhile a new connection is refused: the node is full.
+        let mut other = connect(&s).await;
+        other.write_all(publish.as_bytes()).await.expect("request");
+        let (reply, _) = read_until_closed(&mut other, Duration::from_secs(5)).await;
+        assert!(reply.starts_with("HTTP/1.1 503"), "round {round}: {reply}");
+    }
+    // A WebSocket holds its place for as long as it is open, after its upgrade request.
+    drop(admitted);
+    assert!(eventually(Duration::from_secs(5), || async { connections(&s).await == 0 }).await, "the place came free");
+    let mut ws = RawWs::connect(&s.ws_url()).await;
+    // A round trip on the socket: by then hyper has let go of it (and of its own copy).
+    ws.send(&json!([{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}])).await;
+    ws.recv(Duration::from_secs(5)).await.expect("handshake reply");
+    let mut other = connect(&s).await;
+    other.write_all(publish.as_bytes()).await.expect("request");
+    let (reply, _) = read_until_closed(&mut other, Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert_eq!(connections(&s).await, 1, "the WebSocket counts once");
+    drop(ws);
+    assert!(
+        eventually(Duration::from_secs(5), || async { connections(&s).await == 0 }).await,
+        "the socket's place came free"
+    );
+    assert!(publishes(&s).await);
+}
+
+/// Whether a publish over a new connection is served.
+async fn publishes(s: &Node) -> bool {
+    http()
+        .post(s.url())
+        .json(&json!({"channel":"/x","data":1}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16() == 200)
+        .unwrap_or(false)
+}
