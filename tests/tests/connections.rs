@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crier_engine::EngineConfig;
 use crier_server::{ApiConfig, LimitsConfig, ServerConfig};
 use crier_tests::{Options, RawWs, TestServer, eventually, http};
+use futures::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -209,6 +210,58 @@ async fn a_server_api_body_that_does_not_arrive_in_time_is_answered_408() {
 }
 
 #[tokio::test]
+async fn an_eventsource_stream_outlives_the_idle_timeout() {
+    let quiet = ServerConfig { eventsource_ping_secs: 60, ..timeouts(1, 1) };
+    let s = server(quiet, 5).await;
+    let url = s.url();
+    let id = crier_tests::handshake(&url).await;
+    crier_tests::subscribe(&url, &id, "/es").await;
+    let resp = http().get(format!("{url}/{id}")).header("accept", "text/event-stream").send().await.expect("stream");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.expect("first chunk").expect("chunk");
+    assert!(String::from_utf8_lossy(&first).starts_with("retry:"));
+    // Nothing flows for 2.5 s: more than either timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    common::send1(&url, json!({"channel":"/es","data":"late"})).await;
+    let mut text = String::new();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("\"late\"") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(got, Ok(true), "the stream stayed open and delivered: {text:?}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_and_half_sent_connections_within_the_grace_period() {
+    let s = server(ServerConfig { shutdown_grace_secs: 2, ..ServerConfig::default() }, 5).await;
+    let mut idle = connect(&s).await;
+    idle.write_all(post(&s, r#"{"channel":"/x","data":1}"#).as_bytes()).await.expect("request");
+    let mut buf = [0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await.expect("answered").expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut half = connect(&s).await;
+    half.write_all(b"POST /faye HTTP/1.1\r\nhost: x\r\n").await.expect("half a request");
+    let started = Instant::now();
+    let Node { s, internal: _ } = s;
+    let stop = tokio::spawn(s.stop());
+    let (_, idle_closed) = read_until_closed(&mut idle, Duration::from_secs(10)).await;
+    let (_, half_closed) = read_until_closed(&mut half, Duration::from_secs(10)).await;
+    let idle_after = idle_closed.expect("idle connection closed") - started;
+    let half_after = half_closed.expect("half-sent connection closed") - started;
+    assert!(idle_after < Duration::from_secs(1), "an idle connection closes at once: {idle_after:?}");
+    assert!(half_after < Duration::from_secs(4), "by the end of the grace period (2 s): {half_after:?}");
+    let stopped = stop.await.expect("join");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
+
+#[tokio::test]
 async fn timeouts_of_zero_leave_silent_connections_open() {
     let s = server(timeouts(0, 0), 5).await;
     let mut tcp = connect(&s).await;
@@ -223,7 +276,8 @@ async fn timeouts_of_zero_leave_silent_connections_open() {
 #[tokio::test]
 async fn silent_connections_count_against_the_connection_limit_until_they_time_out() {
     let limits = LimitsConfig { max_connections: 2, ..LimitsConfig::default() };
-    let s = server(ServerConfig { limits, read_timeout_secs: 2, ..ServerConfig::default() }, 5).await;
+    // 5 s: the checks below must finish before the silent connections time out.
+    let s = server(ServerConfig { limits, read_timeout_secs: 5, ..ServerConfig::default() }, 5).await;
     let silent = [connect(&s).await, connect(&s).await];
     assert!(
         eventually(Duration::from_secs(5), || async { connections(&s).await == 2 }).await,
@@ -244,8 +298,8 @@ async fn silent_connections_count_against_the_connection_limit_until_they_time_o
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
     assert!(closed.is_some(), "closed after a non-Bayeux answer too");
     assert_eq!(connections(&s).await, 2, "connections beyond the limit are not counted");
-    // The silent ones time out (2 s) and their places come free.
-    let ok = eventually(Duration::from_secs(10), || publishes(&s)).await;
+    // The silent ones time out (5 s) and their places come free.
+    let ok = eventually(Duration::from_secs(15), || publishes(&s)).await;
     assert!(ok, "served again once the silent connections were closed");
     drop(silent);
 }
@@ -287,6 +341,11 @@ async fn a_connection_admitted_before_the_node_filled_up_keeps_being_served() {
     let (reply, _) = read_until_closed(&mut other, Duration::from_secs(5)).await;
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert_eq!(connections(&s).await, 1, "the WebSocket counts once");
+    // A WebSocket upgrade beyond the limit is refused with the same 503.
+    match tokio_tungstenite::connect_async(s.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 503),
+        other => panic!("upgrade beyond the limit: {:?}", other.map(|(_, r)| r.status())),
+    }
     drop(ws);
     assert!(
         eventually(Duration::from_secs(5), || async { connections(&s).await == 0 }).await,

@@ -33,6 +33,15 @@ use tower::ServiceExt;
 
 use crate::state::AppState;
 
+/// Most connections beyond `limits.max_connections` open at once to be answered HTTP 503;
+/// beyond these a connection is closed at accept, unanswered. With [`REFUSAL_DEADLINE`]
+/// this bounds the descriptors a flood can take on a full node.
+const MAX_REFUSING: i64 = 64;
+
+/// How long a connection beyond the limit may take to send its request (at most
+/// `server.read_timeout_secs`). A client retrying a full node sends at once.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(5);
+
 /// How long the loop waits after an accept error that is not about one connection (out of
 /// descriptors, out of memory) before it tries again: such errors repeat at once.
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);
@@ -64,6 +73,10 @@ pub(crate) async fn serve(
     let idle_timeout = state.config.idle_timeout();
     let connections = TaskTracker::new();
     let closing = CancellationToken::new();
+    // Cancelled when this future is dropped, as `serve` does when the grace period is over:
+    // the connections still open then end with it rather than outlive the server.
+    let force = CancellationToken::new();
+    let _force = force.clone().drop_guard();
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -85,11 +98,24 @@ pub(crate) async fn serve(
             }
         };
         no_delay(&tcp);
-        let slot = match admission {
-            Admission::Counted => state.limiter.has_room(state.open_connections()).then(|| Slot::new(&state)),
-            Admission::Uncounted => None,
+        let (slot, refusing) = match admission {
+            Admission::Uncounted => (None, None),
+            Admission::Counted if state.limiter.has_room(state.open_connections()) => (Some(Slot::new(&state)), None),
+            Admission::Counted if state.metrics.refusing.load(Ordering::Relaxed) < MAX_REFUSING => {
+                (None, Some(Refusing::new(&state)))
+            }
+            Admission::Counted => {
+                // Already answering `MAX_REFUSING` others: no descriptor for this one.
+                state.limiter.refuse_connection();
+                continue;
+            }
         };
-        let over_limit = admission == Admission::Counted && slot.is_none();
+        let over_limit = refusing.is_some();
+        let first_request_timeout = if over_limit {
+            Some(first_request_timeout.map_or(REFUSAL_DEADLINE, |t| t.min(REFUSAL_DEADLINE)))
+        } else {
+            first_request_timeout
+        };
         let request_slot = slot.clone();
         // Cancelled by the first request head hyper reads: the first-request deadline is off.
         let got_request = CancellationToken::new();
@@ -118,24 +144,35 @@ pub(crate) async fn serve(
             res
         });
         let closing = closing.clone();
+        let force = force.clone();
         connections.spawn(async move {
-            // Held until hyper lets go of the socket: on close, or on an upgrade, after which
-            // the WebSocket holds its own copy.
+            // Held until hyper lets go of the socket: on close, or on an upgrade, whose
+            // request holds a copy until the WebSocket counts itself.
             let _slot = slot;
+            let _refusing = refusing;
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(idle_timeout);
             let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)).with_upgrades();
             tokio::pin!(conn);
+            let deadline = no_request_within(first_request_timeout, &got_request);
+            tokio::pin!(deadline);
             let served = tokio::select! {
                 served = conn.as_mut() => served,
-                () = no_request_within(first_request_timeout, &got_request) => {
+                () = &mut deadline => {
                     // Dropping the connection closes the socket; there is no request to answer.
                     tracing::debug!(%remote, "no request within server.read_timeout_secs; closing");
                     return;
                 }
+                () = force.cancelled() => return,
                 () = closing.cancelled() => {
+                    // Idle connections close now; a request in progress finishes, but a
+                    // first request still has its deadline, and the grace period ends all.
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    tokio::select! {
+                        served = conn.as_mut() => served,
+                        () = &mut deadline => return,
+                        () = force.cancelled() => return,
+                    }
                 }
             };
             if let Err(e) = served {
@@ -182,8 +219,8 @@ fn no_delay(tcp: &TcpStream) {
 }
 
 /// A connection's place under `limits.max_connections`, in `ServerMetrics::connections`
-/// while it lives. The connection's task holds it, and each of its requests a copy: an
-/// upgraded WebSocket keeps its request's copy for as long as the socket is open.
+/// while it lives. The connection's task holds it, and each of its requests a copy: a
+/// WebSocket upgrade gives its copy up only once the socket counts in `websockets`.
 #[derive(Clone)]
 pub(crate) struct Slot {
     _counted: Arc<Counted>,
@@ -201,5 +238,21 @@ impl Slot {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection beyond the limit, open until answered; in `ServerMetrics::refusing`.
+struct Refusing(Arc<AppState>);
+
+impl Refusing {
+    fn new(state: &Arc<AppState>) -> Self {
+        state.metrics.refusing.fetch_add(1, Ordering::Relaxed);
+        Refusing(state.clone())
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.0.metrics.refusing.fetch_sub(1, Ordering::Relaxed);
     }
 }

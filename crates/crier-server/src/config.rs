@@ -41,8 +41,8 @@ pub struct ServerConfig {
     /// headers, counted from when it opens, and any request's body, counted from its
     /// headers. Beyond it the connection is closed (an unfinished body is answered HTTP 408
     /// first). Without it a connection that sends nothing, or trickles its request, would
-    /// hold a descriptor and a place under `limits.max_connections`. At most 86400; 0: no
-    /// limit.
+    /// hold a descriptor and a place under `limits.max_connections`. (A new connection is
+    /// also bound by `idle_timeout_secs`, whichever ends first.) At most 86400; 0: no limit.
     pub read_timeout_secs: u64,
     /// Seconds a keep-alive connection may stay idle after a response (and then take to send
     /// the next request's headers) before it is closed. Held long-polls, EventSource streams

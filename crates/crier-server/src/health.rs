@@ -35,8 +35,8 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.metrics;
     series.push((
         "crier_connections",
-        "Open connections on the public port (HTTP, idle ones included, and WebSocket).",
-        m.connections.load(Ordering::Relaxed),
+        "Open connections on the public port under limits.max_connections (HTTP, idle ones included, and WebSocket).",
+        state.open_connections(),
     ));
     series.push((
         "crier_accept_errors_total",

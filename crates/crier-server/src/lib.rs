@@ -99,7 +99,7 @@ pub async fn serve(
         shutdown.await;
         tracing::info!("shutdown: draining");
         // Order matters: readiness goes false and held connects are answered first, then
-        // sockets are told to close, then axum stops accepting and waits for requests.
+        // sockets are told to close, then the accept loop stops and waits for requests.
         drain_engine.drain();
         stopping.stopping.send_replace(true);
     };
@@ -110,23 +110,29 @@ pub async fn serve(
         server.await;
         tracker.close();
         tracker.wait().await;
-        Ok::<(), std::io::Error>(())
     };
-    tokio::pin!(run);
-    tokio::select! {
-        r = &mut run => r?,
-        _ = async {
-            // An error (the sender gone) cannot happen while `state` lives; wait all the same.
-            let _ = stopped.wait_for(|stop| *stop).await;
-            tokio::time::sleep(grace).await
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; closing remaining connections");
+    // In a block of its own: when the grace period ends first, `run` (and the accept loop in
+    // it, which then ends the connections still open) is dropped before the engine closes.
+    {
+        tokio::pin!(run);
+        tokio::select! {
+            () = &mut run => {}
+            _ = async {
+                // An error (the sender gone) cannot happen while `state` lives; wait all the same.
+                let _ = stopped.wait_for(|stop| *stop).await;
+                tokio::time::sleep(grace).await
+            } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; closing remaining connections");
+            }
         }
     }
     engine.close().await;
     internal_stop.cancel();
-    for task in [internal, api].into_iter().flatten() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    for mut task in [internal, api].into_iter().flatten() {
+        if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+            // Aborting drops its accept loop, which ends the connections still open.
+            task.abort();
+        }
     }
     Ok(())
 }

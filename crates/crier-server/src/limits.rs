@@ -17,7 +17,8 @@ pub struct LimitsConfig {
     /// Most open TCP connections on a node's public port: WebSockets and HTTP connections
     /// alike, idle keep-alive ones and ones that have not sent a request yet included. A
     /// connection accepted beyond it gets HTTP 503 (with the reason) to its Bayeux request
-    /// and is closed. 0: no limit.
+    /// and is closed; at most 64 such are answered at once, more are closed unanswered.
+    /// 0: no limit.
     pub max_connections: usize,
     /// Most sessions one WebSocket connection may create (handshakes on it); beyond it the
     /// handshake gets `403::Too many sessions on this connection (limit N)`. 0: no limit.
@@ -65,10 +66,19 @@ impl Limiter {
         max == 0 || open < max as i64
     }
 
-    /// Counts and logs a request refused because its connection came beyond the limit.
+    /// Counts and logs a connection refused beyond the limit (answered 503, or closed at
+    /// accept when too many others are being answered).
     pub(crate) fn refuse_connection(&self) {
-        self.connections_refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(limit = self.config.max_connections, "connection limit reached, refusing a connection");
+        let refused = self.connections_refused.fetch_add(1, Ordering::Relaxed) + 1;
+        // The first and then every thousandth: a full node under a reconnect storm refuses
+        // thousands a second, and the metric has the count.
+        if refused == 1 || refused % 1000 == 0 {
+            tracing::warn!(
+                limit = self.config.max_connections,
+                refused,
+                "connection limit reached, refusing connections"
+            );
+        }
     }
 
     /// Refuses (sets `error` on) publishes of sessions over their rate.
@@ -118,7 +128,7 @@ impl Limiter {
         [
             (
                 "crier_limit_connections_refused_total",
-                "Connections refused at limits.max_connections.",
+                "Connections refused at limits.max_connections (answered 503, or closed unanswered in a flood).",
                 g(&self.connections_refused),
             ),
             (

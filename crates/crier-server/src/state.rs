@@ -12,9 +12,11 @@ use crate::static_js::ClientJs;
 /// Counters of the edge, exposed on `/metrics`.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
-    /// Open connections on the public port, as `limits.max_connections` counts them: HTTP
-    /// (idle ones included) and WebSocket.
+    /// Open HTTP connections on the public port under `limits.max_connections`, idle ones
+    /// included (an upgraded one counts in `websockets` instead).
     pub connections: AtomicI64,
+    /// Connections beyond `limits.max_connections` open until answered (at most 64).
+    pub refusing: AtomicI64,
     /// Accept errors other than a peer leaving early (e.g. out of file descriptors).
     pub accept_errors: AtomicU64,
     /// Open WebSocket connections.
@@ -82,7 +84,7 @@ impl AppState {
     /// connections (idle, or carrying a request, a held long-poll or an EventSource stream)
     /// and WebSockets.
     pub(crate) fn open_connections(&self) -> i64 {
-        self.metrics.connections.load(Ordering::Relaxed)
+        self.metrics.connections.load(Ordering::Relaxed) + self.metrics.websockets.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_bayeux_path(&self, path: &str) -> bool {

@@ -68,7 +68,14 @@ pub(crate) fn handle(
     }
     let ctx = context(Transport::WebSocket, headers, remote, path);
     let tracker = state.tasks.clone();
-    ws.on_upgrade(move |socket| tracker.track_future(run(state, socket, ctx, slot)))
+    ws.on_upgrade(move |socket| {
+        // The socket counts as a WebSocket from here, before its connection's place is given
+        // up, so it is never uncounted. Not in `run`: holding the place there would cost
+        // every idle socket's task its size.
+        state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
+        drop(slot);
+        tracker.track_future(run(state, socket, ctx))
+    })
 }
 
 fn close(code: u16, reason: &'static str) -> WsMessage {
@@ -133,17 +140,11 @@ fn answer(inflight: &mut Option<FuturesUnordered<Inflight>>, held: Box<HeldConne
 // What an idle socket keeps is this task alone: its held `/meta/connect` is data here
 // (`held`), waited on by a small future made again each turn, its deadline and the ping
 // share one timer, and the in-flight set exists only while a batch is being handled.
+//
+// Counted in `websockets` by the caller; uncounts itself at the end.
 #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
-fn run(
-    state: Arc<AppState>,
-    mut ws: WebSocket,
-    ctx: RequestContext,
-    slot: Option<Slot>,
-) -> impl Future<Output = ()> + Send {
+fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Future<Output = ()> + Send {
     async move {
-        // The socket's place under `limits.max_connections`, given up when it closes.
-        let _slot = slot;
-        state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
         // Not split: the read is the only branch future that borrows the socket, and select!
         // drops the branch futures before a handler writes. split() would cost every socket an
         // `Arc` (the socket inside it, ~400 bytes) and a lock taken on every read and write.
