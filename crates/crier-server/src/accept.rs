@@ -151,7 +151,9 @@ pub(crate) async fn serve(
             let _slot = slot;
             let _refusing = refusing;
             let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new()).header_read_timeout(idle_timeout);
+            if idle_timeout.is_some() {
+                http.timer(TokioTimer::new()).header_read_timeout(idle_timeout);
+            }
             let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)).with_upgrades();
             tokio::pin!(conn);
             let deadline = no_request_within(first_request_timeout, &got_request);

@@ -67,13 +67,14 @@ pub(crate) fn handle(
         ws = ws.protocols([p]);
     }
     let ctx = context(Transport::WebSocket, headers, remote, path);
-    let tracker = state.tasks.clone();
+    // The callback stays in the socket's task for its whole life: it captures as little as
+    // it can (the tracker is reached through `state`, not a clone of its own).
     ws.on_upgrade(move |socket| {
         // The socket counts as a WebSocket from here, before its connection's place is given
-        // up, so it is never uncounted. Not in `run`: holding the place there would cost
-        // every idle socket's task its size.
+        // up, so it is never uncounted. Not in `run`, whose state would grow by the place.
         state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
         drop(slot);
+        let tracker = state.tasks.clone();
         tracker.track_future(run(state, socket, ctx))
     })
 }
