@@ -262,6 +262,63 @@ async fn shutdown_closes_idle_and_half_sent_connections_within_the_grace_period(
 }
 
 #[tokio::test]
+async fn at_most_64_connections_beyond_the_limit_wait_for_an_answer_and_each_at_most_5_s() {
+    let limits = LimitsConfig { max_connections: 1, ..LimitsConfig::default() };
+    let s = server(ServerConfig { limits, ..ServerConfig::default() }, 5).await;
+    let admitted = connect(&s).await;
+    assert!(eventually(Duration::from_secs(5), || async { connections(&s).await == 1 }).await);
+    let opened = Instant::now();
+    let mut waiting = Vec::new();
+    for _ in 0..64 {
+        waiting.push(connect(&s).await);
+    }
+    let refused = || async { scrape(&s, "crier_limit_connections_refused_total").await };
+    assert!(eventually(Duration::from_secs(5), || async { refused().await == 64 }).await);
+    // The 65th gets no answer: it is closed at once.
+    let mut more = connect(&s).await;
+    more.write_all(post(&s, r#"{"channel":"/x","data":1}"#).as_bytes()).await.expect("request");
+    let (reply, closed) = read_until_closed(&mut more, Duration::from_secs(3)).await;
+    assert_eq!(reply, "", "closed unanswered");
+    assert!(closed.is_some(), "closed at accept");
+    assert_eq!(refused().await, 65);
+    // The 64 silent ones go after 5 s, though the read timeout is 30 s.
+    for (i, tcp) in waiting.iter_mut().enumerate() {
+        let (_, closed) = read_until_closed(tcp, Duration::from_secs(10)).await;
+        let after = closed.unwrap_or_else(|| panic!("connection {i} beyond the limit still open")) - opened;
+        assert!(after >= Duration::from_millis(4500) && after < Duration::from_secs(9), "{i}: {after:?}");
+    }
+    // Then a refused request is answered 503 again.
+    let mut again = connect(&s).await;
+    again.write_all(post(&s, r#"{"channel":"/x","data":1}"#).as_bytes()).await.expect("request");
+    let (reply, _) = read_until_closed(&mut again, Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    drop(admitted);
+}
+
+#[tokio::test]
+async fn a_websocket_that_answers_no_pings_is_closed() {
+    let s = server(ServerConfig { ws_ping_secs: 1, ..ServerConfig::default() }, 5).await;
+    // A client that reads answers pings (tungstenite replies while reading): it stays.
+    let mut live = RawWs::connect(&s.ws_url()).await;
+    // One that never reads answers none.
+    let mut silent = RawWs::connect(&s.ws_url()).await;
+    assert!(eventually(Duration::from_secs(5), || async { connections(&s).await == 2 }).await);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(4500) {
+        // `recv` reads (and so answers pings) until a text frame or the time is up.
+        let _ = live.recv(Duration::from_millis(500)).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || async { connections(&s).await == 1 }).await,
+        "the silent socket was closed after two unanswered pings"
+    );
+    let _ = silent.recv(Duration::from_secs(1)).await;
+    live.send(&json!([{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}])).await;
+    let r = live.recv(Duration::from_secs(5)).await.expect("the answering socket is still served");
+    assert_eq!(r[0]["successful"], json!(true), "{r}");
+}
+
+#[tokio::test]
 async fn timeouts_of_zero_leave_silent_connections_open() {
     let s = server(timeouts(0, 0), 5).await;
     let mut tcp = connect(&s).await;
@@ -291,13 +348,15 @@ async fn silent_connections_count_against_the_connection_limit_until_they_time_o
     assert!(reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
     assert!(closed.is_some(), "a connection beyond the limit is closed after its answer");
     assert_eq!(scrape(&s, "crier_limit_connections_refused_total").await, 1);
-    // Whatever a connection beyond the limit asks for, it is closed after the answer.
+    // Whatever a connection beyond the limit asks for, it is closed after the answer (and
+    // counted when accepted).
     let mut fourth = connect(&s).await;
     fourth.write_all(b"GET /elsewhere HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("request");
     let (reply, closed) = read_until_closed(&mut fourth, Duration::from_secs(5)).await;
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
     assert!(closed.is_some(), "closed after a non-Bayeux answer too");
     assert_eq!(connections(&s).await, 2, "connections beyond the limit are not counted");
+    assert_eq!(scrape(&s, "crier_limit_connections_refused_total").await, 2);
     // The silent ones time out (5 s) and their places come free.
     let ok = eventually(Duration::from_secs(15), || publishes(&s)).await;
     assert!(ok, "served again once the silent connections were closed");

@@ -38,8 +38,8 @@ use crate::state::AppState;
 /// this bounds the descriptors a flood can take on a full node.
 const MAX_REFUSING: i64 = 64;
 
-/// How long a connection beyond the limit may take to send its request (at most
-/// `server.read_timeout_secs`). A client retrying a full node sends at once.
+/// How long a connection beyond the limit may stay open, its request and answer included.
+/// A client retrying a full node sends at once and reads its 503 at once.
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long the loop waits after an accept error that is not about one connection (out of
@@ -102,6 +102,7 @@ pub(crate) async fn serve(
             Admission::Uncounted => (None, None),
             Admission::Counted if state.limiter.has_room(state.open_connections()) => (Some(Slot::new(&state)), None),
             Admission::Counted if state.metrics.refusing.load(Ordering::Relaxed) < MAX_REFUSING => {
+                state.limiter.refuse_connection();
                 (None, Some(Refusing::new(&state)))
             }
             Admission::Counted => {
@@ -111,11 +112,10 @@ pub(crate) async fn serve(
             }
         };
         let over_limit = refusing.is_some();
-        let first_request_timeout = if over_limit {
-            Some(first_request_timeout.map_or(REFUSAL_DEADLINE, |t| t.min(REFUSAL_DEADLINE)))
-        } else {
-            first_request_timeout
-        };
+        // A connection beyond the limit has `REFUSAL_DEADLINE` in all, not only until its
+        // request: one that asks for something and never reads the answer goes too.
+        let first_request_timeout = if over_limit { None } else { first_request_timeout };
+        let refusal_deadline = over_limit.then_some(REFUSAL_DEADLINE);
         let request_slot = slot.clone();
         // Cancelled by the first request head hyper reads: the first-request deadline is off.
         let got_request = CancellationToken::new();
@@ -156,13 +156,18 @@ pub(crate) async fn serve(
             }
             let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)).with_upgrades();
             tokio::pin!(conn);
-            let deadline = no_request_within(first_request_timeout, &got_request);
+            let deadline = async {
+                match refusal_deadline {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => no_request_within(first_request_timeout, &got_request).await,
+                }
+            };
             tokio::pin!(deadline);
             let served = tokio::select! {
                 served = conn.as_mut() => served,
                 () = &mut deadline => {
-                    // Dropping the connection closes the socket; there is no request to answer.
-                    tracing::debug!(%remote, "no request within server.read_timeout_secs; closing");
+                    // Dropping the connection closes the socket (the peer's own slowness).
+                    tracing::debug!(%remote, "no request in time, or refused connection too slow; closing");
                     return;
                 }
                 () = force.cancelled() => return,

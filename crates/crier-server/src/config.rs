@@ -29,7 +29,9 @@ pub struct ServerConfig {
     /// `https://app.example.com`) are served; others get HTTP 403. Requests without an
     /// `Origin` (server-side publishers) are always served.
     pub allowed_origins: Vec<String>,
-    /// Seconds between WebSocket ping frames (0: none).
+    /// Seconds between WebSocket ping frames (0: none). A socket that sends nothing, not
+    /// even a pong, while two pings go out is closed (after two to three intervals of
+    /// silence), so a vanished or silent peer does not hold its place.
     pub ws_ping_secs: u64,
     /// Bytes each WebSocket reads from the network at a time, and the read buffer every
     /// socket keeps while idle (64 to 131072). Larger frames are still read whole, in

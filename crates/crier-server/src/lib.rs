@@ -4,7 +4,7 @@
 //! [`serve`] takes a bound listener, an [`Engine`] and a shutdown future, so the binary and
 //! the tests share one code path. On shutdown the engine drains (held connects are answered
 //! at once with `retry` advice), sockets get a close frame, and the server stops within
-//! `shutdown_grace_secs`.
+//! `shutdown_grace_secs` (plus the engine's close and at most 2 s for the side ports).
 
 mod accept;
 mod api;
@@ -56,7 +56,8 @@ pub fn router(engine: Engine, config: ServerConfig) -> Result<axum::Router, Serv
     Ok(routes::router(Arc::new(state)))
 }
 
-/// Serves until `shutdown` completes, then drains and returns within the grace period.
+/// Serves until `shutdown` completes, then drains and returns within the grace period (plus
+/// the engine's close and at most 2 s for the internal and API ports).
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
@@ -128,12 +129,15 @@ pub async fn serve(
     }
     engine.close().await;
     internal_stop.cancel();
-    for mut task in [internal, api].into_iter().flatten() {
+    // Together, so that the whole stop takes at most the grace period, the engine's close
+    // and these 2 s.
+    let side_ports = [internal, api].into_iter().flatten().map(|mut task| async move {
         if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
             // Aborting drops its accept loop, which ends the connections still open.
             task.abort();
         }
-    }
+    });
+    futures::future::join_all(side_ports).await;
     Ok(())
 }
 

@@ -66,8 +66,8 @@ impl Limiter {
         max == 0 || open < max as i64
     }
 
-    /// Counts and logs a connection refused beyond the limit (answered 503, or closed at
-    /// accept when too many others are being answered).
+    /// Counts and logs a connection accepted beyond the limit (to be answered 503 and
+    /// closed, or closed at once when too many others are being answered).
     pub(crate) fn refuse_connection(&self) {
         let refused = self.connections_refused.fetch_add(1, Ordering::Relaxed) + 1;
         // The first and then every thousandth: a full node under a reconnect storm refuses

@@ -91,7 +91,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
         return cors::preflight(req.headers());
     }
     if req.extensions().get::<crate::accept::OverLimit>().is_some() {
-        state.limiter.refuse_connection();
+        // Counted as refused when it was accepted.
         return ServerError::Busy(state.limiter.config.max_connections).into_response();
     }
     let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);

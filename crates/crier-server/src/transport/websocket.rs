@@ -72,9 +72,9 @@ pub(crate) fn handle(
     ws.on_upgrade(move |socket| {
         // The socket counts as a WebSocket from here, before its connection's place is given
         // up, so it is never uncounted. Not in `run`, whose state would grow by the place.
-        state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
-        drop(slot);
         let tracker = state.tasks.clone();
+        let state = Counted::new(state);
+        drop(slot);
         tracker.track_future(run(state, socket, ctx))
     })
 }
@@ -142,9 +142,10 @@ fn answer(inflight: &mut Option<FuturesUnordered<Inflight>>, held: Box<HeldConne
 // (`held`), waited on by a small future made again each turn, its deadline and the ping
 // share one timer, and the in-flight set exists only while a batch is being handled.
 //
-// Counted in `websockets` by the caller; uncounts itself at the end.
+// The state comes wrapped in the socket's count in `websockets`, so it is uncounted however
+// the task ends, at no cost in size.
 #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
-fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Future<Output = ()> + Send {
+fn run(state: Counted, mut ws: WebSocket, ctx: RequestContext) -> impl Future<Output = ()> + Send {
     async move {
         // Not split: the read is the only branch future that borrows the socket, and select!
         // drops the branch futures before a handler writes. split() would cost every socket an
@@ -155,7 +156,10 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
         let pinging = state.config.ws_ping_secs > 0;
         let ping_every = Duration::from_secs(state.config.ws_ping_secs.max(1));
         let mut next_ping = Instant::now() + ping_every;
-        let mut ping_n: u64 = 0;
+        // Pings sent, and how many had been when a frame last came (u32s, so the pair is the
+        // size the ping count alone was): a peer that answers none of two pings is gone.
+        let mut ping_n: u32 = 0;
+        let mut heard_at: u32 = 0;
         // One timer, for the next ping and the held connect's deadline, whichever is first.
         let timer = tokio::time::sleep_until(next_ping);
         tokio::pin!(timer);
@@ -184,6 +188,7 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
             };
             tokio::select! {
                 frame = ws.recv(), if inflight.as_ref().map_or(0, FuturesUnordered::len) < MAX_INFLIGHT => {
+                    heard_at = ping_n;
                     let bytes = match frame {
                         None => break None,
                         Some(Err(e)) => {
@@ -293,8 +298,13 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
                         answer(&mut inflight, h, &ctx);
                     }
                     if pinging && next_ping <= now {
+                        if ping_n.wrapping_sub(heard_at) >= 2 {
+                            // No frame, not even a pong, for over two ping intervals.
+                            tracing::debug!("closing a websocket that answers no pings");
+                            break Some(close(CLOSE_GOING_AWAY, "no answer to pings"));
+                        }
                         next_ping = now + ping_every;
-                        ping_n += 1;
+                        ping_n = ping_n.wrapping_add(1);
                         if ws.send(WsMessage::Ping(ping_n.to_string().into_bytes().into())).await.is_err() {
                             break None;
                         }
@@ -328,7 +338,31 @@ fn run(state: Arc<AppState>, mut ws: WebSocket, ctx: RequestContext) -> impl Fut
             let _ = ws.send(frame).await;
         }
         let _ = ws.close().await;
-        state.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A WebSocket's count in `ServerMetrics::websockets` (and so under
+/// `limits.max_connections`), carrying the state its task uses: one pointer for both, and
+/// uncounted on any end of the task, a panic included.
+struct Counted(Arc<AppState>);
+
+impl Counted {
+    fn new(state: Arc<AppState>) -> Self {
+        state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
+        Counted(state)
+    }
+}
+
+impl std::ops::Deref for Counted {
+    type Target = Arc<AppState>;
+    fn deref(&self) -> &Arc<AppState> {
+        &self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
