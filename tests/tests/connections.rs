@@ -319,6 +319,26 @@ async fn a_websocket_that_answers_no_pings_is_closed() {
 }
 
 #[tokio::test]
+async fn a_websocket_whose_peer_stops_reading_is_closed_after_the_write_timeout() {
+    let quiet = ServerConfig { ws_ping_secs: 0, ws_write_timeout_secs: 1, ..ServerConfig::default() };
+    let s = server(quiet, 5).await;
+    let (_id, stalled) = crier_tests::socket_subscriber(&s, "/firehose").await;
+    assert!(eventually(Duration::from_secs(5), || async { connections(&s).await == 1 }).await);
+    // Far more than the loopback socket buffers hold (some MiB), to a peer that reads none.
+    let pad = "z".repeat(256 * 1024);
+    for n in 0..120 {
+        let (status, _) =
+            crier_tests::post_json(&s.url(), &json!({"channel":"/firehose","data":{"n":n,"pad":pad}})).await;
+        assert_eq!(status, 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async { connections(&s).await == 0 }).await,
+        "the stalled socket was closed"
+    );
+    drop(stalled);
+}
+
+#[tokio::test]
 async fn timeouts_of_zero_leave_silent_connections_open() {
     let s = server(timeouts(0, 0), 5).await;
     let mut tcp = connect(&s).await;

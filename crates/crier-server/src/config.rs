@@ -33,6 +33,10 @@ pub struct ServerConfig {
     /// even a pong, while two pings go out is closed (after two to three intervals of
     /// silence), so a vanished or silent peer does not hold its place.
     pub ws_ping_secs: u64,
+    /// Seconds a WebSocket frame may take to be written: a peer that stops reading (its
+    /// socket buffers full) is closed after it, and the messages not written stay queued
+    /// for the session's next connection. At least 1, at most 86400.
+    pub ws_write_timeout_secs: u64,
     /// Bytes each WebSocket reads from the network at a time, and the read buffer every
     /// socket keeps while idle (64 to 131072). Larger frames are still read whole, in
     /// several reads; a larger value costs that much memory per idle connection.
@@ -79,6 +83,7 @@ impl Default for ServerConfig {
             max_json_depth: 64,
             allowed_origins: Vec::new(),
             ws_ping_secs: 20,
+            ws_write_timeout_secs: 10,
             ws_read_buffer_bytes: 512,
             eventsource_ping_secs: 10,
             read_timeout_secs: 30,
@@ -122,6 +127,12 @@ impl ServerConfig {
                 self.ws_read_buffer_bytes
             ));
         }
+        if !(1..=MAX_TIMEOUT_SECS).contains(&self.ws_write_timeout_secs) {
+            return Err(format!(
+                "server.ws_write_timeout_secs: must be between 1 and {MAX_TIMEOUT_SECS} (got {})",
+                self.ws_write_timeout_secs
+            ));
+        }
         for (key, secs) in
             [("read_timeout_secs", self.read_timeout_secs), ("idle_timeout_secs", self.idle_timeout_secs)]
         {
@@ -158,5 +169,9 @@ mod tests {
         assert!(err.starts_with("server.idle_timeout_secs: must be at most 86400"), "{err}");
         let too_long = ServerConfig { read_timeout_secs: u64::MAX, ..ServerConfig::default() };
         assert!(too_long.validate().is_err_and(|e| e.starts_with("server.read_timeout_secs")));
+        for secs in [0, MAX_TIMEOUT_SECS + 1] {
+            let bad = ServerConfig { ws_write_timeout_secs: secs, ..ServerConfig::default() };
+            assert!(bad.validate().is_err_and(|e| e.starts_with("server.ws_write_timeout_secs: must be between 1")));
+        }
     }
 }
