@@ -200,6 +200,18 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("reqwest client")
 }
 
+/// Whether a publish to `url`, over a new connection, is answered HTTP 200 (a node at its
+/// connection limit answers 503).
+pub async fn publish_served(url: &str) -> bool {
+    http()
+        .post(url)
+        .json(&json!({"channel":"/x","data":1}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16() == 200)
+        .unwrap_or(false)
+}
+
 /// POSTs a JSON body; returns status and parsed JSON (Null if not JSON).
 pub async fn post_json(url: &str, body: &Value) -> (u16, Value) {
     let r = http().post(url).json(body).send().await.expect("POST");

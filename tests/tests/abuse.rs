@@ -39,16 +39,8 @@ async fn connections_per_node_are_limited_with_a_503_and_a_reason() {
     // port (served all the same, as it is not a Bayeux request).
     assert_eq!(metric(&s, "crier_limit_connections_refused_total").await, 2);
     drop((a, b));
-    let ok = eventually(Duration::from_secs(5), || async {
-        http()
-            .post(s.url())
-            .json(&json!({"channel":"/x","data":1}))
-            .send()
-            .await
-            .map(|r| r.status().as_u16() == 200)
-            .unwrap_or(false)
-    })
-    .await;
+    let url = s.url();
+    let ok = eventually(Duration::from_secs(5), || crier_tests::publish_served(&url)).await;
     assert!(ok, "accepted again once connections closed");
 }
 

@@ -435,11 +435,5 @@ async fn a_connection_admitted_before_the_node_filled_up_keeps_being_served() {
 
 /// Whether a publish over a new connection is served.
 async fn publishes(s: &Node) -> bool {
-    http()
-        .post(s.url())
-        .json(&json!({"channel":"/x","data":1}))
-        .send()
-        .await
-        .map(|r| r.status().as_u16() == 200)
-        .unwrap_or(false)
+    crier_tests::publish_served(&s.url()).await
 }
