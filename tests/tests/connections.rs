@@ -322,7 +322,7 @@ async fn a_websocket_that_answers_no_pings_is_closed() {
 async fn a_websocket_whose_peer_stops_reading_is_closed_after_the_write_timeout() {
     let quiet = ServerConfig { ws_ping_secs: 0, ws_write_timeout_secs: 1, ..ServerConfig::default() };
     let s = server(quiet, 5).await;
-    let (_id, stalled) = crier_tests::socket_subscriber(&s, "/firehose").await;
+    let (id, stalled) = crier_tests::socket_subscriber(&s, "/firehose").await;
     assert!(eventually(Duration::from_secs(5), || async { connections(&s).await == 1 }).await);
     // Far more than the loopback socket buffers hold (some MiB), to a peer that reads none.
     let pad = "z".repeat(256 * 1024);
@@ -335,6 +335,22 @@ async fn a_websocket_whose_peer_stops_reading_is_closed_after_the_write_timeout(
         eventually(Duration::from_secs(10), || async { connections(&s).await == 0 }).await,
         "the stalled socket was closed"
     );
+    // What was not written waits for the session's next connection, once each.
+    let (status, reply) = crier_tests::post_json(
+        &s.url(),
+        &json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ns: Vec<i64> = reply
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["channel"] == "/firehose")
+        .filter_map(|m| m["data"]["n"].as_i64())
+        .collect();
+    assert!(ns.contains(&119), "the last message is delivered on the next connection: {ns:?}");
+    assert!(ns.windows(2).all(|w| w[0] < w[1]), "in order, none twice: {ns:?}");
     drop(stalled);
 }
 

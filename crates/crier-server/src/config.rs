@@ -29,13 +29,15 @@ pub struct ServerConfig {
     /// `https://app.example.com`) are served; others get HTTP 403. Requests without an
     /// `Origin` (server-side publishers) are always served.
     pub allowed_origins: Vec<String>,
-    /// Seconds between WebSocket ping frames (0: none). A socket that sends nothing, not
-    /// even a pong, while two pings go out is closed (after two to three intervals of
-    /// silence), so a vanished or silent peer does not hold its place.
+    /// Seconds between WebSocket ping frames (0: none; at most 86400). A socket that sends
+    /// nothing, not even a pong, while two pings go out is closed (after two to three
+    /// intervals of silence), so a vanished or silent peer does not hold its place.
     pub ws_ping_secs: u64,
     /// Seconds a WebSocket frame may take to be written: a peer that stops reading (its
-    /// socket buffers full) is closed after it, and the messages not written stay queued
-    /// for the session's next connection. At least 1, at most 86400.
+    /// socket buffers full) is closed after it, and the messages not written go back to the
+    /// session's queue for its next connection. Generous, because a frame can carry a session's
+    /// whole queue (up to `engine.max_queue` messages) to a slow link. At least 1, at most
+    /// 86400.
     pub ws_write_timeout_secs: u64,
     /// Bytes each WebSocket reads from the network at a time, and the read buffer every
     /// socket keeps while idle (64 to 131072). Larger frames are still read whole, in
@@ -83,7 +85,7 @@ impl Default for ServerConfig {
             max_json_depth: 64,
             allowed_origins: Vec::new(),
             ws_ping_secs: 20,
-            ws_write_timeout_secs: 10,
+            ws_write_timeout_secs: 60,
             ws_read_buffer_bytes: 512,
             eventsource_ping_secs: 10,
             read_timeout_secs: 30,
@@ -125,6 +127,12 @@ impl ServerConfig {
             return Err(format!(
                 "server.ws_read_buffer_bytes: must be between 64 and 131072 (got {})",
                 self.ws_read_buffer_bytes
+            ));
+        }
+        if self.ws_ping_secs > MAX_TIMEOUT_SECS {
+            return Err(format!(
+                "server.ws_ping_secs: must be at most {MAX_TIMEOUT_SECS} (got {}; 0 for no pings)",
+                self.ws_ping_secs
             ));
         }
         if !(1..=MAX_TIMEOUT_SECS).contains(&self.ws_write_timeout_secs) {
@@ -169,6 +177,8 @@ mod tests {
         assert!(err.starts_with("server.idle_timeout_secs: must be at most 86400"), "{err}");
         let too_long = ServerConfig { read_timeout_secs: u64::MAX, ..ServerConfig::default() };
         assert!(too_long.validate().is_err_and(|e| e.starts_with("server.read_timeout_secs")));
+        let bad = ServerConfig { ws_ping_secs: MAX_TIMEOUT_SECS + 1, ..ServerConfig::default() };
+        assert!(bad.validate().is_err_and(|e| e.starts_with("server.ws_ping_secs: must be at most 86400")));
         for secs in [0, MAX_TIMEOUT_SECS + 1] {
             let bad = ServerConfig { ws_write_timeout_secs: secs, ..ServerConfig::default() };
             assert!(bad.validate().is_err_and(|e| e.starts_with("server.ws_write_timeout_secs: must be between 1")));

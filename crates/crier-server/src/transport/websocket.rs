@@ -32,6 +32,9 @@ const MAX_INFLIGHT: usize = 32;
 
 type Inflight = Pin<Box<dyn Future<Output = (bool, SocketReplies)> + Send>>;
 
+/// How long the closing frame and handshake may take: the peer is going either way.
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+
 /// Close codes (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_INVALID_PAYLOAD: u16 = 1007;
@@ -323,16 +326,23 @@ fn run(state: Counted, mut ws: WebSocket, ctx: RequestContext) -> impl Future<Ou
                         answer(&mut inflight, h, &ctx);
                     }
                     if pinging && next_ping <= now {
+                        if inflight.as_ref().is_some_and(|set| set.len() >= MAX_INFLIGHT) {
+                            // Not reading for our own backlog: the silence is not the peer's.
+                            heard_at = ping_n;
+                        }
                         if ping_n.wrapping_sub(heard_at) >= 2 {
                             // No frame, not even a pong, for over two ping intervals.
                             tracing::debug!("closing a websocket that answers no pings");
                             break Some(close(CLOSE_GOING_AWAY, "no answer to pings"));
                         }
-                        next_ping = now + ping_every;
                         ping_n = ping_n.wrapping_add(1);
                         if !send(&mut ws, WsMessage::Ping(ping_n.to_string().into_bytes().into()), write_limit(&state)).await {
                             break None;
                         }
+                        // From when the ping went out: a slow write does not bring the next
+                        // one, and the check above, closer. (Not from `now`: kept across the
+                        // write, it would be part of every idle socket's task.)
+                        next_ping = Instant::now() + ping_every;
                     }
                 }
                 _ = &mut shutdown => {
@@ -360,10 +370,13 @@ fn run(state: Counted, mut ws: WebSocket, ctx: RequestContext) -> impl Future<Ou
             }
         };
         if let Some(frame) = close_with {
-            send(&mut ws, frame, write_limit(&state)).await;
+            send(&mut ws, frame, CLOSE_LIMIT).await;
         }
-        // Bounded too: a peer that reads nothing would hold the close forever.
-        let _ = Box::pin(tokio::time::timeout(write_limit(&state), ws.close())).await;
+        // Bounded too: a peer that reads nothing would hold the close forever. After a write
+        // that timed out, this flushes the rest of its frame: a peer that reads again within
+        // the limit gets that batch, which is also back in the session's queue (delivered
+        // twice). Telling that case apart here cost every idle socket a size class.
+        let _ = Box::pin(tokio::time::timeout(CLOSE_LIMIT, ws.close())).await;
     }
 }
 
