@@ -296,6 +296,38 @@ async fn at_most_64_connections_beyond_the_limit_wait_for_an_answer_and_each_at_
 }
 
 #[tokio::test]
+async fn a_connection_beyond_the_limit_that_does_not_read_its_answer_goes_after_5_s() {
+    // A large answer (the browser client file, here 16 MiB) that the loopback buffers cannot
+    // hold, asked for over a connection beyond the limit whose peer never reads.
+    let big = std::env::temp_dir().join(format!("crier-big-client-{}.js", std::process::id()));
+    std::fs::write(&big, vec![b'/'; 16 * 1024 * 1024]).expect("write the file");
+    let limits = LimitsConfig { max_connections: 1, ..LimitsConfig::default() };
+    let s = server(ServerConfig { limits, client_js: Some(big.clone()), ..ServerConfig::default() }, 5).await;
+    let admitted = connect(&s).await;
+    assert!(eventually(Duration::from_secs(5), || async { connections(&s).await == 1 }).await);
+    let mut stalled = connect(&s).await;
+    let opened = Instant::now();
+    stalled.write_all(b"GET /faye/client.js HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("request");
+    // Not read for 7 s: the answer cannot have been written whole.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    let _ = std::fs::remove_file(&big);
+    assert_eq!(closed, Ok(true), "closed after {:?}", opened.elapsed());
+    assert!(got < 16 * 1024 * 1024, "the answer was cut off ({got} bytes), not written whole");
+    drop(admitted);
+}
+
+#[tokio::test]
 async fn a_websocket_that_answers_no_pings_is_closed() {
     let s = server(ServerConfig { ws_ping_secs: 1, ..ServerConfig::default() }, 5).await;
     // A client that reads answers pings (tungstenite replies while reading): it stays.
