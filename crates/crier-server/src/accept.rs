@@ -15,7 +15,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::state::AppState;
+use crate::state::{AppState, Connections, Gauged, Refusing};
 
 /// Most connections beyond `limits.max_connections` open at once to be answered HTTP 503;
 /// beyond these a connection is closed at accept, unanswered. With [`REFUSAL_DEADLINE`]
@@ -103,7 +103,7 @@ pub(crate) async fn serve(
             Admission::Counted if state.limiter.has_room(state.open_connections()) => (Some(Slot::new(&state)), None),
             Admission::Counted if state.metrics.refusing.load(Ordering::Relaxed) < MAX_REFUSING => {
                 state.limiter.refuse_connection();
-                (None, Some(Refusing::new(&state)))
+                (None, Some(Gauged::<Refusing>::new(state.clone())))
             }
             Admission::Counted => {
                 // Already answering `MAX_REFUSING` others: no descriptor for this one.
@@ -117,12 +117,13 @@ pub(crate) async fn serve(
         let first_request_timeout = if over_limit { None } else { first_request_timeout };
         let refusal_deadline = over_limit.then_some(REFUSAL_DEADLINE);
         let request_slot = slot.clone();
-        // Cancelled by the first request head hyper reads: the first-request deadline is off.
-        let got_request = CancellationToken::new();
+        // Set by the first request head hyper reads: the first-request deadline is off. (A
+        // flag, not a token: this runs on every request, and a token's check takes a lock.)
+        let got_request = Arc::new(AtomicBool::new(false));
         let seen = got_request.clone();
         let service = router.clone().map_request(move |req: hyper::Request<Incoming>| {
-            if !seen.is_cancelled() {
-                seen.cancel();
+            if !seen.load(Ordering::Relaxed) {
+                seen.store(true, Ordering::Relaxed);
             }
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(ConnectInfo(remote));
@@ -195,11 +196,11 @@ pub(crate) async fn serve(
 }
 
 /// Completes if no request head has been read within `timeout` of now; otherwise never.
-async fn no_request_within(timeout: Option<Duration>, got_request: &CancellationToken) {
+async fn no_request_within(timeout: Option<Duration>, got_request: &AtomicBool) {
     if let Some(timeout) = timeout {
-        tokio::select! {
-            () = tokio::time::sleep(timeout) => return,
-            () = got_request.cancelled() => {}
+        tokio::time::sleep(timeout).await;
+        if !got_request.load(Ordering::Relaxed) {
+            return;
         }
     }
     std::future::pending().await
@@ -230,36 +231,11 @@ fn no_delay(tcp: &TcpStream) {
 /// WebSocket upgrade gives its copy up only once the socket counts in `websockets`.
 #[derive(Clone)]
 pub(crate) struct Slot {
-    _counted: Arc<Counted>,
+    _counted: Arc<Gauged<Connections>>,
 }
-
-struct Counted(Arc<AppState>);
 
 impl Slot {
     fn new(state: &Arc<AppState>) -> Self {
-        state.metrics.connections.fetch_add(1, Ordering::Relaxed);
-        Slot { _counted: Arc::new(Counted(state.clone())) }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A connection beyond the limit, open until answered; in `ServerMetrics::refusing`.
-struct Refusing(Arc<AppState>);
-
-impl Refusing {
-    fn new(state: &Arc<AppState>) -> Self {
-        state.metrics.refusing.fetch_add(1, Ordering::Relaxed);
-        Refusing(state.clone())
-    }
-}
-
-impl Drop for Refusing {
-    fn drop(&mut self) {
-        self.0.metrics.refusing.fetch_sub(1, Ordering::Relaxed);
+        Slot { _counted: Arc::new(Gauged::new(state.clone())) }
     }
 }

@@ -55,10 +55,9 @@ impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
         let mut response =
             (self.status(), [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.to_string()).into_response();
-        if matches!(self, ServerError::Busy(_) | ServerError::BodyTimeout(_)) {
-            // Beyond the limit, the connection goes, so a retry opens a new one (which a load
-            // balancer may send to another node); after a timed-out body, the rest of the
-            // body may still come and cannot be told from a next request.
+        // (A `Busy` connection is closed by the accept loop, after whatever it is answered.)
+        if matches!(self, ServerError::BodyTimeout(_)) {
+            // The rest of the body may still come and cannot be told from a next request.
             response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
         }
         response

@@ -1,5 +1,7 @@
 //! Shared state of the edge.
 
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crier_engine::Engine;
@@ -95,5 +97,60 @@ impl AppState {
         }
         // `/faye.js`, `/faye.json`: one extension with no further dots or slashes.
         rest.starts_with('.') && rest.len() > 1 && !rest[1..].contains(['.', '/'])
+    }
+}
+
+/// Which gauge of [`ServerMetrics`] a [`Gauged`] is one unit of.
+pub(crate) trait Gauge {
+    fn of(metrics: &ServerMetrics) -> &AtomicI64;
+}
+
+/// `ServerMetrics::connections`: HTTP connections on the public port, under the limit.
+pub(crate) struct Connections;
+/// `ServerMetrics::refusing`: connections beyond the limit, open until answered.
+pub(crate) struct Refusing;
+/// `ServerMetrics::websockets`.
+pub(crate) struct WebSockets;
+
+impl Gauge for Connections {
+    fn of(metrics: &ServerMetrics) -> &AtomicI64 {
+        &metrics.connections
+    }
+}
+
+impl Gauge for Refusing {
+    fn of(metrics: &ServerMetrics) -> &AtomicI64 {
+        &metrics.refusing
+    }
+}
+
+impl Gauge for WebSockets {
+    fn of(metrics: &ServerMetrics) -> &AtomicI64 {
+        &metrics.websockets
+    }
+}
+
+/// One unit of gauge `G`, counted while this lives and uncounted however it ends (a panic
+/// included). It carries the state, so a task holding it needs no other pointer to it: one
+/// pointer in size (what an idle WebSocket's task keeps).
+pub(crate) struct Gauged<G: Gauge>(Arc<AppState>, PhantomData<G>);
+
+impl<G: Gauge> Gauged<G> {
+    pub(crate) fn new(state: Arc<AppState>) -> Self {
+        G::of(&state.metrics).fetch_add(1, Ordering::Relaxed);
+        Gauged(state, PhantomData)
+    }
+}
+
+impl<G: Gauge> std::ops::Deref for Gauged<G> {
+    type Target = Arc<AppState>;
+    fn deref(&self) -> &Arc<AppState> {
+        &self.0
+    }
+}
+
+impl<G: Gauge> Drop for Gauged<G> {
+    fn drop(&mut self) {
+        G::of(&self.0.metrics).fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::decode;
 use crate::accept::Slot;
 use crate::request::context;
-use crate::state::AppState;
+use crate::state::{AppState, Gauged, WebSockets};
 
 /// Most batches handled at once on one socket; beyond it the socket is not read until one
 /// finishes (backpressure instead of unbounded work).
@@ -76,7 +76,7 @@ pub(crate) fn handle(
         // The socket counts as a WebSocket from here, before its connection's place is given
         // up, so it is never uncounted. Not in `run`, whose state would grow by the place.
         let tracker = state.tasks.clone();
-        let state = Counted::new(state);
+        let state = Gauged::<WebSockets>::new(state);
         drop(slot);
         tracker.track_future(run(state, socket, ctx))
     })
@@ -173,7 +173,7 @@ fn answer(inflight: &mut Option<FuturesUnordered<Inflight>>, held: Box<HeldConne
 // The state comes wrapped in the socket's count in `websockets`, so it is uncounted however
 // the task ends, at no cost in size.
 #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
-fn run(state: Counted, mut ws: WebSocket, ctx: RequestContext) -> impl Future<Output = ()> + Send {
+fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> impl Future<Output = ()> + Send {
     async move {
         // Not split: the read is the only branch future that borrows the socket, and select!
         // drops the branch futures before a handler writes. split() would cost every socket an
@@ -377,31 +377,6 @@ fn run(state: Counted, mut ws: WebSocket, ctx: RequestContext) -> impl Future<Ou
         // the limit gets that batch, which is also back in the session's queue (delivered
         // twice). Telling that case apart here cost every idle socket a size class.
         let _ = Box::pin(tokio::time::timeout(CLOSE_LIMIT, ws.close())).await;
-    }
-}
-
-/// A WebSocket's count in `ServerMetrics::websockets` (and so under
-/// `limits.max_connections`), carrying the state its task uses: one pointer for both, and
-/// uncounted on any end of the task, a panic included.
-struct Counted(Arc<AppState>);
-
-impl Counted {
-    fn new(state: Arc<AppState>) -> Self {
-        state.metrics.websockets.fetch_add(1, Ordering::Relaxed);
-        Counted(state)
-    }
-}
-
-impl std::ops::Deref for Counted {
-    type Target = Arc<AppState>;
-    fn deref(&self) -> &Arc<AppState> {
-        &self.0
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.metrics.websockets.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
