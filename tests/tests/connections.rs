@@ -352,7 +352,7 @@ async fn a_websocket_that_answers_no_pings_is_closed() {
 
 #[tokio::test]
 async fn a_websocket_whose_peer_stops_reading_is_closed_after_the_write_timeout() {
-    let quiet = ServerConfig { ws_ping_secs: 0, ws_write_timeout_secs: 1, ..ServerConfig::default() };
+    let quiet = ServerConfig { ws_ping_secs: 0, write_timeout_secs: 1, ..ServerConfig::default() };
     let s = server(quiet, 5).await;
     let (id, stalled) = crier_tests::socket_subscriber(&s, "/firehose").await;
     assert!(eventually(Duration::from_secs(5), || async { connections(&s).await == 1 }).await);
@@ -367,6 +367,7 @@ async fn a_websocket_whose_peer_stops_reading_is_closed_after_the_write_timeout(
         eventually(Duration::from_secs(10), || async { connections(&s).await == 0 }).await,
         "the stalled socket was closed"
     );
+    assert_eq!(scrape(&s, "crier_write_timeouts_total").await, 1);
     // What was not written waits for the session's next connection, once each.
     let (status, reply) = crier_tests::post_json(
         &s.url(),
@@ -384,6 +385,125 @@ async fn a_websocket_whose_peer_stops_reading_is_closed_after_the_write_timeout(
     assert!(ns.contains(&119), "the last message is delivered on the next connection: {ns:?}");
     assert!(ns.windows(2).all(|w| w[0] < w[1]), "in order, none twice: {ns:?}");
     drop(stalled);
+}
+
+/// A session subscribed to `/firehose` with `n` messages of 256 KiB queued (some MiB, far
+/// more than the loopback socket buffers hold).
+async fn session_with_a_large_queue(s: &Node, n: usize) -> String {
+    let url = s.url();
+    let id = crier_tests::connected_client(&url).await;
+    crier_tests::subscribe(&url, &id, "/firehose").await;
+    publish_large(s, n).await;
+    id
+}
+
+async fn publish_large(s: &Node, n: usize) {
+    let pad = "z".repeat(256 * 1024);
+    for n in 0..n {
+        let (status, _) =
+            crier_tests::post_json(&s.url(), &json!({"channel":"/firehose","data":{"n":n,"pad":pad}})).await;
+        assert_eq!(status, 200);
+    }
+}
+
+fn connect_request(s: &Node, id: &str) -> String {
+    post(s, &json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}).to_string())
+}
+
+#[tokio::test]
+async fn a_long_poll_answer_to_a_peer_that_stops_reading_is_cut_off_at_the_write_timeout() {
+    let s = server(ServerConfig { write_timeout_secs: 1, ..ServerConfig::default() }, 5).await;
+    let id = session_with_a_large_queue(&s, 120).await;
+    let mut tcp = connect(&s).await;
+    tcp.write_all(connect_request(&s, &id).as_bytes()).await.expect("connect request");
+    // The answer (30 MiB) fills the socket buffers; this client reads none of it.
+    assert!(
+        eventually(Duration::from_secs(10), || async { connections(&s).await == 0 }).await,
+        "the connection of the client that stopped reading was closed"
+    );
+    assert_eq!(scrape(&s, "crier_write_timeouts_total").await, 1);
+    drop(tcp);
+}
+
+#[tokio::test]
+async fn an_eventsource_stream_to_a_peer_that_stops_reading_is_closed_at_the_write_timeout() {
+    let s = server(ServerConfig { write_timeout_secs: 1, ..ServerConfig::default() }, 5).await;
+    let url = s.url();
+    let id = crier_tests::handshake(&url).await;
+    crier_tests::subscribe(&url, &id, "/firehose").await;
+    let mut tcp = connect(&s).await;
+    let head = format!("GET {}/{id} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n\r\n", s.mount, s.addr);
+    tcp.write_all(head.as_bytes()).await.expect("stream request");
+    assert!(
+        eventually(Duration::from_secs(5), || async { scrape(&s, "crier_eventsource_connections").await == 1 }).await
+    );
+    publish_large(&s, 120).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { connections(&s).await == 0 }).await,
+        "the stream of the client that stopped reading was closed"
+    );
+    assert_eq!(scrape(&s, "crier_eventsource_connections").await, 0);
+    assert_eq!(scrape(&s, "crier_write_timeouts_total").await, 1);
+    drop(tcp);
+}
+
+#[tokio::test]
+async fn a_slow_client_that_keeps_reading_gets_a_large_answer_whole() {
+    let s = server(ServerConfig { write_timeout_secs: 1, ..ServerConfig::default() }, 5).await;
+    let id = session_with_a_large_queue(&s, 120).await;
+    let mut tcp = connect(&s).await;
+    tcp.write_all(connect_request(&s, &id).as_bytes()).await.expect("connect request");
+    // 1 MiB every 200 ms: every wait well under the write timeout, the whole answer (30 MiB)
+    // several times it.
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let complete = loop {
+        let mut this_turn = 0;
+        while this_turn < 1024 * 1024 {
+            match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    got.extend_from_slice(&buf[..n]);
+                    this_turn += n;
+                }
+                _ => break,
+            }
+            if let Some(total) = answer_length(&got)
+                && got.len() >= total
+            {
+                break;
+            }
+        }
+        if let Some(total) = answer_length(&got)
+            && got.len() >= total
+        {
+            break true;
+        }
+        if this_turn == 0 {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(complete, "the answer arrived whole ({} bytes)", got.len());
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "it took longer than the write timeout: {:?}",
+        started.elapsed()
+    );
+    let text = String::from_utf8_lossy(&got);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let reply: serde_json::Value = serde_json::from_str(body).expect("a JSON answer");
+    let delivered = reply.as_array().into_iter().flatten().filter(|m| m["channel"] == "/firehose").count();
+    assert_eq!(delivered, 120);
+    assert_eq!(scrape(&s, "crier_write_timeouts_total").await, 0);
+}
+
+/// Head and body length of an HTTP answer once its head is in `got`.
+fn answer_length(got: &[u8]) -> Option<usize> {
+    let head_end = got[..got.len().min(4096)].windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&got[..head_end]).ok()?.to_ascii_lowercase();
+    let length = head.lines().find_map(|l| l.strip_prefix("content-length:"))?.trim().parse::<usize>().ok()?;
+    Some(head_end + length)
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@
 //! it closes idle keep-alive connections late enough for load balancers that reuse them;
 //! the first request, which a real client sends at once, gets the shorter
 //! `server.read_timeout_secs` from this loop (and the handlers bound each body by it).
+//! Writes are bound by `server.write_timeout_secs` at the socket ([`WriteDeadline`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::stall::{WriteDeadline, is_write_stall};
 use crate::state::{AppState, Connections, Gauged, Refusing};
 
 /// Most connections beyond `limits.max_connections` open at once to be answered HTTP 503;
@@ -71,6 +73,7 @@ pub(crate) async fn serve(
 ) {
     let first_request_timeout = state.config.read_timeout();
     let idle_timeout = state.config.idle_timeout();
+    let write_timeout = state.config.write_timeout();
     let connections = TaskTracker::new();
     let closing = CancellationToken::new();
     // Cancelled when this future is dropped, as `serve` does when the grace period is over:
@@ -146,6 +149,7 @@ pub(crate) async fn serve(
         });
         let closing = closing.clone();
         let force = force.clone();
+        let state = state.clone();
         connections.spawn(async move {
             // Held until hyper lets go of the socket: on close, or on an upgrade, whose
             // request holds a copy until the WebSocket counts itself.
@@ -155,7 +159,8 @@ pub(crate) async fn serve(
             if idle_timeout.is_some() {
                 http.timer(TokioTimer::new()).header_read_timeout(idle_timeout);
             }
-            let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)).with_upgrades();
+            let io = TokioIo::new(WriteDeadline::new(tcp, write_timeout));
+            let conn = http.serve_connection(io, TowerToHyperService::new(service)).with_upgrades();
             tokio::pin!(conn);
             let deadline = async {
                 match refusal_deadline {
@@ -184,7 +189,11 @@ pub(crate) async fn serve(
                 }
             };
             if let Err(e) = served {
-                // Header timeouts, resets, malformed requests: the peer's doing, not ours.
+                if is_write_stall(&e) {
+                    state.metrics.write_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                // Header timeouts, resets, malformed requests, peers that stopped reading:
+                // the peer's doing, not ours.
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
         });

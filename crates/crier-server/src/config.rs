@@ -33,12 +33,15 @@ pub struct ServerConfig {
     /// nothing, not even a pong, while two pings go out is closed (after two to three
     /// intervals of silence), so a vanished or silent peer does not hold its place.
     pub ws_ping_secs: u64,
-    /// Seconds a WebSocket frame may take to be written: a peer that stops reading (its
-    /// socket buffers full) is closed after it, and the messages not written go back to the
-    /// session's queue for its next connection. Generous, because a frame can carry a session's
-    /// whole queue (up to `engine.max_queue` messages) to a slow link. At least 1, at most
-    /// 86400.
-    pub ws_write_timeout_secs: u64,
+    /// Seconds a connection may wait to write without any progress: a peer that stops
+    /// reading (its socket buffers full) is closed after it, whatever it was being sent (a
+    /// WebSocket frame, an EventSource stream, a long-poll answer). A WebSocket batch not
+    /// written goes back to the session's queue for its next connection. A slow link that
+    /// keeps reading is not cut off, however long a large answer takes. At least 1, at most
+    /// 86400. (`ws_write_timeout_secs`, its name before it covered every transport, is
+    /// still read.)
+    #[serde(alias = "ws_write_timeout_secs")]
+    pub write_timeout_secs: u64,
     /// Bytes each WebSocket reads from the network at a time, and the read buffer every
     /// socket keeps while idle (64 to 131072). Larger frames are still read whole, in
     /// several reads; a larger value costs that much memory per idle connection.
@@ -85,7 +88,7 @@ impl Default for ServerConfig {
             max_json_depth: 64,
             allowed_origins: Vec::new(),
             ws_ping_secs: 20,
-            ws_write_timeout_secs: 60,
+            write_timeout_secs: 60,
             ws_read_buffer_bytes: 512,
             eventsource_ping_secs: 10,
             read_timeout_secs: 30,
@@ -102,6 +105,11 @@ impl ServerConfig {
     /// `read_timeout_secs` (`None`: no limit).
     pub(crate) fn read_timeout(&self) -> Option<std::time::Duration> {
         (self.read_timeout_secs > 0).then(|| std::time::Duration::from_secs(self.read_timeout_secs))
+    }
+
+    /// `write_timeout_secs`.
+    pub(crate) fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.write_timeout_secs)
     }
 
     /// `idle_timeout_secs` (`None`: no limit).
@@ -135,10 +143,10 @@ impl ServerConfig {
                 self.ws_ping_secs
             ));
         }
-        if !(1..=MAX_TIMEOUT_SECS).contains(&self.ws_write_timeout_secs) {
+        if !(1..=MAX_TIMEOUT_SECS).contains(&self.write_timeout_secs) {
             return Err(format!(
-                "server.ws_write_timeout_secs: must be between 1 and {MAX_TIMEOUT_SECS} (got {})",
-                self.ws_write_timeout_secs
+                "server.write_timeout_secs: must be between 1 and {MAX_TIMEOUT_SECS} (got {})",
+                self.write_timeout_secs
             ));
         }
         for (key, secs) in
@@ -180,8 +188,17 @@ mod tests {
         let bad = ServerConfig { ws_ping_secs: MAX_TIMEOUT_SECS + 1, ..ServerConfig::default() };
         assert!(bad.validate().is_err_and(|e| e.starts_with("server.ws_ping_secs: must be at most 86400")));
         for secs in [0, MAX_TIMEOUT_SECS + 1] {
-            let bad = ServerConfig { ws_write_timeout_secs: secs, ..ServerConfig::default() };
-            assert!(bad.validate().is_err_and(|e| e.starts_with("server.ws_write_timeout_secs: must be between 1")));
+            let bad = ServerConfig { write_timeout_secs: secs, ..ServerConfig::default() };
+            assert!(bad.validate().is_err_and(|e| e.starts_with("server.write_timeout_secs: must be between 1")));
         }
+    }
+
+    #[test]
+    fn the_write_timeout_is_still_read_under_its_websocket_only_name() {
+        let old: ServerConfig =
+            serde_json::from_value(serde_json::json!({"ws_write_timeout_secs": 7})).expect("old name");
+        assert_eq!(old.write_timeout_secs, 7);
+        let new: ServerConfig = serde_json::from_value(serde_json::json!({"write_timeout_secs": 8})).expect("new name");
+        assert_eq!(new.write_timeout(), std::time::Duration::from_secs(8));
     }
 }

@@ -43,6 +43,11 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "Accept errors other than a peer leaving early (e.g. out of file descriptors).",
         m.accept_errors.load(Ordering::Relaxed) as i64,
     ));
+    series.push((
+        "crier_write_timeouts_total",
+        "Connections closed because a write made no progress for server.write_timeout_secs (the peer stopped reading).",
+        m.write_timeouts.load(Ordering::Relaxed) as i64,
+    ));
     series.push(("crier_websocket_connections", "Open WebSocket connections.", m.websockets.load(Ordering::Relaxed)));
     series.push(("crier_eventsource_connections", "Open EventSource streams.", m.eventsources.load(Ordering::Relaxed)));
     series.push((

@@ -15,6 +15,7 @@ mod health;
 mod limits;
 mod request;
 mod routes;
+mod stall;
 mod state;
 mod static_js;
 mod transport;

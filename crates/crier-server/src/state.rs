@@ -21,6 +21,9 @@ pub struct ServerMetrics {
     pub refusing: AtomicI64,
     /// Accept errors other than a peer leaving early (e.g. out of file descriptors).
     pub accept_errors: AtomicU64,
+    /// Connections closed because a write made no progress for `server.write_timeout_secs`
+    /// (the peer stopped reading).
+    pub write_timeouts: AtomicU64,
     /// Open WebSocket connections.
     pub websockets: AtomicI64,
     /// Open EventSource streams.

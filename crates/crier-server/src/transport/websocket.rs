@@ -24,7 +24,8 @@ use tokio::time::Instant;
 use super::decode;
 use crate::accept::Slot;
 use crate::request::context;
-use crate::state::{AppState, Gauged, WebSockets};
+use crate::stall::is_write_stall;
+use crate::state::{AppState, Gauged, ServerMetrics, WebSockets};
 
 /// Most batches handled at once on one socket; beyond it the socket is not read until one
 /// finishes (backpressure instead of unbounded work).
@@ -82,29 +83,31 @@ pub(crate) fn handle(
     })
 }
 
-/// `server.ws_write_timeout_secs`. Worked out at each write rather than kept: a local in
-/// the socket's task would be part of every idle socket (16 bytes, and there a size class).
-fn write_limit(state: &AppState) -> Duration {
-    Duration::from_secs(state.config.ws_write_timeout_secs)
-}
-
-/// Writes one frame; false if it failed or the peer took longer than `limit` to take it
-/// (`server.ws_write_timeout_secs`: a peer that stops reading would otherwise hold the
-/// socket's task in this write for good).
+/// Writes one frame; false if it failed, a peer that stopped reading included: its write
+/// fails once it has made no progress for `server.write_timeout_secs` (see `stall.rs`).
 ///
-/// Boxed: inline, the timer would be part of every idle socket's task and take it to the
-/// next size class (measured with the idle benchmark at 10,000: 3.96 KiB per connection
-/// inline, 3.79 boxed); a box is one allocation per frame written.
-fn send(ws: &mut WebSocket, frame: WsMessage, limit: Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+/// Boxed: inline, the write's state would be part of every idle socket's task, a size
+/// class up (measured with the idle benchmark); a box is one allocation per frame written.
+fn send<'a>(
+    ws: &'a mut WebSocket,
+    frame: WsMessage,
+    metrics: &'a ServerMetrics,
+) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
     Box::pin(async move {
-        match tokio::time::timeout(limit, ws.send(frame)).await {
-            Ok(sent) => sent.is_ok(),
-            Err(_) => {
-                tracing::debug!(limit_secs = limit.as_secs(), "closing a websocket whose peer does not read");
+        match ws.send(frame).await {
+            Ok(()) => true,
+            Err(e) => {
+                count_stall(&e, metrics);
                 false
             }
         }
     })
+}
+
+fn count_stall(e: &axum::Error, metrics: &ServerMetrics) {
+    if is_write_stall(e) {
+        metrics.write_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn close(code: u16, reason: &'static str) -> WsMessage {
@@ -219,6 +222,12 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                     heard_at = ping_n;
                     let bytes = match frame {
                         None => break None,
+                        // A read also writes (what tungstenite has pending, pongs): a peer
+                        // that stopped reading can be found out here.
+                        Some(Err(e)) if is_write_stall(&e) => {
+                            count_stall(&e, &state.metrics);
+                            break None;
+                        }
                         Some(Err(e)) => {
                             let text = e.to_string();
                             state.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -269,7 +278,7 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                             // with `[]`; a batch whose replies were all dropped by extensions
                             // gets nothing.
                             if (empty || !replies.is_empty())
-                                && !send(&mut ws, WsMessage::Text(encode_outgoing(&replies).into()), write_limit(&state)).await
+                                && !send(&mut ws, WsMessage::Text(encode_outgoing(&replies).into()), &state.metrics).await
                             {
                                 break None;
                             }
@@ -301,7 +310,7 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                     match batch {
                         Some(batch) => {
                             let frame = encode_outgoing(batch.items());
-                            let written = send(&mut ws, WsMessage::Text(frame.into()), write_limit(&state)).await;
+                            let written = send(&mut ws, WsMessage::Text(frame.into()), &state.metrics).await;
                             // (A batch only comes from a pump, so there is one.)
                             if let Some(p) = &pump {
                                 if written {
@@ -336,7 +345,7 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                             break Some(close(CLOSE_GOING_AWAY, "no answer to pings"));
                         }
                         ping_n = ping_n.wrapping_add(1);
-                        if !send(&mut ws, WsMessage::Ping(ping_n.to_string().into_bytes().into()), write_limit(&state)).await {
+                        if !send(&mut ws, WsMessage::Ping(ping_n.to_string().into_bytes().into()), &state.metrics).await {
                             break None;
                         }
                         // From when the ping went out: a slow write does not bring the next
@@ -360,7 +369,7 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                                 SocketReplies::Held(h) => h.answer(&ctx).await,
                             };
                             if !replies.is_empty() {
-                                send(&mut ws, WsMessage::Text(encode_outgoing(&replies).into()), write_limit(&state)).await;
+                                send(&mut ws, WsMessage::Text(encode_outgoing(&replies).into()), &state.metrics).await;
                             }
                         }
                     };
@@ -369,14 +378,15 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                 }
             }
         };
-        if let Some(frame) = close_with {
-            send(&mut ws, frame, CLOSE_LIMIT).await;
-        }
-        // Bounded too: a peer that reads nothing would hold the close forever. After a write
-        // that timed out, this flushes the rest of its frame: a peer that reads again within
-        // the limit gets that batch, which is also back in the session's queue (delivered
-        // twice). Telling that case apart here cost every idle socket a size class.
-        let _ = Box::pin(tokio::time::timeout(CLOSE_LIMIT, ws.close())).await;
+        // Bounded by its own limit, shorter than the write timeout: the peer is going either
+        // way. (After a write that timed out, both fail at once: see `stall.rs`.)
+        let closing = async {
+            if let Some(frame) = close_with {
+                let _ = ws.send(frame).await;
+            }
+            let _ = ws.close().await;
+        };
+        let _ = Box::pin(tokio::time::timeout(CLOSE_LIMIT, closing)).await;
     }
 }
 
