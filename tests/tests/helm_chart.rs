@@ -271,6 +271,33 @@ fn default_render_is_one_hardened_pod_with_server_defaults() {
 }
 
 #[test]
+fn every_config_value_of_the_chart_reaches_crier_toml() {
+    // A value the template does not render would be silently ignored: set but without effect.
+    let values = yaml_file("helm/crier/values.yaml");
+    let docs = render(&[], &[]);
+    let toml_text = get(&docs, "ConfigMap")["data"]["crier.toml"].as_str().expect("crier.toml").to_owned();
+    let table: toml::Table = toml::from_str(&toml_text).expect("crier.toml is TOML");
+    let mut missing = Vec::new();
+    for section in ["log", "server", "engine", "redis"] {
+        let keys = values["config"][section].as_object().unwrap_or_else(|| panic!("config.{section} in values.yaml"));
+        for (key, value) in keys {
+            // An empty client_js means "not served": nothing to render.
+            if value.as_str() == Some("") {
+                continue;
+            }
+            if table.get(section).and_then(|t| t.get(key)).is_none() {
+                missing.push(format!("config.{section}.{key}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "values not rendered into crier.toml: {missing:?}\n{toml_text}");
+    // And a value set at install reaches it.
+    let docs = render(&[], &["config.server.write_timeout_secs=7", "config.server.idle_timeout_secs=3700"]);
+    let cfg = crier_toml(&docs);
+    assert_eq!((cfg.server.write_timeout_secs, cfg.server.idle_timeout_secs), (7, 3700));
+}
+
+#[test]
 fn production_render_has_hpa_pdb_ingress_and_service_monitor() {
     let docs = render(&[PRODUCTION], &[]);
     check_pod(&docs);

@@ -37,11 +37,18 @@ pub struct ServerConfig {
     /// reading (its socket buffers full) is closed after it, whatever it was being sent (a
     /// WebSocket frame, an EventSource stream, a long-poll answer). A WebSocket batch not
     /// written goes back to the session's queue for its next connection. A slow link that
-    /// keeps reading is not cut off, however long a large answer takes. At least 1, at most
-    /// 86400. (`ws_write_timeout_secs`, its name before it covered every transport, is
-    /// still read.)
-    #[serde(alias = "ws_write_timeout_secs")]
+    /// keeps reading is not cut off, however long a large answer takes, as long as it takes in
+    /// about a third of the socket's send buffer (up to about 1.3 MiB) within the timeout: the
+    /// kernel only then reports room to write. At least 1, at most
+    /// 86400. (`ws_write_timeout_secs`, its name when it covered WebSockets only, is still
+    /// read, and wins when set.)
     pub write_timeout_secs: u64,
+    /// The old name of `write_timeout_secs`; when set, it is used instead. A field of its
+    /// own, not a serde alias: the defaults always carry `write_timeout_secs`, so an alias
+    /// would make a configuration that uses the old name a duplicate field, refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub ws_write_timeout_secs: Option<u64>,
     /// Bytes each WebSocket reads from the network at a time, and the read buffer every
     /// socket keeps while idle (64 to 131072). Larger frames are still read whole, in
     /// several reads; a larger value costs that much memory per idle connection.
@@ -89,6 +96,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             ws_ping_secs: 20,
             write_timeout_secs: 60,
+            ws_write_timeout_secs: None,
             ws_read_buffer_bytes: 512,
             eventsource_ping_secs: 10,
             read_timeout_secs: 30,
@@ -107,9 +115,17 @@ impl ServerConfig {
         (self.read_timeout_secs > 0).then(|| std::time::Duration::from_secs(self.read_timeout_secs))
     }
 
-    /// `write_timeout_secs`.
+    /// `write_timeout_secs`, or its old name when that is set, with the name used.
+    fn write_timeout_setting(&self) -> (&'static str, u64) {
+        match self.ws_write_timeout_secs {
+            Some(secs) => ("ws_write_timeout_secs", secs),
+            None => ("write_timeout_secs", self.write_timeout_secs),
+        }
+    }
+
+    /// `write_timeout_secs` (or `ws_write_timeout_secs`, its old name, when set).
     pub(crate) fn write_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.write_timeout_secs)
+        std::time::Duration::from_secs(self.write_timeout_setting().1)
     }
 
     /// `idle_timeout_secs` (`None`: no limit).
@@ -143,11 +159,9 @@ impl ServerConfig {
                 self.ws_ping_secs
             ));
         }
-        if !(1..=MAX_TIMEOUT_SECS).contains(&self.write_timeout_secs) {
-            return Err(format!(
-                "server.write_timeout_secs: must be between 1 and {MAX_TIMEOUT_SECS} (got {})",
-                self.write_timeout_secs
-            ));
+        let (key, secs) = self.write_timeout_setting();
+        if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
+            return Err(format!("server.{key}: must be between 1 and {MAX_TIMEOUT_SECS} (got {secs})"));
         }
         for (key, secs) in
             [("read_timeout_secs", self.read_timeout_secs), ("idle_timeout_secs", self.idle_timeout_secs)]
@@ -195,10 +209,12 @@ mod tests {
 
     #[test]
     fn the_write_timeout_is_still_read_under_its_websocket_only_name() {
-        let old: ServerConfig =
-            serde_json::from_value(serde_json::json!({"ws_write_timeout_secs": 7})).expect("old name");
-        assert_eq!(old.write_timeout_secs, 7);
-        let new: ServerConfig = serde_json::from_value(serde_json::json!({"write_timeout_secs": 8})).expect("new name");
-        assert_eq!(new.write_timeout(), std::time::Duration::from_secs(8));
+        let old = ServerConfig { ws_write_timeout_secs: Some(7), ..ServerConfig::default() };
+        assert_eq!(old.write_timeout(), std::time::Duration::from_secs(7));
+        let bad = ServerConfig { ws_write_timeout_secs: Some(0), ..ServerConfig::default() };
+        assert!(bad.validate().is_err_and(|e| e.starts_with("server.ws_write_timeout_secs: must be between 1")));
+        // Not written back out: a printed configuration names the setting once.
+        let text = serde_json::to_string(&ServerConfig::default()).expect("json");
+        assert!(!text.contains("ws_write_timeout_secs"), "{text}");
     }
 }

@@ -250,6 +250,23 @@ mod tests {
     }
 
     #[test]
+    fn the_write_timeout_loads_under_its_old_name_from_a_file_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("crier.toml", "[server]\nws_write_timeout_secs = 30\n")?;
+            let s = load(figment(Some(Path::new("crier.toml")), env(), &Overrides::default()))
+                .map_err(figment::Error::from)?;
+            assert_eq!(s.server.ws_write_timeout_secs, Some(30));
+            jail.set_env("CRIER_SERVER__WS_WRITE_TIMEOUT_SECS", "40");
+            let s = load(figment(None, env(), &Overrides::default())).map_err(figment::Error::from)?;
+            assert_eq!(s.server.ws_write_timeout_secs, Some(40));
+            jail.set_env("CRIER_SERVER__WRITE_TIMEOUT_SECS", "50");
+            let s = load(figment(None, env(), &Overrides::default())).map_err(figment::Error::from)?;
+            assert_eq!((s.server.write_timeout_secs, s.server.ws_write_timeout_secs), (50, Some(40)));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn printed_configuration_masks_secrets() {
         let mut s = Settings::default();
         s.auth.publish_secret = Some("hunter2".to_owned());

@@ -368,8 +368,11 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                                 // Not held while draining; answered all the same.
                                 SocketReplies::Held(h) => h.answer(&ctx).await,
                             };
-                            if !replies.is_empty() {
-                                send(&mut ws, WsMessage::Text(encode_outgoing(&replies).into()), &state.metrics).await;
+                            // The first failed write ends it: the rest would fail too.
+                            if !replies.is_empty()
+                                && !send(&mut ws, WsMessage::Text(encode_outgoing(&replies).into()), &state.metrics).await
+                            {
+                                return;
                             }
                         }
                     };
