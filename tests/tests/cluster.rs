@@ -398,3 +398,53 @@ async fn a_new_overlapping_subscription_in_the_hop_batch_loses_and_doubles_nothi
     got.extend(data.iter().filter_map(Value::as_i64));
     assert_eq!(got, (0..10).collect::<Vec<_>>());
 }
+
+/// An EventSource client behind a balancer without stickiness: its stream is on one node,
+/// and its connects (POSTs, answered at once, one per `interval` as a keep-alive) land on
+/// any node. Messages published meanwhile all arrive on the stream, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eventsource_stream_keeps_delivering_while_its_connects_land_on_other_nodes() {
+    let c = Cluster::start(redis(), 2, 10).await;
+    let id = crier_tests::handshake(&c.url(0)).await;
+    let connect = json!({"channel":"/meta/connect","clientId":id,"connectionType":"eventsource"});
+    let (_, r) = post_json(&c.url(0), &connect).await;
+    assert_eq!(r[0]["successful"], json!(true), "{r}");
+    subscribe(&c.url(0), &id, "/es/room").await;
+    let resp =
+        http().get(format!("{}/{id}", c.url(0))).header("accept", "text/event-stream").send().await.expect("stream");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<i64>>();
+    let reader = tokio::spawn(async move {
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\r\n\r\n") {
+                let event: String = text.drain(..end + 4).collect();
+                if let Some(data) = event.strip_prefix("data: ") {
+                    let msgs: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+                    for m in msgs.as_array().into_iter().flatten() {
+                        let _ = tx.send(m["data"].as_i64());
+                    }
+                }
+            }
+        }
+        let _ = tx.send(None);
+    });
+    const N: i64 = 30;
+    let mut got = Vec::new();
+    for i in 0..N {
+        // Every third message, a keep-alive connect through the other node.
+        if i % 3 == 0 {
+            let (_, r) = post_json(&c.url(1), &connect).await;
+            assert_eq!(r[0]["successful"], json!(true), "connect on node 1: {r}");
+        }
+        publish(&c.url(1), "/es/room", json!(i)).await;
+        match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+            Ok(Some(Some(n))) => got.push(n),
+            other => panic!("message {i} not on the stream ({other:?}); got {got:?}"),
+        }
+    }
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+    reader.abort();
+}

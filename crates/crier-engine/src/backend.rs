@@ -88,6 +88,11 @@ pub trait Backend: Send + Sync + 'static {
     /// (a connect is about to deliver from this node's queue).
     async fn touch(&self, id: &ClientId, now: Millis) -> Result<Touched, BackendError>;
 
+    /// Refreshes liveness only, wherever the session is attached (an EventSource client's
+    /// connect, which may reach any node while its stream delivers from another); `false`
+    /// if the session does not exist. Never re-creates what was destroyed.
+    async fn keep_alive(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError>;
+
     /// Removes the session and its subscriptions. Returns the subscriptions it had, or
     /// `None` if it did not exist (or another caller destroyed it first): exactly one caller
     /// wins, so events fire once.

@@ -133,6 +133,10 @@ impl Backend for MemoryBackend {
         })
     }
 
+    async fn keep_alive(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError> {
+        Ok(self.inner.lock().sessions.get_mut(id).map(|s| s.0 = s.0.max(now)).is_some())
+    }
+
     async fn destroy_session(&self, id: &ClientId) -> Result<Option<Vec<ChannelPattern>>, BackendError> {
         let mut inner = self.inner.lock();
         let Some((_, subs)) = inner.sessions.remove(id) else { return Ok(None) };

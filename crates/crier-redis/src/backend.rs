@@ -771,6 +771,28 @@ impl Backend for RedisBackend {
         Ok(Touched::Gone)
     }
 
+    async fn keep_alive(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError> {
+        let s = &self.shared;
+        s.started_ms.fetch_max(now, AtomicOrdering::Relaxed);
+        let exists = async { s.client.exists::<i64, _>(s.keys.session(id)).await };
+        // As in `touch`: XX never re-creates the entry of a session destroyed meanwhile, GT
+        // never moves its last-seen time back.
+        let bump = async {
+            s.client
+                .zadd::<Value, _, _>(
+                    s.keys.index(),
+                    Some(SetOptions::XX),
+                    Some(fred::types::sorted_sets::Ordering::GreaterThan),
+                    false,
+                    false,
+                    (now as f64, id.as_str()),
+                )
+                .await
+        };
+        let (exists, _) = futures::future::try_join(exists, bump).await.map_err(|e| s.fail(e))?;
+        Ok(exists > 0)
+    }
+
     async fn destroy_session(&self, id: &ClientId) -> Result<Option<Vec<ChannelPattern>>, BackendError> {
         let s = &self.shared;
         let v: Value = s

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crier_protocol::{Advice, BayeuxError, Message};
+use crier_protocol::{Advice, BayeuxError, ClientId, Message};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -53,6 +53,11 @@ impl Inner {
     /// as [`Connected::Held`] instead of being held here, so the caller keeps only that
     /// data (and a small `Inner::wait_interrupted` future) for the whole hold.
     pub(crate) async fn connect(&self, m: Message, ctx: &RequestContext, batched: bool, detach: bool) -> Connected {
+        if !ctx.transport.is_socket()
+            && let Some(reply) = self.keep_alive_elsewhere(&m).await
+        {
+            return Connected::Replies(vec![Outgoing::Message(reply)]);
+        }
         let b = match self.begin_connect(m, batched, ctx.transport.is_socket()).await {
             Ok(b) => b,
             Err(reply) => return Connected::Replies(vec![Outgoing::Message(reply)]),
@@ -70,6 +75,34 @@ impl Inner {
         }
         let delivered = self.hold(&b.session, b.generation, deadline).await;
         Connected::Replies(self.end_connect(&b.session, &b.stub, b.eventsource, delivered).await)
+    }
+
+    /// An EventSource client's connect (a POST answered at once: its stream carries the
+    /// messages) for a session this node does not hold. Behind a balancer without
+    /// stickiness it lands on any node, and attaching the session here would take it from
+    /// the node whose stream delivers it, ending that stream. So it only keeps the session
+    /// alive; the stream's own request attaches it where it is. `None` where the usual path
+    /// applies: another connection type, a session held here, one the backend does not know
+    /// (answered 401 there), or a message an extension failed.
+    async fn keep_alive_elsewhere(&self, m: &Message) -> Option<Message> {
+        if m.connection_type() != Some("eventsource") || m.error().is_some() {
+            return None;
+        }
+        let id = m.client_id().and_then(ClientId::parse)?;
+        if self.hub.get(&id).is_some() {
+            return None;
+        }
+        match self.backend.keep_alive(&id, self.clock.now()).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                Metrics::inc(&self.metrics.backend_errors);
+                return Some(fail(m.response(), super::backend_error(&e).to_string()));
+            }
+        }
+        let mut r = ReplyStub::of(m).build();
+        r.set_advice(&Advice::retry(self.config.timeout().as_millis() as u64, 0));
+        Some(r)
     }
 
     /// Waits out a hold: until a newer connect supersedes it, its session ends, the engine
