@@ -304,6 +304,11 @@ impl RawWs {
         self.inner.send(WsMessage::Text(text.into())).await.expect("ws send");
     }
 
+    /// Sends a ping frame (at most 125 bytes of payload), without reading anything.
+    pub async fn ping(&mut self, payload: Vec<u8>) -> bool {
+        self.inner.send(WsMessage::Ping(payload.into())).await.is_ok()
+    }
+
     /// Sends a JSON value as a text frame.
     pub async fn send(&mut self, v: &Value) {
         self.send_text(&v.to_string()).await;

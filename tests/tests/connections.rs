@@ -387,6 +387,32 @@ async fn a_websocket_whose_peer_stops_reading_is_closed_after_the_write_timeout(
     drop(stalled);
 }
 
+#[tokio::test]
+async fn a_websocket_peer_that_sends_pings_but_reads_no_pongs_is_closed_after_the_write_timeout() {
+    // The server's pongs are written from its read path: a stall found there is a write
+    // timeout too, not a bad frame.
+    let quiet = ServerConfig { ws_ping_secs: 0, write_timeout_secs: 1, ..ServerConfig::default() };
+    let s = server(quiet, 5).await;
+    let mut ws = RawWs::connect(&s.ws_url()).await;
+    assert!(eventually(Duration::from_secs(5), || async { connections(&s).await == 1 }).await);
+    // Pings until the pongs fill every buffer between the two (some MiB) and the server
+    // stops reading; then this send waits too, until the server closes.
+    let pinger = tokio::spawn(async move {
+        for _ in 0..1_000_000 {
+            if !ws.ping(vec![b'p'; 125]).await {
+                break;
+            }
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(20), || async { connections(&s).await == 0 }).await,
+        "the socket whose peer reads no pongs was closed"
+    );
+    assert_eq!(scrape(&s, "crier_write_timeouts_total").await, 1);
+    assert_eq!(scrape(&s, "crier_websocket_bad_frames_total").await, 0);
+    pinger.abort();
+}
+
 /// A session subscribed to `/firehose` with `n` messages of 256 KiB queued (some MiB, far
 /// more than the loopback socket buffers hold).
 async fn session_with_a_large_queue(s: &Node, n: usize) -> String {
