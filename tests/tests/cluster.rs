@@ -399,23 +399,32 @@ async fn a_new_overlapping_subscription_in_the_hop_batch_loses_and_doubles_nothi
     assert_eq!(got, (0..10).collect::<Vec<_>>());
 }
 
-/// An EventSource client behind a balancer without stickiness: its stream is on one node,
-/// and its connects (POSTs, answered at once, one per `interval` as a keep-alive) land on
-/// any node. Messages published meanwhile all arrive on the stream, once, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_eventsource_stream_keeps_delivering_while_its_connects_land_on_other_nodes() {
-    let c = Cluster::start(redis(), 2, 10).await;
-    let id = crier_tests::handshake(&c.url(0)).await;
-    let connect = json!({"channel":"/meta/connect","clientId":id,"connectionType":"eventsource"});
-    let (_, r) = post_json(&c.url(0), &connect).await;
-    assert_eq!(r[0]["successful"], json!(true), "{r}");
-    subscribe(&c.url(0), &id, "/es/room").await;
-    let resp =
-        http().get(format!("{}/{id}", c.url(0))).header("accept", "text/event-stream").send().await.expect("stream");
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<i64>>();
-    let reader = tokio::spawn(async move {
+/// An EventSource stream: the data of each message it carries, in order (`None` once the
+/// stream ends). Dropping it closes the stream.
+struct EventSource {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Option<i64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EventSource {
+    async fn recv(&mut self) -> Option<Option<i64>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for EventSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn eventsource(url: &str, id: &str) -> EventSource {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Option<i64>>();
+    let url = format!("{url}/{id}");
+    let task = tokio::spawn(async move {
+        let resp = http().get(url).header("accept", "text/event-stream").send().await.expect("stream");
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
         let mut text = String::new();
         while let Some(Ok(chunk)) = body.next().await {
             text.push_str(&String::from_utf8_lossy(&chunk));
@@ -424,27 +433,107 @@ async fn an_eventsource_stream_keeps_delivering_while_its_connects_land_on_other
                 if let Some(data) = event.strip_prefix("data: ") {
                     let msgs: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
                     for m in msgs.as_array().into_iter().flatten() {
-                        let _ = tx.send(m["data"].as_i64());
+                        if tx.send(m["data"].as_i64()).is_err() {
+                            return;
+                        }
                     }
                 }
             }
         }
         let _ = tx.send(None);
     });
+    EventSource { rx, task }
+}
+
+/// Nodes whose EventSource streams send a keep-alive comment (and renew their mark) every
+/// second, so a stream's mark lapses 3 s after it ends.
+fn quick_eventsource_pings() -> crier_tests::Options {
+    crier_tests::Options {
+        server: Some(crier_server::ServerConfig { eventsource_ping_secs: 1, ..crier_server::ServerConfig::default() }),
+        ..crier_tests::Options::default()
+    }
+}
+
+fn es_connect(id: &str) -> Value {
+    json!({"channel":"/meta/connect","clientId":id,"connectionType":"eventsource"})
+}
+
+/// An EventSource client behind a balancer without stickiness: handshaken through one node,
+/// its stream on another, and its connects (POSTs answered at once, one per `interval` as a
+/// keep-alive) landing on the first. Messages published meanwhile all arrive on the stream,
+/// once, in order; the connects keep the session alive without taking it from the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eventsource_stream_keeps_delivering_while_its_connects_land_on_other_nodes() {
+    // Keep-alive comments every second: the stream's mark (3 s) is renewed during the run.
+    let c = Cluster::start_with(redis(), 2, 10, quick_eventsource_pings).await;
+    let id = crier_tests::handshake(&c.url(1)).await;
+    let (_, r) = post_json(&c.url(1), &es_connect(&id)).await;
+    assert_eq!(r[0]["successful"], json!(true), "{r}");
+    subscribe(&c.url(1), &id, "/es/room").await;
+    let mut stream = eventsource(&c.url(0), &id);
+    // The stream is open once it carries a message.
+    publish(&c.url(1), "/es/room", json!(-1)).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.recv()).await;
+    assert_eq!(first, Ok(Some(Some(-1))), "the stream opened");
     const N: i64 = 30;
     let mut got = Vec::new();
     for i in 0..N {
-        // Every third message, a keep-alive connect through the other node.
+        // Every third message, a keep-alive connect through the node that handshook it
+        // (which may still hold a copy of the session the stream took).
         if i % 3 == 0 {
-            let (_, r) = post_json(&c.url(1), &connect).await;
+            let (_, r) = post_json(&c.url(1), &es_connect(&id)).await;
             assert_eq!(r[0]["successful"], json!(true), "connect on node 1: {r}");
+            assert_eq!(r[0]["advice"], json!({"reconnect":"retry","interval":10000,"timeout":0}), "{r}");
+            assert_eq!(r.as_array().map(Vec::len), Some(1), "a keep-alive carries no messages: {r}");
         }
+        tokio::time::sleep(Duration::from_millis(150)).await;
         publish(&c.url(1), "/es/room", json!(i)).await;
-        match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(3), stream.recv()).await {
             Ok(Some(Some(n))) => got.push(n),
             other => panic!("message {i} not on the stream ({other:?}); got {got:?}"),
         }
     }
     assert_eq!(got, (0..N).collect::<Vec<_>>());
-    reader.abort();
+}
+
+/// Without an open stream (never opened, or gone and its mark lapsed), an EventSource
+/// client's connect on any node takes the session there and carries what is queued, so a
+/// client whose stream is gone for good still gets its messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eventsource_connect_delivers_when_no_stream_is_open() {
+    let c = Cluster::start_with(redis(), 2, 10, quick_eventsource_pings).await;
+    // Never opened.
+    let id = connected_client(&c.url(0)).await;
+    subscribe(&c.url(0), &id, "/es/none").await;
+    for i in 0..3 {
+        publish(&c.url(0), "/es/none", json!(i)).await;
+    }
+    let (_, r) = post_json(&c.url(1), &es_connect(&id)).await;
+    let data: Vec<i64> = r.as_array().into_iter().flatten().filter_map(|m| m["data"].as_i64()).collect();
+    assert_eq!(data, vec![0, 1, 2], "{r}");
+
+    // Opened on node 0, then gone: its mark (2 × the 1 s keep-alive + 1 s) lapses.
+    let mut stream = eventsource(&c.url(0), &id);
+    publish(&c.url(0), "/es/none", json!(3)).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.recv()).await;
+    assert_eq!(first, Ok(Some(Some(3))), "the stream opened");
+    drop(stream);
+    let closed = eventually(Duration::from_secs(5), || async {
+        metric(&c.nodes[0], "crier_eventsource_connections").await == 0.0
+    })
+    .await;
+    assert!(closed, "the stream ended on node 0");
+    for i in 4..7 {
+        publish(&c.url(0), "/es/none", json!(i)).await;
+    }
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < 3 && tokio::time::Instant::now() < deadline {
+        let (_, r) = post_json(&c.url(1), &es_connect(&id)).await;
+        got.extend(r.as_array().into_iter().flatten().filter_map(|m| m["data"].as_i64()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let delivered = got.len() >= 3;
+    assert!(delivered, "what was queued after the stream went arrives by connect: {got:?}");
+    assert_eq!(got, vec![4, 5, 6]);
 }

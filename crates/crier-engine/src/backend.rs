@@ -88,10 +88,16 @@ pub trait Backend: Send + Sync + 'static {
     /// (a connect is about to deliver from this node's queue).
     async fn touch(&self, id: &ClientId, now: Millis) -> Result<Touched, BackendError>;
 
-    /// Refreshes liveness only, wherever the session is attached (an EventSource client's
-    /// connect, which may reach any node while its stream delivers from another); `false`
-    /// if the session does not exist. Never re-creates what was destroyed.
-    async fn keep_alive(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError>;
+    /// Records that this node's EventSource stream for the session is open, for `ttl`; the
+    /// stream renews it while it lasts. Lets a connect on another node keep the session
+    /// alive without taking it from the stream (see [`Backend::streaming_elsewhere`]).
+    async fn mark_streaming(&self, id: &ClientId, ttl: std::time::Duration) -> Result<(), BackendError>;
+
+    /// Whether the session is attached to another node whose EventSource stream for it is
+    /// open (marked there, the mark not expired); if so, its liveness is refreshed as of
+    /// `now`. `false` in every other case (attached here, no open stream, unknown session):
+    /// the caller then takes the usual path, which attaches the session and delivers.
+    async fn streaming_elsewhere(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError>;
 
     /// Removes the session and its subscriptions. Returns the subscriptions it had, or
     /// `None` if it did not exist (or another caller destroyed it first): exactly one caller

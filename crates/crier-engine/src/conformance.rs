@@ -240,27 +240,19 @@ pub async fn expires_idle_sessions(b: Arc<dyn Backend>) {
     assert!(!b.session_exists(&ClientId::parse(&a).expect("id")).await.expect("backend"));
 }
 
-/// Keeping a session alive (an EventSource connect on a node that does not hold it)
-/// refreshes its liveness only, and never brings back a destroyed or unknown session.
-pub async fn keep_alive_refreshes_liveness_only(b: Arc<dyn Backend>) {
+/// An EventSource stream's mark is about the node that made it: on that node the session
+/// is never "streaming elsewhere", and an unknown session never is.
+pub async fn a_stream_is_never_elsewhere_on_its_own_node(b: Arc<dyn Backend>) {
     let h = Harness::new(b.clone());
-    let kept = ClientId::parse(&h.client().await).expect("id");
-    let idle = ClientId::parse(&h.client().await).expect("id");
+    let id = ClientId::parse(&h.client().await).expect("id");
     let now = crate::clock::Clock::new().now();
-    let minutes = |n: u64| now + n * 60_000;
-    assert!(b.keep_alive(&kept, minutes(10)).await.expect("backend"));
-    let expired = b.expired_sessions(minutes(5)).await.expect("backend");
-    assert!(expired.contains(&idle) && !expired.contains(&kept), "{expired:?}");
-    // Never back in time.
-    assert!(b.keep_alive(&kept, minutes(1)).await.expect("backend"));
-    assert!(!b.expired_sessions(minutes(5)).await.expect("backend").contains(&kept));
+    assert!(!b.streaming_elsewhere(&id, now).await.expect("backend"));
+    b.mark_streaming(&id, Duration::from_secs(30)).await.expect("backend");
+    assert!(!b.streaming_elsewhere(&id, now).await.expect("backend"));
     let unknown = ClientId::parse("0000000000000000000000000000000").expect("id");
-    assert!(!b.keep_alive(&unknown, minutes(10)).await.expect("backend"));
-    assert!(b.destroy_session(&kept).await.expect("backend").is_some());
-    assert!(!b.keep_alive(&kept, minutes(20)).await.expect("backend"));
-    let expired = b.expired_sessions(minutes(30)).await.expect("backend");
-    assert!(!expired.contains(&kept) && !expired.contains(&unknown), "{expired:?}");
-    assert!(!b.session_exists(&kept).await.expect("backend"));
+    b.mark_streaming(&unknown, Duration::from_secs(30)).await.expect("backend");
+    assert!(!b.streaming_elsewhere(&unknown, now).await.expect("backend"));
+    assert!(!b.session_exists(&unknown).await.expect("backend"), "a mark creates no session");
 }
 
 /// An identity bound to a session is read back through the backend (so every node sees it)
@@ -299,7 +291,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@case $make, ($($attr)?), disconnect_releases_and_fires_events);
         $crate::conformance_suite!(@case $make, ($($attr)?), expires_idle_sessions);
         $crate::conformance_suite!(@case $make, ($($attr)?), identity_is_bound_to_the_session);
-        $crate::conformance_suite!(@case $make, ($($attr)?), keep_alive_refreshes_liveness_only);
+        $crate::conformance_suite!(@case $make, ($($attr)?), a_stream_is_never_elsewhere_on_its_own_node);
         $crate::conformance_suite!(@api $make, ($($attr)?), users_presence_and_targeted_sends);
         $crate::conformance_suite!(@api $make, ($($attr)?), broadcast_delivers_once_per_session);
         $crate::conformance_suite!(@api $make, ($($attr)?), server_side_subscriptions_and_listings);

@@ -133,8 +133,13 @@ impl Backend for MemoryBackend {
         })
     }
 
-    async fn keep_alive(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError> {
-        Ok(self.inner.lock().sessions.get_mut(id).map(|s| s.0 = s.0.max(now)).is_some())
+    async fn mark_streaming(&self, _id: &ClientId, _ttl: std::time::Duration) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// One node: a session is never attached elsewhere.
+    async fn streaming_elsewhere(&self, _id: &ClientId, _now: Millis) -> Result<bool, BackendError> {
+        Ok(false)
     }
 
     async fn destroy_session(&self, id: &ClientId) -> Result<Option<Vec<ChannelPattern>>, BackendError> {

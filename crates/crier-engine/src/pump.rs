@@ -59,6 +59,16 @@ impl Pump {
         self.session.id.as_str()
     }
 
+    /// Records that an EventSource stream serves this pump's session here, for `ttl`; the
+    /// stream renews it while it lasts (see `Backend::mark_streaming`). A failure is counted
+    /// and otherwise ignored: connects elsewhere then move the session, as without a mark.
+    pub async fn mark_streaming(&self, ttl: std::time::Duration) {
+        if let Err(e) = self.inner.backend.mark_streaming(&self.session.id, ttl).await {
+            crate::metrics::Metrics::inc(&self.inner.metrics.backend_errors);
+            tracing::debug!(client_id = %self.session.id, error = %e, "marking an EventSource stream failed");
+        }
+    }
+
     /// Whether the session it serves still lives on this node (it ends when the session is
     /// destroyed, moves to another node, or is attached here afresh).
     pub fn is_live(&self) -> bool {

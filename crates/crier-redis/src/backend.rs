@@ -771,13 +771,27 @@ impl Backend for RedisBackend {
         Ok(Touched::Gone)
     }
 
-    async fn keep_alive(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError> {
+    async fn mark_streaming(&self, id: &ClientId, ttl: Duration) -> Result<(), BackendError> {
         let s = &self.shared;
-        s.started_ms.fetch_max(now, AtomicOrdering::Relaxed);
-        let exists = async { s.client.exists::<i64, _>(s.keys.session(id)).await };
-        // As in `touch`: XX never re-creates the entry of a session destroyed meanwhile, GT
-        // never moves its last-seen time back.
-        let bump = async {
+        let px = Expiration::PX(ttl.as_millis().max(1) as i64);
+        s.client
+            .set::<Value, _, _>(s.keys.stream(id), s.node.as_str(), Some(px), None, false)
+            .await
+            .map_err(|e| s.fail(e))?;
+        Ok(())
+    }
+
+    async fn streaming_elsewhere(&self, id: &ClientId, now: Millis) -> Result<bool, BackendError> {
+        let s = &self.shared;
+        let owner = async { s.client.hget::<Option<String>, _, _>(s.keys.session(id), "node").await };
+        let streaming = async { s.client.get::<Option<String>, _>(s.keys.stream(id)).await };
+        let (owner, streaming) = futures::future::try_join(owner, streaming).await.map_err(|e| s.fail(e))?;
+        // The stream must be on the node the session is attached to: a mark left by a stream
+        // on a node the session has since left says nothing about where it is delivered.
+        let elsewhere = matches!((&owner, &streaming), (Some(o), Some(st)) if o == st && *o != s.node);
+        if elsewhere {
+            // As in `touch`: XX never re-creates the entry of a session destroyed meanwhile,
+            // GT never moves its last-seen time back.
             s.client
                 .zadd::<Value, _, _>(
                     s.keys.index(),
@@ -788,9 +802,9 @@ impl Backend for RedisBackend {
                     (now as f64, id.as_str()),
                 )
                 .await
-        };
-        let (exists, _) = futures::future::try_join(exists, bump).await.map_err(|e| s.fail(e))?;
-        Ok(exists > 0)
+                .map_err(|e| s.fail(e))?;
+        }
+        Ok(elsewhere)
     }
 
     async fn destroy_session(&self, id: &ClientId) -> Result<Option<Vec<ChannelPattern>>, BackendError> {

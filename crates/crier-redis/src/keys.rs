@@ -29,6 +29,12 @@ impl Keys {
         format!("{}:{{s:{}}}:subs", self.prefix, id.as_str())
     }
 
+    /// String with a TTL: the node whose EventSource stream for the session is open, renewed
+    /// by the stream (see `Backend::mark_streaming`). Same hash tag as the session.
+    pub(crate) fn stream(&self, id: &ClientId) -> String {
+        format!("{}:{{s:{}}}:stream", self.prefix, id.as_str())
+    }
+
     /// Sorted set: client id scored by last connect (ms); the expiry index.
     pub(crate) fn index(&self) -> String {
         format!("{}:sessions", self.prefix)

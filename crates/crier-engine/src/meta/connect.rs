@@ -78,27 +78,32 @@ impl Inner {
     }
 
     /// An EventSource client's connect (a POST answered at once: its stream carries the
-    /// messages) for a session this node does not hold. Behind a balancer without
-    /// stickiness it lands on any node, and attaching the session here would take it from
-    /// the node whose stream delivers it, ending that stream. So it only keeps the session
-    /// alive; the stream's own request attaches it where it is. `None` where the usual path
-    /// applies: another connection type, a session held here, one the backend does not know
-    /// (answered 401 there), or a message an extension failed.
+    /// messages) while its stream is open on another node. Behind a balancer without
+    /// stickiness the connect lands on any node, and attaching the session here would take
+    /// it from that stream's node, ending the stream. So it only keeps the session alive.
+    /// Not when no stream is open (it never opened, or ended and its mark lapsed): then the
+    /// usual path attaches the session here and the reply carries what is queued, so a
+    /// client whose stream is gone for good still gets its messages. `None` where the usual
+    /// path applies. Decided before this node's own copy is looked at: a copy here may be
+    /// stale (the other node's `close` on its way), and the usual path would take the
+    /// session back with it.
     async fn keep_alive_elsewhere(&self, m: &Message) -> Option<Message> {
-        if m.connection_type() != Some("eventsource") || m.error().is_some() {
+        if m.connection_type() != Some("eventsource") {
             return None;
         }
         let id = m.client_id().and_then(ClientId::parse)?;
-        if self.hub.get(&id).is_some() {
-            return None;
-        }
-        match self.backend.keep_alive(&id, self.clock.now()).await {
+        match self.backend.streaming_elsewhere(&id, self.clock.now()).await {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
                 Metrics::inc(&self.metrics.backend_errors);
                 return Some(fail(m.response(), super::backend_error(&e).to_string()));
             }
+        }
+        // Failed by an extension (e.g. an expired token): answered here, without moving the
+        // session (the usual path would attach it before looking at the error).
+        if let Some(e) = m.error() {
+            return Some(fail(m.response(), e.to_owned()));
         }
         let mut r = ReplyStub::of(m).build();
         r.set_advice(&Advice::retry(self.config.timeout().as_millis() as u64, 0));

@@ -22,6 +22,7 @@ struct Stream {
     state: Arc<AppState>,
     pump: Pump,
     ping: tokio::time::Interval,
+    mark_ttl: Duration,
     started: bool,
 }
 
@@ -42,8 +43,14 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, remote: Option<So
     };
     state.metrics.eventsources.fetch_add(1, Ordering::Relaxed);
     let every = Duration::from_secs(state.config.eventsource_ping_secs.max(1));
+    // The stream's mark, renewed at each keep-alive comment: while it holds, the client's
+    // connects on other nodes (a balancer without stickiness) leave the session here. It
+    // outlives one missed comment; once the stream is gone (or stops being read, so no
+    // comment goes out) it lapses, and a connect anywhere takes the session and its queue.
+    let mark_ttl = every * 2 + Duration::from_secs(1);
+    pump.mark_streaming(mark_ttl).await;
     let ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let s = Stream { state, pump, ping, started: false };
+    let s = Stream { state, pump, ping, mark_ttl, started: false };
     let body = futures::stream::unfold(s, |mut s| async move {
         if !s.started {
             s.started = true;
@@ -58,7 +65,10 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, remote: Option<So
                 s.pump.written(batch);
                 Some((Ok(Bytes::from(chunk)), s))
             }
-            _ = s.ping.tick() => Some((Ok(Bytes::from_static(b":\r\n\r\n")), s)),
+            _ = s.ping.tick() => {
+                s.pump.mark_streaming(s.mark_ttl).await;
+                Some((Ok(Bytes::from_static(b":\r\n\r\n")), s))
+            }
         }
     });
     let mut resp = Body::from_stream(body).into_response();
