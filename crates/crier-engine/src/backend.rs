@@ -89,8 +89,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn touch(&self, id: &ClientId, now: Millis) -> Result<Touched, BackendError>;
 
     /// Records that this node's EventSource stream for the session is open, for `ttl`; the
-    /// stream renews it while it lasts. Lets a connect on another node keep the session
-    /// alive without taking it from the stream (see [`Backend::streaming_elsewhere`]).
+    /// stream renews it while it lasts. Only while the session is attached to this node: a
+    /// stream on a node the session has left must not overwrite the mark of the one that
+    /// delivers. Lets a connect on another node keep the session alive without taking it
+    /// from the stream (see [`Backend::streaming_elsewhere`]).
     async fn mark_streaming(&self, id: &ClientId, ttl: std::time::Duration) -> Result<(), BackendError>;
 
     /// Whether the session is attached to another node whose EventSource stream for it is

@@ -60,12 +60,20 @@ impl Pump {
     }
 
     /// Records that an EventSource stream serves this pump's session here, for `ttl`; the
-    /// stream renews it while it lasts (see `Backend::mark_streaming`). A failure is counted
-    /// and otherwise ignored: connects elsewhere then move the session, as without a mark.
-    pub async fn mark_streaming(&self, ttl: std::time::Duration) {
-        if let Err(e) = self.inner.backend.mark_streaming(&self.session.id, ttl).await {
-            crate::metrics::Metrics::inc(&self.inner.metrics.backend_errors);
-            tracing::debug!(client_id = %self.session.id, error = %e, "marking an EventSource stream failed");
+    /// stream renews it while it lasts (see `Backend::mark_streaming`). Not for a session
+    /// that has left this node, nor while draining (the stream is about to end). A failure
+    /// is counted and otherwise ignored: connects elsewhere then move the session, as
+    /// without a mark. Owns what it needs, so the stream can run it beside its deliveries.
+    pub fn mark_streaming(&self, ttl: std::time::Duration) -> impl Future<Output = ()> + Send + 'static {
+        let (inner, session) = (self.inner.clone(), self.session.clone());
+        async move {
+            if session.is_closed() || inner.is_draining() {
+                return;
+            }
+            if let Err(e) = inner.backend.mark_streaming(&session.id, ttl).await {
+                crate::metrics::Metrics::inc(&inner.metrics.backend_errors);
+                tracing::debug!(client_id = %session.id, error = %e, "marking an EventSource stream failed");
+            }
         }
     }
 

@@ -385,6 +385,21 @@ impl Shared {
         }
     }
 
+    /// Moves the session's last-seen time in the expiry index to `now`. XX: never re-creates
+    /// the entry of a session destroyed meanwhile; GT: a late call cannot move it back.
+    pub(crate) async fn seen(&self, id: &ClientId, now: Millis) -> Result<Value, fred::error::Error> {
+        self.client
+            .zadd::<Value, _, _>(
+                self.keys.index(),
+                Some(SetOptions::XX),
+                Some(fred::types::sorted_sets::Ordering::GreaterThan),
+                false,
+                false,
+                (now as f64, id.as_str()),
+            )
+            .await
+    }
+
     pub(crate) fn fail(&self, e: fred::error::Error) -> BackendError {
         RedisMetrics::inc(&self.metrics.command_errors);
         unavailable(e)
@@ -721,21 +736,7 @@ impl Backend for RedisBackend {
         s.started_ms.fetch_max(now, AtomicOrdering::Relaxed);
         // Every session's hash names its node from creation on, so no node means no session.
         let owner = async { s.client.hget::<Option<String>, _, _>(s.keys.session(id), "node").await };
-        // XX: never re-create an index entry for a session destroyed meanwhile; GT: a late
-        // touch cannot move the last-seen time back.
-        let bump = async {
-            s.client
-                .zadd::<Value, _, _>(
-                    s.keys.index(),
-                    Some(SetOptions::XX),
-                    Some(fred::types::sorted_sets::Ordering::GreaterThan),
-                    false,
-                    false,
-                    (now as f64, id.as_str()),
-                )
-                .await
-        };
-        let (owner, _) = futures::future::try_join(owner, bump).await.map_err(|e| s.fail(e))?;
+        let (owner, _) = futures::future::try_join(owner, s.seen(id, now)).await.map_err(|e| s.fail(e))?;
         match owner {
             Some(node) if node == s.node => return Ok(Touched::Here),
             // Taken by another node whose `close` this node has not handled yet (its listener
@@ -773,9 +774,11 @@ impl Backend for RedisBackend {
 
     async fn mark_streaming(&self, id: &ClientId, ttl: Duration) -> Result<(), BackendError> {
         let s = &self.shared;
-        let px = Expiration::PX(ttl.as_millis().max(1) as i64);
-        s.client
-            .set::<Value, _, _>(s.keys.stream(id), s.node.as_str(), Some(px), None, false)
+        let ttl_ms = ttl.as_millis().max(1).to_string();
+        let _: Value = s
+            .scripts
+            .stream_mark
+            .evalsha_with_reload(&s.client, vec![s.keys.session(id), s.keys.stream(id)], vec![s.node.as_str(), &ttl_ms])
             .await
             .map_err(|e| s.fail(e))?;
         Ok(())
@@ -790,19 +793,7 @@ impl Backend for RedisBackend {
         // on a node the session has since left says nothing about where it is delivered.
         let elsewhere = matches!((&owner, &streaming), (Some(o), Some(st)) if o == st && *o != s.node);
         if elsewhere {
-            // As in `touch`: XX never re-creates the entry of a session destroyed meanwhile,
-            // GT never moves its last-seen time back.
-            s.client
-                .zadd::<Value, _, _>(
-                    s.keys.index(),
-                    Some(SetOptions::XX),
-                    Some(fred::types::sorted_sets::Ordering::GreaterThan),
-                    false,
-                    false,
-                    (now as f64, id.as_str()),
-                )
-                .await
-                .map_err(|e| s.fail(e))?;
+            s.seen(id, now).await.map_err(|e| s.fail(e))?;
         }
         Ok(elsewhere)
     }

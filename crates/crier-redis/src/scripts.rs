@@ -221,6 +221,17 @@ local h = redis.call('HMGET', KEYS[3], 'online_since', 'last_online', 'away_sinc
 return {redis.call('SCARD', KEYS[1]), redis.call('SCARD', KEYS[2]), h[1] or '', h[2] or '', h[3] or ''}
 "#;
 
+/// An EventSource stream's mark: set only while the session is attached to the marking
+/// node, so a stream on a node the session has left (its `close` not handled yet there),
+/// or of a destroyed session, cannot overwrite the mark of the stream that delivers.
+///
+/// KEYS: session info, stream mark. ARGV: node, ttl_ms. Returns 1 if set, else 0.
+const STREAM_MARK: &str = r#"
+if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
 pub(crate) struct Scripts {
     pub(crate) publish: Script,
     pub(crate) publish_many: Script,
@@ -236,11 +247,12 @@ pub(crate) struct Scripts {
     pub(crate) identify: Script,
     pub(crate) presence: Script,
     pub(crate) presence_read: Script,
+    pub(crate) stream_mark: Script,
 }
 
 impl Scripts {
     /// Every script, to load them all up front.
-    pub(crate) fn all(&self) -> [&Script; 14] {
+    pub(crate) fn all(&self) -> [&Script; 15] {
         [
             &self.publish,
             &self.publish_many,
@@ -256,6 +268,7 @@ impl Scripts {
             &self.identify,
             &self.presence,
             &self.presence_read,
+            &self.stream_mark,
         ]
     }
 
@@ -275,6 +288,7 @@ impl Scripts {
             identify: Script::from_lua(IDENTIFY),
             presence: Script::from_lua(PRESENCE),
             presence_read: Script::from_lua(PRESENCE_READ),
+            stream_mark: Script::from_lua(STREAM_MARK),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! session's deliveries as `data: [msg]` events; the client's messages, connects included,
 //! arrive by POST with `connectionType: "eventsource"`.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,6 +25,9 @@ struct Stream {
     pump: Pump,
     ping: tokio::time::Interval,
     mark_ttl: Duration,
+    /// The renewal of the stream's mark in progress, run beside the deliveries: a slow
+    /// Redis must not hold them up.
+    marking: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     started: bool,
 }
 
@@ -41,33 +46,45 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, remote: Option<So
         state.metrics.reject();
         return ServerError::UnknownClient.into_response();
     };
-    state.metrics.eventsources.fetch_add(1, Ordering::Relaxed);
     let every = Duration::from_secs(state.config.eventsource_ping_secs.max(1));
     // The stream's mark, renewed at each keep-alive comment: while it holds, the client's
     // connects on other nodes (a balancer without stickiness) leave the session here. It
-    // outlives one missed comment; once the stream is gone (or stops being read, so no
-    // comment goes out) it lapses, and a connect anywhere takes the session and its queue.
+    // outlives one missed comment. Once the stream ends it lapses, and a connect anywhere
+    // takes the session and its queue. (A connection that died silently keeps being
+    // marked until the write timeout or the kernel notices: the comments are small.)
+    // Awaited before the response opens: Faye sends its first EventSource connect only
+    // once the stream is open, so that connect finds the mark.
     let mark_ttl = every * 2 + Duration::from_secs(1);
     pump.mark_streaming(mark_ttl).await;
-    let ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let s = Stream { state, pump, ping, mark_ttl, started: false };
+    // Counted from here, where the guard that uncounts it is made (no await between).
+    state.metrics.eventsources.fetch_add(1, Ordering::Relaxed);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // After a stretch without polls (the client reading slowly), one comment, not a burst.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let s = Stream { state, pump, ping, mark_ttl, marking: None, started: false };
     let body = futures::stream::unfold(s, |mut s| async move {
         if !s.started {
             s.started = true;
             return Some((Ok::<Bytes, std::convert::Infallible>(Bytes::from_static(b"retry: 5000\r\n\r\n")), s));
         }
-        tokio::select! {
-            batch = s.pump.next() => {
-                let batch = batch?;
-                let chunk = format!("data: {}\r\n\r\n", encode_outgoing(batch.items()));
-                // Handed to the response body here; whether it reaches the client is not
-                // known to this stream.
-                s.pump.written(batch);
-                Some((Ok(Bytes::from(chunk)), s))
-            }
-            _ = s.ping.tick() => {
-                s.pump.mark_streaming(s.mark_ttl).await;
-                Some((Ok(Bytes::from_static(b":\r\n\r\n")), s))
+        loop {
+            tokio::select! {
+                batch = s.pump.next() => {
+                    let batch = batch?;
+                    let chunk = format!("data: {}\r\n\r\n", encode_outgoing(batch.items()));
+                    // Handed to the response body here; whether it reaches the client is not
+                    // known to this stream.
+                    s.pump.written(batch);
+                    return Some((Ok(Bytes::from(chunk)), s));
+                }
+                _ = s.ping.tick() => {
+                    // (One renewal at a time: a new one replaces one still waiting.)
+                    s.marking = Some(Box::pin(s.pump.mark_streaming(s.mark_ttl)));
+                    return Some((Ok(Bytes::from_static(b":\r\n\r\n")), s));
+                }
+                () = async { if let Some(m) = s.marking.as_mut() { m.await } }, if s.marking.is_some() => {
+                    s.marking = None;
+                }
             }
         }
     });
