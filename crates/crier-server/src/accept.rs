@@ -44,6 +44,12 @@ const MAX_REFUSING: i64 = 64;
 /// A client retrying a full node sends at once and reads its 503 at once.
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How much longer than `server.write_timeout_secs` the kernel's `TCP_USER_TIMEOUT` is. The
+/// kernel's clock for a client that stops reading starts when its window closes, before the
+/// send buffer fills and the write deadline's starts: without the margin the kernel would
+/// close such connections first, and they would not be counted as write timeouts.
+const USER_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
+
 /// How long the loop waits after an accept error that is not about one connection (out of
 /// descriptors, out of memory) before it tries again: such errors repeat at once.
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);
@@ -100,7 +106,7 @@ pub(crate) async fn serve(
                 }
             }
         };
-        no_delay(&tcp);
+        tune(&tcp, write_timeout);
         let (slot, refusing) = match admission {
             Admission::Uncounted => (None, None),
             Admission::Counted if state.limiter.has_room(state.open_connections()) => (Some(Slot::new(&state)), None),
@@ -226,13 +232,29 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Turns Nagle's algorithm off on an accepted socket. A push server writes small frames
-/// whose latency matters: with Nagle on, a frame written while the previous one is still
-/// unacknowledged waits for the peer's (possibly delayed) ACK.
-fn no_delay(tcp: &TcpStream) {
+/// Sets up an accepted socket.
+///
+/// Nagle's algorithm off: a push server writes small frames whose latency matters; with
+/// Nagle on, a frame written while the previous one is still unacknowledged waits for the
+/// peer's (possibly delayed) ACK.
+///
+/// `TCP_USER_TIMEOUT` at [`USER_TIMEOUT_MARGIN`] beyond the write timeout (Linux): the
+/// kernel drops a connection whose sent data stays unacknowledged that long. A client that
+/// vanished without closing (a laptop shut, a network gone) otherwise holds an EventSource
+/// stream or a held long-poll until the kernel's retransmissions give up, about 15
+/// minutes: its small writes still fit the socket buffer, so the write deadline never sees
+/// them wait.
+fn tune(tcp: &TcpStream, write_timeout: Duration) {
+    let user_timeout = write_timeout + USER_TIMEOUT_MARGIN;
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "setting TCP_NODELAY failed");
     }
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(user_timeout)) {
+        tracing::debug!(error = %e, "setting TCP_USER_TIMEOUT failed");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+    let _ = user_timeout;
 }
 
 /// A connection's place under `limits.max_connections`, in `ServerMetrics::connections`
@@ -246,5 +268,23 @@ pub(crate) struct Slot {
 impl Slot {
     fn new(state: &Arc<AppState>) -> Self {
         Slot { _counted: Arc::new(Gauged::new(state.clone())) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_sockets_have_no_nagle_and_a_user_timeout_beyond_the_write_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (tcp, _) = listener.accept().await.expect("accept");
+        tune(&tcp, Duration::from_secs(42));
+        assert!(tcp.nodelay().expect("nodelay"));
+        let user_timeout = socket2::SockRef::from(&tcp).tcp_user_timeout().expect("getsockopt");
+        assert_eq!(user_timeout, Some(Duration::from_secs(42) + USER_TIMEOUT_MARGIN));
     }
 }

@@ -39,7 +39,10 @@ pub struct ServerConfig {
     /// written goes back to the session's queue for its next connection. A slow link that
     /// keeps reading is not cut off, however long a large answer takes, as long as it takes in
     /// about a third of the socket's send buffer (up to about 1.3 MiB) within the timeout: the
-    /// kernel only then reports room to write. At least 1, at most
+    /// kernel only then reports room to write. With 30 s more, it is also each accepted
+    /// socket's `TCP_USER_TIMEOUT` (Linux): a client that vanished without closing, whose
+    /// socket acknowledges nothing, is dropped that long after a write instead of after the
+    /// kernel's retransmissions (about 15 minutes). At least 1, at most
     /// 86400. (`ws_write_timeout_secs`, its name when it covered WebSockets only, is still
     /// read, and wins when set.)
     pub write_timeout_secs: u64,
