@@ -84,8 +84,17 @@ impl<T> WriteDeadline<T> {
         Poll::Pending
     }
 
-    fn after<R>(&mut self, polled: Poll<io::Result<R>>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
-        match polled {
+    /// Runs one write-side poll of the inner socket under the deadline: refused once it has
+    /// passed, progress clears a wait, `Pending` starts or checks one.
+    fn guarded<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut T, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if self.stall == Stall::Expired {
+            return Poll::Ready(Err(self.expired()));
+        }
+        match poll(&mut self.io, cx) {
             Poll::Pending => self.wait(cx),
             ready => {
                 self.stall = Stall::No;
@@ -103,12 +112,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.stall == Stall::Expired {
-            return Poll::Ready(Err(this.expired()));
-        }
-        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.after(polled, cx)
+        self.guarded(cx, |io, cx| Pin::new(io).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -116,12 +120,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.stall == Stall::Expired {
-            return Poll::Ready(Err(this.expired()));
-        }
-        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.after(polled, cx)
+        self.guarded(cx, |io, cx| Pin::new(io).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -129,12 +128,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.stall == Stall::Expired {
-            return Poll::Ready(Err(this.expired()));
-        }
-        let polled = Pin::new(&mut this.io).poll_flush(cx);
-        this.after(polled, cx)
+        self.guarded(cx, |io, cx| Pin::new(io).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
