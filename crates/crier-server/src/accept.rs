@@ -80,6 +80,7 @@ pub(crate) async fn serve(
     let first_request_timeout = state.config.read_timeout();
     let idle_timeout = state.config.idle_timeout();
     let write_timeout = state.config.write_timeout();
+    let keepalive = state.config.tcp_keepalive();
     let connections = TaskTracker::new();
     let closing = CancellationToken::new();
     // Cancelled when this future is dropped, as `serve` does when the grace period is over:
@@ -106,7 +107,7 @@ pub(crate) async fn serve(
                 }
             }
         };
-        tune(&tcp, write_timeout);
+        tune(&tcp, write_timeout, keepalive);
         let (slot, refusing) = match admission {
             Admission::Uncounted => (None, None),
             Admission::Counted if state.limiter.has_room(state.open_connections()) => (Some(Slot::new(&state)), None),
@@ -244,10 +245,26 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// stream or a held long-poll until the kernel's retransmissions give up, about 15
 /// minutes: its small writes still fit the socket buffer, so the write deadline never sees
 /// them wait.
-fn tune(tcp: &TcpStream, write_timeout: Duration) {
+///
+/// TCP keep-alive probes after `server.tcp_keepalive_secs` of silence: a vanished client
+/// that is sent nothing (a WebSocket without pings) has no unacknowledged data for the user
+/// timeout to act on; unanswered probes are, and the kernel then drops it once the user
+/// timeout has passed since it was last heard.
+fn tune(tcp: &TcpStream, write_timeout: Duration, keepalive: Option<Duration>) {
     let user_timeout = write_timeout + USER_TIMEOUT_MARGIN;
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+    }
+    if let Some(idle) = keepalive {
+        // Where the user timeout is not set, three probes a third of `idle` apart decide.
+        let probes = socket2::TcpKeepalive::new().with_time(idle);
+        #[cfg(not(any(target_os = "openbsd", target_os = "redox", target_os = "solaris")))]
+        let probes = probes.with_interval((idle / 3).max(Duration::from_secs(1)));
+        #[cfg(not(any(target_os = "openbsd", target_os = "redox", target_os = "solaris", target_os = "windows")))]
+        let probes = probes.with_retries(3);
+        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
+            tracing::debug!(error = %e, "setting TCP keep-alive failed");
+        }
     }
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
     if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(user_timeout)) {
@@ -277,14 +294,25 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn accepted_sockets_have_no_nagle_and_a_user_timeout_beyond_the_write_timeout() {
+    async fn accepted_sockets_have_no_nagle_a_user_timeout_beyond_the_write_timeout_and_keepalive() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (tcp, _) = listener.accept().await.expect("accept");
-        tune(&tcp, Duration::from_secs(42));
+        tune(&tcp, Duration::from_secs(42), Some(Duration::from_secs(60)));
         assert!(tcp.nodelay().expect("nodelay"));
-        let user_timeout = socket2::SockRef::from(&tcp).tcp_user_timeout().expect("getsockopt");
+        let sock = socket2::SockRef::from(&tcp);
+        let user_timeout = sock.tcp_user_timeout().expect("getsockopt");
         assert_eq!(user_timeout, Some(Duration::from_secs(42) + USER_TIMEOUT_MARGIN));
+        assert!(sock.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(sock.tcp_keepalive_time().expect("TCP_KEEPIDLE"), Duration::from_secs(60));
+        assert_eq!(sock.tcp_keepalive_interval().expect("TCP_KEEPINTVL"), Duration::from_secs(20));
+        assert_eq!(sock.tcp_keepalive_retries().expect("TCP_KEEPCNT"), 3);
+
+        // 0 in the configuration: no probes.
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (tcp, _) = listener.accept().await.expect("accept");
+        tune(&tcp, Duration::from_secs(42), None);
+        assert!(!socket2::SockRef::from(&tcp).keepalive().expect("SO_KEEPALIVE"));
     }
 }

@@ -52,6 +52,15 @@ pub struct ServerConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(skip)]
     pub ws_write_timeout_secs: Option<u64>,
+    /// Seconds a connection may be silent before the kernel sends TCP keep-alive probes (0:
+    /// none; at most 86400). They find a client that vanished without closing even when
+    /// nothing is being sent to it (a WebSocket with `ws_ping_secs = 0`, a quiet keep-alive
+    /// connection): unanswered, such a connection is dropped about `write_timeout_secs` + 30 s
+    /// after the client was last heard (the socket's `TCP_USER_TIMEOUT` bounds the probes),
+    /// or after three probes `tcp_keepalive_secs / 3` apart where there is no such option.
+    /// They also keep idle connections open through NATs and firewalls that forget silent
+    /// flows.
+    pub tcp_keepalive_secs: u64,
     /// Bytes each WebSocket reads from the network at a time, and the read buffer every
     /// socket keeps while idle (64 to 131072). Larger frames are still read whole, in
     /// several reads; a larger value costs that much memory per idle connection.
@@ -100,6 +109,7 @@ impl Default for ServerConfig {
             ws_ping_secs: 20,
             write_timeout_secs: 60,
             ws_write_timeout_secs: None,
+            tcp_keepalive_secs: 60,
             ws_read_buffer_bytes: 512,
             eventsource_ping_secs: 10,
             read_timeout_secs: 30,
@@ -129,6 +139,11 @@ impl ServerConfig {
     /// `write_timeout_secs` (or `ws_write_timeout_secs`, its old name, when set).
     pub(crate) fn write_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.write_timeout_setting().1)
+    }
+
+    /// `tcp_keepalive_secs` (`None`: no keep-alive probes).
+    pub(crate) fn tcp_keepalive(&self) -> Option<std::time::Duration> {
+        (self.tcp_keepalive_secs > 0).then(|| std::time::Duration::from_secs(self.tcp_keepalive_secs))
     }
 
     /// `idle_timeout_secs` (`None`: no limit).
@@ -166,9 +181,11 @@ impl ServerConfig {
         if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
             return Err(format!("server.{key}: must be between 1 and {MAX_TIMEOUT_SECS} (got {secs})"));
         }
-        for (key, secs) in
-            [("read_timeout_secs", self.read_timeout_secs), ("idle_timeout_secs", self.idle_timeout_secs)]
-        {
+        for (key, secs) in [
+            ("read_timeout_secs", self.read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("tcp_keepalive_secs", self.tcp_keepalive_secs),
+        ] {
             if secs > MAX_TIMEOUT_SECS {
                 return Err(format!("server.{key}: must be at most {MAX_TIMEOUT_SECS} (got {secs}; 0 for no limit)"));
             }
@@ -202,6 +219,10 @@ mod tests {
         assert!(err.starts_with("server.idle_timeout_secs: must be at most 86400"), "{err}");
         let too_long = ServerConfig { read_timeout_secs: u64::MAX, ..ServerConfig::default() };
         assert!(too_long.validate().is_err_and(|e| e.starts_with("server.read_timeout_secs")));
+        let off = ServerConfig { tcp_keepalive_secs: 0, ..ServerConfig::default() };
+        assert_eq!((off.validate(), off.tcp_keepalive()), (Ok(()), None));
+        let bad = ServerConfig { tcp_keepalive_secs: MAX_TIMEOUT_SECS + 1, ..ServerConfig::default() };
+        assert!(bad.validate().is_err_and(|e| e.starts_with("server.tcp_keepalive_secs: must be at most 86400")));
         let bad = ServerConfig { ws_ping_secs: MAX_TIMEOUT_SECS + 1, ..ServerConfig::default() };
         assert!(bad.validate().is_err_and(|e| e.starts_with("server.ws_ping_secs: must be at most 86400")));
         for secs in [0, MAX_TIMEOUT_SECS + 1] {
