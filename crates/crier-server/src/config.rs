@@ -55,11 +55,11 @@ pub struct ServerConfig {
     /// Seconds a connection may be silent before the kernel sends TCP keep-alive probes (0:
     /// none; at most 86400). They find a client that vanished without closing even when
     /// nothing is being sent to it (a WebSocket with `ws_ping_secs = 0`, a quiet keep-alive
-    /// connection): unanswered, such a connection is dropped about `write_timeout_secs` + 30 s
-    /// after the client was last heard (the socket's `TCP_USER_TIMEOUT` bounds the probes),
-    /// or after three probes `tcp_keepalive_secs / 3` apart where there is no such option.
-    /// They also keep idle connections open through NATs and firewalls that forget silent
-    /// flows.
+    /// connection). Probes go out `tcp_keepalive_secs / 3` apart; unanswered, the connection
+    /// is dropped at the first probe that finds the client unheard for 30 s more than
+    /// `write_timeout_secs` (its `TCP_USER_TIMEOUT`, Linux), so about 100 s after it was last
+    /// heard with the defaults (elsewhere: after three unanswered probes). They also keep
+    /// idle connections open through NATs and firewalls that forget silent flows.
     pub tcp_keepalive_secs: u64,
     /// Bytes each WebSocket reads from the network at a time, and the read buffer every
     /// socket keeps while idle (64 to 131072). Larger frames are still read whole, in
