@@ -255,6 +255,31 @@ pub async fn a_stream_is_never_elsewhere_on_its_own_node(b: Arc<dyn Backend>) {
     assert!(!b.session_exists(&unknown).await.expect("backend"), "a mark creates no session");
 }
 
+/// An EventSource client's connect on the node that holds its open stream leaves the queue
+/// to the stream (in Faye the stream carries every message); once no stream is open, the
+/// connect's reply carries what is queued, so the client still gets it.
+pub async fn an_eventsource_connect_leaves_messages_to_its_stream(b: Arc<dyn Backend>) {
+    let h = Harness::new(b);
+    let a = h.client().await;
+    h.subscribe(&a, "/q").await;
+    let es_connect = json!({"channel":"/meta/connect","clientId":a,"connectionType":"eventsource"});
+    let ctx = RequestContext::new(Transport::EventSource, RequestInfo::default());
+    let mut stream = h.engine.pump(&a, &ctx).await.expect("pump");
+    h.publish("/q", json!(1)).await;
+    h.publish("/q", json!(2)).await;
+    let r = h.send(vec![es_connect.clone()]).await;
+    assert_eq!(r.len(), 1, "the connect reply only: {r:?}");
+    assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    let batch = stream.next().await.expect("the stream's batch");
+    let items: Vec<Message> = batch.items().iter().map(|o| o.to_message()).collect();
+    assert_eq!(data_of(&items), vec![json!(1), json!(2)]);
+    stream.written(batch);
+    drop(stream);
+    h.publish("/q", json!(3)).await;
+    let r = h.send(vec![es_connect]).await;
+    assert_eq!(data_of(&r), vec![json!(3)], "{r:?}");
+}
+
 /// An identity bound to a session is read back through the backend (so every node sees it)
 /// and goes away with the session.
 pub async fn identity_is_bound_to_the_session(b: Arc<dyn Backend>) {
@@ -292,6 +317,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@case $make, ($($attr)?), expires_idle_sessions);
         $crate::conformance_suite!(@case $make, ($($attr)?), identity_is_bound_to_the_session);
         $crate::conformance_suite!(@case $make, ($($attr)?), a_stream_is_never_elsewhere_on_its_own_node);
+        $crate::conformance_suite!(@case $make, ($($attr)?), an_eventsource_connect_leaves_messages_to_its_stream);
         $crate::conformance_suite!(@api $make, ($($attr)?), users_presence_and_targeted_sends);
         $crate::conformance_suite!(@api $make, ($($attr)?), broadcast_delivers_once_per_session);
         $crate::conformance_suite!(@api $make, ($($attr)?), server_side_subscriptions_and_listings);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use crate::context::RequestContext;
+use crate::context::{RequestContext, Transport};
 use crate::delivery::{Delivery, Outgoing};
 use crate::engine::Inner;
 use crate::session::{Requeue, Session};
@@ -51,6 +51,9 @@ pub struct Pump {
 
 impl Pump {
     pub(crate) fn new(inner: Arc<Inner>, session: Arc<Session>, ctx: RequestContext) -> Self {
+        if ctx.transport == Transport::EventSource {
+            session.stream_open(true);
+        }
         Pump { inner, session, ctx }
     }
 
@@ -168,5 +171,14 @@ impl Pump {
     /// transport, on any node) delivers them.
     pub fn requeue(&self, batch: Batch) {
         self.session.requeue(batch.0.taken);
+    }
+}
+
+impl Drop for Pump {
+    /// An EventSource stream's pump counts as its stream (see `Session::is_streaming`).
+    fn drop(&mut self) {
+        if self.ctx.transport == Transport::EventSource {
+            self.session.stream_open(false);
+        }
     }
 }

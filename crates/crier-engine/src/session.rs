@@ -42,6 +42,10 @@ struct State {
     connected_once: bool,
     /// The queue overflowed under the `disconnect` policy.
     overflowed: bool,
+    /// EventSource streams open for the session on this node (usually 0 or 1). While one is
+    /// open, the stream carries the messages, not the client's connect replies. (Fits the
+    /// struct's padding: no cost per session.)
+    streams: u16,
 }
 
 /// A session attached to this node.
@@ -76,6 +80,7 @@ impl Session {
                 connect_gen: 0,
                 connected_once: false,
                 overflowed: false,
+                streams: 0,
             }),
             queued: Notify::new(),
             superseded: Notify::new(),
@@ -189,6 +194,17 @@ impl Session {
 
     pub(crate) fn is_current(&self, generation: u64) -> bool {
         self.state.lock().connect_gen == generation
+    }
+
+    /// An EventSource stream opened (`true`) or ended (`false`) for the session here.
+    pub(crate) fn stream_open(&self, open: bool) {
+        let mut st = self.state.lock();
+        st.streams = if open { st.streams.saturating_add(1) } else { st.streams.saturating_sub(1) };
+    }
+
+    /// Whether an EventSource stream serves the session on this node.
+    pub(crate) fn is_streaming(&self) -> bool {
+        self.state.lock().streams > 0
     }
 
     pub(crate) fn overflowed(&self) -> bool {

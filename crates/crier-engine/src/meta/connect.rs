@@ -73,7 +73,14 @@ impl Inner {
             // would enlarge it for all of them.
             return Connected::Replies(Box::pin(self.socket_connect(held, b.eventsource)).await);
         }
-        let delivered = self.hold(&b.session, b.generation, deadline).await;
+        // An EventSource client's connect while its stream is open here takes nothing: the
+        // stream carries the messages (as in Faye), and a reply taking some would race the
+        // stream's writes and could reach the client before earlier ones.
+        let delivered = if b.eventsource && b.session.is_streaming() {
+            Vec::new()
+        } else {
+            self.hold(&b.session, b.generation, deadline).await
+        };
         Connected::Replies(self.end_connect(&b.session, &b.stub, b.eventsource, delivered).await)
     }
 
