@@ -75,8 +75,9 @@ impl Inner {
         }
         // An EventSource client's connect while its stream is open here takes nothing: the
         // stream carries the messages (as in Faye), and a reply taking some would race the
-        // stream's writes and could reach the client before earlier ones.
-        let delivered = if b.eventsource && b.session.is_streaming() {
+        // stream's writes and could reach the client before earlier ones. Not while draining:
+        // a stream whose client stopped reading would keep them until the grace period ends.
+        let delivered = if b.eventsource && b.session.is_streaming() && !self.is_draining() {
             Vec::new()
         } else {
             self.hold(&b.session, b.generation, deadline).await
