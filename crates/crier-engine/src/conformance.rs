@@ -280,6 +280,26 @@ pub async fn an_eventsource_connect_leaves_messages_to_its_stream(b: Arc<dyn Bac
     assert_eq!(data_of(&r), vec![json!(3)], "{r:?}");
 }
 
+/// Subscribes of one session sent at once (frames of one WebSocket, parallel POSTs) are
+/// counted one after the other: together they cannot pass `engine.max_subscriptions`, and
+/// each is accepted or refused whole.
+pub async fn concurrent_subscribes_respect_the_limit(b: Arc<dyn Backend>) {
+    let config = EngineConfig { timeout_secs: 2, max_subscriptions: 5, ..EngineConfig::default() };
+    let h = Harness { engine: Engine::builder(config, b.clone()).build() };
+    let a = h.client().await;
+    let sends = (0..8).map(|i| {
+        h.send(vec![
+            json!({"channel":"/meta/subscribe","clientId":a,"subscription":[format!("/c{i}/a"), format!("/c{i}/b")]}),
+        ])
+    });
+    let replies = futures::future::join_all(sends).await;
+    let accepted = replies.iter().filter(|r| r[0].successful() == Some(true)).count();
+    let cid = ClientId::parse(&a).expect("id");
+    let held = b.subscriptions(&cid).await.expect("backend");
+    assert_eq!(accepted, 2, "two messages of two names fit in five: {replies:?}");
+    assert_eq!(held.len(), 4, "{held:?}");
+}
+
 /// An identity bound to a session is read back through the backend (so every node sees it)
 /// and goes away with the session.
 pub async fn identity_is_bound_to_the_session(b: Arc<dyn Backend>) {
@@ -318,6 +338,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@case $make, ($($attr)?), identity_is_bound_to_the_session);
         $crate::conformance_suite!(@case $make, ($($attr)?), a_stream_is_never_elsewhere_on_its_own_node);
         $crate::conformance_suite!(@case $make, ($($attr)?), an_eventsource_connect_leaves_messages_to_its_stream);
+        $crate::conformance_suite!(@case $make, ($($attr)?), concurrent_subscribes_respect_the_limit);
         $crate::conformance_suite!(@api $make, ($($attr)?), users_presence_and_targeted_sends);
         $crate::conformance_suite!(@api $make, ($($attr)?), broadcast_delivers_once_per_session);
         $crate::conformance_suite!(@api $make, ($($attr)?), server_side_subscriptions_and_listings);

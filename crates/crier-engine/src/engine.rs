@@ -60,6 +60,7 @@ impl EngineBuilder {
             shutdown: CancellationToken::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
+            session_locks: crate::session_locks::SessionLocks::new(),
         });
         let sweeper = inner.clone();
         inner.tasks.spawn(async move { sweeper.sweep_loop().await });
@@ -92,6 +93,8 @@ pub(crate) struct Inner {
     /// which every socket would share).
     draining: std::sync::atomic::AtomicBool,
     pub(crate) tasks: TaskTracker,
+    /// Serialises a session's subscribes and unsubscribes on this node (the limit check).
+    pub(crate) session_locks: crate::session_locks::SessionLocks,
 }
 
 impl Engine {

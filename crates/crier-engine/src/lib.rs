@@ -26,6 +26,7 @@ mod meta;
 mod metrics;
 mod pump;
 mod session;
+mod session_locks;
 mod users;
 
 #[cfg(any(test, feature = "test-util"))]

@@ -63,6 +63,28 @@ async fn subscription_limit_refuses_the_whole_message() {
     h.subscribe(&a, "/one").await;
 }
 
+// A message naming more entries than a session may hold is refused before the backend
+// does any work (subscribe and unsubscribe alike); a name given twice counts once.
+#[tokio::test(start_paused = true)]
+async fn subscription_messages_are_bounded_and_deduplicated() {
+    let h = harness(EngineConfig { max_subscriptions: 3, ..EngineConfig::default() });
+    let a = h.client().await;
+    for channel in ["/meta/subscribe", "/meta/unsubscribe"] {
+        let r = h.send(vec![json!({"channel":channel,"clientId":a,"subscription":["/a","/b","/c","/d"]})]).await;
+        assert_eq!(r[0].error(), Some("403::Too many subscriptions (limit 3)"), "{channel}: {r:?}");
+    }
+    h.publish("/a", json!(0)).await;
+    assert!(h.poll(&a).await.is_empty(), "nothing of the refused message was subscribed");
+    let r = h.send(vec![json!({"channel":"/meta/subscribe","clientId":a,"subscription":["/a","/a","/a"]})]).await;
+    assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    assert_eq!(h.engine.metrics().subscriptions.load(Ordering::Relaxed), 1, "one subscription, not three");
+    h.publish("/a", json!(1)).await;
+    assert_eq!(h.poll(&a).await.len(), 1);
+    // Two more distinct names fit: the repeated one took one place.
+    let r = h.send(vec![json!({"channel":"/meta/subscribe","clientId":a,"subscription":["/b","/c"]})]).await;
+    assert_eq!(r[0].successful(), Some(true), "{r:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn drain_answers_held_connects_at_once_with_retry_advice() {
     let h = Arc::new(harness(EngineConfig { timeout_secs: 60, ..EngineConfig::default() }));

@@ -18,6 +18,14 @@ fn label(v: &Value) -> String {
     }
 }
 
+fn too_many(max: usize) -> BayeuxError {
+    BayeuxError::with_text(
+        ErrorCode::ChannelForbidden,
+        Vec::<String>::new(),
+        format!("Too many subscriptions (limit {max})"),
+    )
+}
+
 impl Inner {
     pub(crate) async fn subscribe(&self, m: &Message, ctx: &RequestContext, subscribe: bool) -> Message {
         let mut r = m.response();
@@ -52,6 +60,15 @@ impl Inner {
             Some(v) => vec![v],
             None => Vec::new(),
         };
+        // More names than a session may hold cannot all be meant: refused before any work,
+        // so one message of a megabyte of names costs the backend nothing (unsubscribes
+        // too: a session never holds more).
+        let max = self.config.max_subscriptions;
+        if items.len() > max {
+            tracing::warn!(client_id = %id, limit = max, requested = items.len(), "too many names in one subscription message");
+            r.fail(too_many(max));
+            return r;
+        }
         // Validate everything first, so a bad entry has no partial effect (Faye subscribes the
         // entries before the bad one; all-or-nothing is what a client can reason about).
         let mut patterns = Vec::with_capacity(items.len());
@@ -69,8 +86,14 @@ impl Inner {
             }
             patterns.push(p);
         }
+        // A name given twice is one subscription: the backend is asked once.
+        let mut seen = HashSet::with_capacity(patterns.len());
+        patterns.retain(|p| seen.insert(p.clone()));
+        // Held until the names are added: concurrent subscribes of this session (frames of
+        // one socket, parallel POSTs) are counted one after the other, so together they
+        // cannot pass the limit either.
+        let _serial = self.session_locks.lock(&id).await;
         if subscribe {
-            let max = self.config.max_subscriptions;
             let current = match self.backend.subscriptions(&id).await {
                 Ok(v) => v,
                 Err(e) => {
@@ -85,11 +108,7 @@ impl Inner {
             let new = patterns.iter().filter(|p| !current.contains(p)).collect::<HashSet<_>>().len();
             if current.len() + new > max {
                 tracing::warn!(client_id = %id, limit = max, requested = new, "subscription limit reached");
-                r.fail(BayeuxError::with_text(
-                    ErrorCode::ChannelForbidden,
-                    Vec::<String>::new(),
-                    format!("Too many subscriptions (limit {max})"),
-                ));
+                r.fail(too_many(max));
                 return r;
             }
         }
