@@ -239,3 +239,49 @@ async fn outgoing_extension_sees_the_recipients_request() {
         vec![("/rec".to_owned(), "lp-subscriber".to_owned()), ("/rec".to_owned(), "ws-subscriber".to_owned())]
     );
 }
+
+/// Holds back the publish whose data is "first", as an authoriser that takes its time would.
+struct SlowFirst;
+
+#[async_trait]
+impl Extension for SlowFirst {
+    async fn incoming(&self, m: &mut Message, _ctx: &RequestContext) -> Verdict {
+        if m.data() == Some(&json!("first")) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Verdict::Pass
+    }
+
+    fn has_outgoing(&self) -> bool {
+        false
+    }
+}
+
+// Faye's WebSocket transport sends each message in a frame of its own: a publish that waits
+// (here in an extension; publish backpressure and authorising webhooks wait the same way)
+// must not be overtaken by the next frame's, or subscribers see a publisher's messages out
+// of order. The replies come back in order too.
+#[tokio::test]
+async fn a_socket_s_publishes_keep_their_order_when_one_waits() {
+    let s = TestServer::start_with(Options { extensions: vec![Arc::new(SlowFirst)], ..Options::default() }).await;
+    let (_, mut sub) = crier_tests::socket_subscriber(&s, "/ordered").await;
+    let id = connected_client(&s.url()).await;
+    let mut publisher = crier_tests::RawWs::connect(&s.ws_url()).await;
+    for (n, data) in ["first", "second", "third"].iter().enumerate() {
+        publisher.send(&json!({"channel":"/ordered","clientId":id,"data":data,"id":n.to_string()})).await;
+    }
+    let mut replies = Vec::new();
+    while replies.len() < 3 {
+        let frame = publisher.recv(Duration::from_secs(5)).await.expect("publish replies");
+        replies.extend(frame.as_array().into_iter().flatten().map(|m| m["id"].clone()));
+    }
+    assert_eq!(replies, vec![json!("0"), json!("1"), json!("2")]);
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let frame = sub.recv(Duration::from_secs(5)).await.expect("deliveries");
+        got.extend(
+            frame.as_array().into_iter().flatten().filter(|m| m["channel"] == "/ordered").map(|m| m["data"].clone()),
+        );
+    }
+    assert_eq!(got, vec![json!("first"), json!("second"), json!("third")]);
+}

@@ -35,8 +35,8 @@ pub struct EngineConfig {
     /// `max_queue` at a time; then it goes ahead. Slow clients, long-polling clients and
     /// EventSource streams never make publishers wait. 0: never wait.
     pub publish_wait_ms: u64,
-    /// Most subscriptions one session may hold. Also the most names one subscribe or
-    /// unsubscribe message may carry (a name given twice counts once towards what is held).
+    /// Most subscriptions one session may hold. Also the most distinct names one subscribe
+    /// or unsubscribe message may carry (a name given twice counts once).
     /// Checked on each node under a per-session lock, so concurrent subscribes through one
     /// node cannot pass it together.
     pub max_subscriptions: usize,

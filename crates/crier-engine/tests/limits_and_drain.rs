@@ -63,8 +63,8 @@ async fn subscription_limit_refuses_the_whole_message() {
     h.subscribe(&a, "/one").await;
 }
 
-// A message naming more entries than a session may hold is refused before the backend
-// does any work (subscribe and unsubscribe alike); a name given twice counts once.
+// A message naming more distinct names than a session may hold is refused before the
+// backend does any work (subscribe and unsubscribe alike); a name given twice counts once.
 #[tokio::test(start_paused = true)]
 async fn subscription_messages_are_bounded_and_deduplicated() {
     let h = harness(EngineConfig { max_subscriptions: 3, ..EngineConfig::default() });
@@ -75,7 +75,8 @@ async fn subscription_messages_are_bounded_and_deduplicated() {
     }
     h.publish("/a", json!(0)).await;
     assert!(h.poll(&a).await.is_empty(), "nothing of the refused message was subscribed");
-    let r = h.send(vec![json!({"channel":"/meta/subscribe","clientId":a,"subscription":["/a","/a","/a"]})]).await;
+    let r =
+        h.send(vec![json!({"channel":"/meta/subscribe","clientId":a,"subscription":["/a","/a","/a","/a","/a"]})]).await;
     assert_eq!(r[0].successful(), Some(true), "{r:?}");
     assert_eq!(h.engine.metrics().subscriptions.load(Ordering::Relaxed), 1, "one subscription, not three");
     h.publish("/a", json!(1)).await;

@@ -60,35 +60,39 @@ impl Inner {
             Some(v) => vec![v],
             None => Vec::new(),
         };
-        // More names than a session may hold cannot all be meant: refused before any work,
-        // so one message of a megabyte of names costs the backend nothing (unsubscribes
-        // too: a session never holds more).
-        let max = self.config.max_subscriptions;
-        if items.len() > max {
-            tracing::warn!(client_id = %id, limit = max, requested = items.len(), "too many names in one subscription message");
-            r.fail(too_many(max));
-            return r;
-        }
         // Validate everything first, so a bad entry has no partial effect (Faye subscribes the
         // entries before the bad one; all-or-nothing is what a client can reason about).
-        let mut patterns = Vec::with_capacity(items.len());
+        // A name given twice is one subscription: the backend is asked once. More distinct
+        // names than a session may hold cannot all be meant: the message is refused as soon
+        // as that many are seen (unsubscribes too: a session never holds more), so a
+        // megabyte of names costs the backend nothing.
+        let max = self.config.max_subscriptions;
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut patterns = Vec::new();
         for v in &items {
-            let name = label(v);
+            if v.as_str().is_some_and(|s| seen.contains(s)) {
+                continue;
+            }
             let parsed =
                 v.as_str().filter(|s| self.config.channel_allowed(s)).and_then(|s| ChannelPattern::parse(s).ok());
             let Some(p) = parsed else {
-                r.fail(BayeuxError::invalid_channel(&name));
+                r.fail(BayeuxError::invalid_channel(&label(v)));
                 return r;
             };
             if !ctx.is_local() && p.kind() != ChannelKind::Broadcast {
-                r.fail(BayeuxError::forbidden(&name));
+                r.fail(BayeuxError::forbidden(&label(v)));
                 return r;
             }
+            if let Some(s) = v.as_str() {
+                seen.insert(s);
+            }
             patterns.push(p);
+            if patterns.len() > max {
+                tracing::warn!(client_id = %id, limit = max, "too many names in one subscription message");
+                r.fail(too_many(max));
+                return r;
+            }
         }
-        // A name given twice is one subscription: the backend is asked once.
-        let mut seen = HashSet::with_capacity(patterns.len());
-        patterns.retain(|p| seen.insert(p.clone()));
         // Held until the names are added: concurrent subscribes of this session (frames of
         // one socket, parallel POSTs) are counted one after the other, so together they
         // cannot pass the limit either.

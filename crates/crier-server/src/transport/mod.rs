@@ -5,6 +5,7 @@ pub(crate) mod eventsource;
 pub(crate) mod jsonp;
 pub(crate) mod polling;
 pub(crate) mod websocket;
+mod ws_inflight;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};

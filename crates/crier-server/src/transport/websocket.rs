@@ -3,7 +3,8 @@
 //!
 //! A socket is bound to a session only by the `clientId` of a `/meta/connect` it carries,
 //! and only if that session exists (no state for ids taken from a frame). Frames are
-//! handled concurrently, so a held connect does not delay the frames behind it.
+//! handled concurrently, so a held connect does not delay the frames behind it; frames
+//! without a connect keep their order (`ws_inflight.rs`).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,11 +18,11 @@ use axum::response::Response;
 use crier_engine::{Batch, HeldConnect, Pump, RequestContext, SocketReplies, Transport, encode_outgoing};
 use crier_protocol::{Message, meta};
 use futures::future::Either;
-use futures::stream::FuturesUnordered;
-use futures::{Future, SinkExt, StreamExt};
+use futures::{Future, SinkExt};
 use tokio::time::Instant;
 
 use super::decode;
+use super::ws_inflight::InFlight;
 use crate::accept::Slot;
 use crate::request::context;
 use crate::stall::is_write_stall;
@@ -30,8 +31,6 @@ use crate::state::{AppState, Gauged, ServerMetrics, WebSockets};
 /// Most batches handled at once on one socket; beyond it the socket is not read until one
 /// finishes (backpressure instead of unbounded work).
 const MAX_INFLIGHT: usize = 32;
-
-type Inflight = Pin<Box<dyn Future<Output = (bool, SocketReplies)> + Send>>;
 
 /// How long the closing frame and handshake may take: the peer is going either way.
 const CLOSE_LIMIT: Duration = Duration::from_secs(1);
@@ -149,19 +148,10 @@ fn held_interrupted(held: &Option<Box<HeldConnect>>) -> impl Future<Output = ()>
     }
 }
 
-async fn next_done(inflight: &mut Option<FuturesUnordered<Inflight>>) -> Option<(bool, SocketReplies)> {
-    match inflight {
-        Some(set) if !set.is_empty() => set.next().await,
-        _ => std::future::pending().await,
-    }
-}
-
 /// Answers a held connect in the in-flight set (outgoing extensions may wait).
-fn answer(inflight: &mut Option<FuturesUnordered<Inflight>>, held: Box<HeldConnect>, ctx: &RequestContext) {
+fn answer(inflight: &mut InFlight, held: Box<HeldConnect>, ctx: &RequestContext) {
     let ctx = ctx.clone();
-    inflight
-        .get_or_insert_with(FuturesUnordered::new)
-        .push(Box::pin(async move { (false, SocketReplies::Now(held.answer(&ctx).await)) }));
+    inflight.push(async move { (false, SocketReplies::Now(held.answer(&ctx).await)) });
 }
 
 // An async block, not an `async fn`: an async fn moves its arguments into locals, and its
@@ -181,7 +171,7 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
         // Not split: the read is the only branch future that borrows the socket, and select!
         // drops the branch futures before a handler writes. split() would cost every socket an
         // `Arc` (the socket inside it, ~400 bytes) and a lock taken on every read and write.
-        let mut inflight: Option<FuturesUnordered<Inflight>> = None;
+        let mut inflight = InFlight::default();
         let mut held: Option<Box<HeldConnect>> = None;
         let mut pump: Option<Pump> = None;
         let pinging = state.config.ws_ping_secs > 0;
@@ -218,7 +208,7 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                 due.is_some()
             };
             tokio::select! {
-                frame = ws.recv(), if inflight.as_ref().map_or(0, FuturesUnordered::len) < MAX_INFLIGHT => {
+                frame = ws.recv(), if inflight.len() < MAX_INFLIGHT => {
                     heard_at = ping_n;
                     let bytes = match frame {
                         None => break None,
@@ -262,16 +252,17 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                         pump = Some(p);
                     }
                     let empty = batch.is_empty();
+                    let has_connect = batch.iter().any(|m| m.channel() == Some(meta::CONNECT));
                     let engine = state.engine.clone();
                     let ctx = ctx.clone();
-                    inflight.get_or_insert_with(FuturesUnordered::new).push(Box::pin(async move {
-                        (empty, engine.process_socket(batch, &ctx).await)
-                    }));
-                }
-                Some((empty, replies)) = next_done(&mut inflight) => {
-                    if inflight.as_ref().is_some_and(FuturesUnordered::is_empty) {
-                        inflight = None;
+                    let task = async move { (empty, engine.process_socket(batch, &ctx).await) };
+                    if has_connect {
+                        inflight.push(task);
+                    } else {
+                        inflight.push_in_order(task);
                     }
+                }
+                (empty, replies) = inflight.next() => {
                     match replies {
                         SocketReplies::Now(replies) => {
                             // An empty batch (old Faye clients' keep-alive `[]`) is answered
@@ -293,9 +284,7 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                                     // `limits.max_sessions_per_connection`): its hold runs
                                     // its course in the in-flight set.
                                     let ctx = ctx.clone();
-                                    inflight.get_or_insert_with(FuturesUnordered::new).push(Box::pin(async move {
-                                        (false, SocketReplies::Now(old.finish(&ctx).await))
-                                    }));
+                                    inflight.push(async move { (false, SocketReplies::Now(old.finish(&ctx).await)) });
                                 }
                             }
                         }
@@ -335,7 +324,7 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                         answer(&mut inflight, h, &ctx);
                     }
                     if pinging && next_ping <= now {
-                        if inflight.as_ref().is_some_and(|set| set.len() >= MAX_INFLIGHT) {
+                        if inflight.len() >= MAX_INFLIGHT {
                             // Not reading for our own backlog: the silence is not the peer's.
                             heard_at = ping_n;
                         }
@@ -361,8 +350,7 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                         answer(&mut inflight, h, &ctx);
                     }
                     let flush = async {
-                        let Some(set) = inflight.as_mut() else { return };
-                        while let Some((_, replies)) = set.next().await {
+                        while let Some((_, replies)) = inflight.finish_next().await {
                             let replies = match replies {
                                 SocketReplies::Now(r) => r,
                                 // Not held while draining; answered all the same.
