@@ -30,10 +30,20 @@ impl std::ops::Deref for Node {
 }
 
 async fn server(server: ServerConfig, timeout_secs: u64) -> Node {
+    server_with(server, EngineConfig { timeout_secs, ..EngineConfig::default() }).await
+}
+
+/// A server whose connect replies carry the whole queue however large
+/// (`engine.max_batch_bytes` = 0): the answers of many MiB that the write deadline is for.
+async fn unbatched(server: ServerConfig, timeout_secs: u64) -> Node {
+    server_with(server, EngineConfig { timeout_secs, max_batch_bytes: 0, ..EngineConfig::default() }).await
+}
+
+async fn server_with(server: ServerConfig, engine: EngineConfig) -> Node {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     let internal = format!("127.0.0.1:{port}");
     let s = TestServer::start_with(Options {
-        engine: Some(EngineConfig { timeout_secs, ..EngineConfig::default() }),
+        engine: Some(engine),
         server: Some(ServerConfig { internal_listen: Some(internal.clone()), ..server }),
         ..Options::default()
     })
@@ -368,21 +378,32 @@ async fn a_websocket_whose_peer_stops_reading_is_closed_after_the_write_timeout(
         "the stalled socket was closed"
     );
     assert_eq!(scrape(&s, "crier_write_timeouts_total").await, 1);
-    // What was not written waits for the session's next connection, once each.
-    let (status, reply) = crier_tests::post_json(
-        &s.url(),
-        &json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let ns: Vec<i64> = reply
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["channel"] == "/firehose")
-        .filter_map(|m| m["data"]["n"].as_i64())
-        .collect();
-    assert!(ns.contains(&119), "the last message is delivered on the next connection: {ns:?}");
+    // What was not written waits for the session's next connections, once each: at most
+    // `engine.max_batch_bytes` (1 MiB, four of these messages) per reply, each reply at once.
+    let mut ns: Vec<i64> = Vec::new();
+    for _ in 0..40 {
+        let started = Instant::now();
+        let (status, reply) = crier_tests::post_json(
+            &s.url(),
+            &json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let batch: Vec<i64> = reply
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["channel"] == "/firehose")
+            .filter_map(|m| m["data"]["n"].as_i64())
+            .collect();
+        assert!(!batch.is_empty() && batch.len() <= 4, "a reply of at most 1 MiB: {batch:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "answered at once");
+        ns.extend(batch);
+        if ns.contains(&119) {
+            break;
+        }
+    }
+    assert!(ns.contains(&119), "the last message is delivered on the next connections: {ns:?}");
     assert!(ns.windows(2).all(|w| w[0] < w[1]), "in order, none twice: {ns:?}");
     drop(stalled);
 }
@@ -438,7 +459,7 @@ fn connect_request(s: &Node, id: &str) -> String {
 
 #[tokio::test]
 async fn a_long_poll_answer_to_a_peer_that_stops_reading_is_cut_off_at_the_write_timeout() {
-    let s = server(ServerConfig { write_timeout_secs: 3, ..ServerConfig::default() }, 5).await;
+    let s = unbatched(ServerConfig { write_timeout_secs: 3, ..ServerConfig::default() }, 5).await;
     let id = session_with_a_large_queue(&s, 120).await;
     let mut tcp = connect(&s).await;
     tcp.write_all(connect_request(&s, &id).as_bytes()).await.expect("connect request");
@@ -478,7 +499,7 @@ async fn an_eventsource_stream_to_a_peer_that_stops_reading_is_closed_at_the_wri
 
 #[tokio::test]
 async fn a_slow_client_that_keeps_reading_gets_a_large_answer_whole() {
-    let s = server(ServerConfig { write_timeout_secs: 2, ..ServerConfig::default() }, 5).await;
+    let s = unbatched(ServerConfig { write_timeout_secs: 2, ..ServerConfig::default() }, 5).await;
     let id = session_with_a_large_queue(&s, 120).await;
     let mut tcp = connect(&s).await;
     tcp.write_all(connect_request(&s, &id).as_bytes()).await.expect("connect request");

@@ -28,6 +28,12 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// What to do when a session's queue is full.
     pub overflow: OverflowPolicy,
+    /// Most bytes of queued messages sent to a client at once (one WebSocket frame, one
+    /// EventSource event or one connect reply); what is left goes out next, at once. A
+    /// message larger than this still goes, alone. Bounds the memory a socket's write and
+    /// a reply take, and the frame size clients must accept (Faye's client takes at most
+    /// 64 MiB). 0: no limit.
+    pub max_batch_bytes: usize,
     /// Most milliseconds a publish waits while this node has fallen behind on a WebSocket's
     /// session (half of `max_queue` or more queued while the socket's task waits to be
     /// run: the node is short of CPU, the client is not slow), instead of dropping messages
@@ -63,6 +69,7 @@ impl Default for EngineConfig {
             interval_ms: 0,
             max_queue: 1000,
             overflow: OverflowPolicy::DropOldest,
+            max_batch_bytes: 1024 * 1024,
             publish_wait_ms: 2000,
             max_subscriptions: 1000,
             sweep_interval_secs: 0,

@@ -110,7 +110,7 @@ impl Pump {
                 if self.session.withholds_queue() {
                     return None;
                 }
-                let items = self.session.drain();
+                let items = self.session.drain(self.inner.config.max_batch_bytes);
                 if !items.is_empty() {
                     // Debug level: at info a span per socket write costs more than the write.
                     let span = tracing::debug_span!("deliver", count = items.len(), client_id = self.client_id());

@@ -135,12 +135,14 @@ impl Session {
         result
     }
 
-    /// Takes everything queued.
-    pub(crate) fn drain(&self) -> Vec<Arc<Delivery>> {
+    /// Takes what is queued, from the oldest, up to `max_bytes` of encoded messages (at
+    /// least one; 0: everything). What is left stays queued for the next take.
+    pub(crate) fn drain(&self, max_bytes: usize) -> Vec<Arc<Delivery>> {
         let items = {
             let mut st = self.state.lock();
             self.catch_up(&mut st);
-            st.queue.drain(..).collect()
+            let n = within(&st.queue, max_bytes);
+            st.queue.drain(..n).collect()
         };
         self.backlogs.drained();
         items
@@ -298,4 +300,21 @@ impl Drop for Requeue<'_> {
             self.session.requeue(items);
         }
     }
+}
+
+/// How many messages from the front of `queue` fit in `max_bytes` of JSON (each message
+/// plus its comma): at least one, all of them for 0.
+fn within(queue: &VecDeque<Arc<Delivery>>, max_bytes: usize) -> usize {
+    if max_bytes == 0 {
+        return queue.len();
+    }
+    let mut total = 0usize;
+    let fit = queue
+        .iter()
+        .take_while(|d| {
+            total = total.saturating_add(d.json.len() + 1);
+            total <= max_bytes
+        })
+        .count();
+    fit.max(1).min(queue.len())
 }

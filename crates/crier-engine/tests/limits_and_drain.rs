@@ -222,3 +222,52 @@ async fn a_pump_flushes_its_queue_on_drain_but_not_after_a_disconnect() {
     pump_a.written(batch);
     assert!(pump_a.next().await.is_none(), "then the pump ends");
 }
+
+// `engine.max_batch_bytes` splits what is queued into replies and socket batches of at most
+// that many bytes of messages; a message larger than the limit still goes, alone.
+#[tokio::test(start_paused = true)]
+async fn deliveries_are_split_at_max_batch_bytes() {
+    let h = harness(EngineConfig { max_batch_bytes: 250, ..EngineConfig::default() });
+    let a = h.client().await;
+    h.subscribe(&a, "/q").await;
+    let pad = "x".repeat(80);
+    for i in 0..3 {
+        h.publish("/q", json!({"i": i, "pad": pad})).await;
+    }
+    h.publish("/q", json!({"big": "y".repeat(400)})).await;
+    h.publish("/q", json!({"i": 4})).await;
+    // Long-polling: each connect reply carries what fits, and the rest waits for the next.
+    let mut sizes = Vec::new();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let got = h.poll(&a).await;
+        sizes.push(got.len());
+        seen.extend(got.iter().filter_map(|m| m.data().cloned()));
+    }
+    assert_eq!(sizes, vec![2, 1, 1, 1], "two of ~100 bytes fit in 250; the big one goes alone");
+    assert_eq!(seen.len(), 5);
+    assert_eq!(seen[4], json!({"i": 4}), "in order");
+    // A socket's pump: the same split, batch by batch.
+    for i in 0..3 {
+        h.publish("/q", json!({"i": i, "pad": pad})).await;
+    }
+    let ctx = RequestContext::new(Transport::WebSocket, RequestInfo::default());
+    let mut pump = h.engine.pump(&a, &ctx).await.expect("pump");
+    let first = pump.next().await.expect("a batch");
+    assert_eq!(first.items().len(), 2);
+    pump.written(first);
+    let second = pump.next().await.expect("a batch");
+    assert_eq!(second.items().len(), 1);
+    pump.written(second);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_batch_bytes_zero_sends_everything_at_once() {
+    let h = harness(EngineConfig { max_batch_bytes: 0, ..EngineConfig::default() });
+    let a = h.client().await;
+    h.subscribe(&a, "/q").await;
+    for i in 0..50 {
+        h.publish("/q", json!({"i": i, "pad": "x".repeat(1000)})).await;
+    }
+    assert_eq!(h.poll(&a).await.len(), 50);
+}

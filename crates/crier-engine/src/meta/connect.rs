@@ -300,7 +300,7 @@ impl Inner {
             if s.withholds_queue() {
                 return Vec::new();
             }
-            let items = s.drain();
+            let items = s.drain(self.config.max_batch_bytes);
             if !items.is_empty() {
                 return items;
             }
