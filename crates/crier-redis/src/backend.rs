@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::codec::{self, Offset, ZERO, format_offset, parse_offset};
+use crate::codec::{self, Offset, ZERO, format_offset, lost_before, parse_offset};
 use crate::config::RedisConfig;
 use crate::error::{RedisError, redact, unavailable};
 use crate::keys::Keys;
@@ -450,8 +450,9 @@ impl Shared {
     }
 
     /// Subscribes the names' channels, then reads each log after its offset. Entries are
-    /// read from the offset itself: if that entry is gone, the log was trimmed past the
-    /// session's position and messages may be lost, which is counted.
+    /// read from the offset itself: if that entry is gone, the log was trimmed at the
+    /// session's position, and messages were lost if the first entry left does not follow
+    /// it (`codec::lost_before`), which is counted.
     async fn read_logs(&self, to_read: &[(ChannelPattern, Offset)]) -> Result<Vec<Arc<Delivery>>, BackendError> {
         futures::future::try_join_all(to_read.iter().map(|(n, _)| self.ensure_channel(n))).await?;
         let count = self.config.log_max_len * 2 + 100;
@@ -469,9 +470,9 @@ impl Shared {
             for item in items {
                 let Some((id, fields)) = entry(item) else { continue };
                 let Some(offset) = parse_offset(&id) else { continue };
-                if first && from != ZERO && offset != from {
+                if first && from != ZERO && offset != from && lost_before(&fields, from) {
                     RedisMetrics::inc(&self.metrics.log_gaps);
-                    tracing::warn!(name = %name.as_str(), "log trimmed past a session's position: messages may be lost");
+                    tracing::warn!(name = %name.as_str(), "log trimmed past a session's position: messages lost");
                 }
                 first = false;
                 if offset <= from {

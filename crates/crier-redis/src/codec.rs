@@ -54,9 +54,33 @@ pub(crate) fn decode_payload(name: &ChannelPattern, payload: &str) -> Option<Arc
     delivery(name, offset, id, channel, json)
 }
 
+/// Whether messages were lost between a session's position `from`, whose log entry was
+/// trimmed away, and the first entry left, given that entry's fields: each entry records
+/// the id of the one before it (`b`). If that is the session's position (or older), nothing
+/// was lost: a quiet name's last entry is trimmed by age with nothing after it. "0-0" means
+/// the log began afresh after the old one expired, long after any session that could read
+/// it ended. An entry without the field (written before it existed) cannot tell, and
+/// counts as a loss.
+pub(crate) fn lost_before(fields: &[(String, String)], from: Offset) -> bool {
+    match fields.iter().find(|(k, _)| k == "b").map(|(_, v)| parse_offset(v)) {
+        Some(Some(before)) => before != ZERO && before > from,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trimmed_position_is_a_loss_only_when_entries_after_it_are_gone() {
+        let b = |v: &str| vec![("p".to_owned(), "1".to_owned()), ("b".to_owned(), v.to_owned())];
+        assert!(!lost_before(&b("10-0"), (10, 0)), "the first entry left follows the position");
+        assert!(lost_before(&b("11-0"), (10, 0)), "the entry after the position is gone too");
+        assert!(!lost_before(&b("0-0"), (10, 0)), "a log begun afresh");
+        assert!(lost_before(&[("p".to_owned(), "1".to_owned())], (10, 0)), "an entry that cannot tell");
+        assert!(lost_before(&b("junk"), (10, 0)));
+    }
 
     #[test]
     fn offsets_and_payloads() {

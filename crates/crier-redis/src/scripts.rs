@@ -8,11 +8,18 @@ use fred::types::scripts::Script;
 /// length and age) and push on its sharded channel. On Redis Cluster, one call per matching
 /// name, whatever the number of subscribers.
 ///
+/// Each entry also records the id of the entry before it (`b`, "0-0" in a new log): a
+/// session whose own entry was trimmed away lost messages only if that is not its position
+/// (a quiet name's last entry is trimmed by age with nothing after it lost).
+///
 /// KEYS: members, log. ARGV: max_len, retention_ms, message id, channel, json, shard channel.
 /// Returns the log offset, or nil if the name has no subscribers.
 const PUBLISH: &str = r#"
 if redis.call('SCARD', KEYS[1]) == 0 then return false end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[3], 'c', ARGV[4], 'm', ARGV[5])
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local before = '0-0'
+if #last > 0 then before = last[1][1] end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[3], 'c', ARGV[4], 'm', ARGV[5], 'b', before)
 local ms = tonumber(string.match(id, '^(%d+)'))
 local keep = tonumber(ARGV[2])
 if ms and ms > keep then redis.call('XTRIM', KEYS[2], 'MINID', '~', tostring(ms - keep)) end
@@ -37,7 +44,10 @@ local sent = 0
 for i = 1, #KEYS / 2 do
   local members, log = KEYS[2 * i - 1], KEYS[2 * i]
   if redis.call('SCARD', members) > 0 then
-    local id = redis.call('XADD', log, 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[3], 'c', ARGV[4], 'm', ARGV[5])
+    local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+    local before = '0-0'
+    if #last > 0 then before = last[1][1] end
+    local id = redis.call('XADD', log, 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[3], 'c', ARGV[4], 'm', ARGV[5], 'b', before)
     local ms = tonumber(string.match(id, '^(%d+)'))
     if ms and ms > keep then redis.call('XTRIM', log, 'MINID', '~', tostring(ms - keep)) end
     redis.call('PEXPIRE', log, keep * 2)

@@ -25,9 +25,12 @@ struct Node {
 }
 
 async fn node(prefix: &str) -> Node {
+    node_with(RedisConfig { url: redis().url(), prefix: prefix.to_owned(), ..RedisConfig::default() }).await
+}
+
+async fn node_with(config: RedisConfig) -> Node {
     // Marks written often: what a socket was sent is recorded with them.
-    let config =
-        RedisConfig { url: redis().url(), prefix: prefix.to_owned(), cursor_flush_ms: 50, ..RedisConfig::default() };
+    let config = RedisConfig { cursor_flush_ms: 50, ..config };
     let backend =
         Arc::new(RedisBackend::connect(config, Duration::from_secs(20)).await.expect("redis backend connects"));
     let harness = Harness::new(backend.clone() as Arc<dyn Backend>);
@@ -281,4 +284,41 @@ async fn a_close_for_a_session_this_node_does_not_hold_reaches_no_copy() {
     handled(&a, 2).await;
     assert_eq!(a_closes.of(&other), 0, "no copy on A is closed for a session A does not hold");
     assert_eq!(b_closes.of(&other), 0);
+}
+
+/// A session moving to another node catches up from the log, and a gap is counted only
+/// when messages after the session's position were trimmed away. Its own entry alone may
+/// go (by age after a quiet spell; here by length) with nothing lost. Trimming removes
+/// whole stream nodes; with one entry per node (a Redis of its own) and `log_max_len` 1,
+/// each publish leaves only itself in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_gap_is_counted_only_when_messages_were_lost() {
+    let redis = RedisServer::start_with(&["--stream-node-max-entries", "1"]);
+    for lost in [false, true] {
+        let prefix = unique_prefix("gap");
+        let config =
+            || RedisConfig { url: redis.url(), prefix: prefix.clone(), log_max_len: 1, ..RedisConfig::default() };
+        let (a, b) = (node_with(config()).await, node_with(config()).await);
+        let id = a.harness.client().await;
+        a.harness.subscribe(&id, "/gap").await;
+        // The client is sent 1 to 100, or only 1 to 10 when messages are to be lost, on A.
+        let seen: i64 = if lost { 10 } else { 100 };
+        for i in 1..=100 {
+            a.harness.publish("/gap", json!(i)).await;
+            if i == seen {
+                assert_eq!(a.poll_until(&id, seen as usize).await, (1..=seen).collect::<Vec<i64>>());
+                // Its next connect tells A that they arrived; A records it with its marks.
+                assert_eq!(a.poll(&id).await, Vec::<i64>::new());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // 101 pushes the older entries out of the log, the client's own last one included,
+        // and its next connect goes to B, which reads the log from there.
+        a.harness.publish("/gap", json!(101)).await;
+        let got = b.poll_until(&id, 1).await;
+        assert_eq!(got.last(), Some(&101), "{got:?}");
+        assert_eq!(got, vec![101], "the log holds nothing else");
+        let gaps = b.metric("crier_redis_log_gaps_total");
+        assert_eq!(gaps, i64::from(lost), "lost {lost}: {gaps} gaps counted, got {got:?}");
+    }
 }
