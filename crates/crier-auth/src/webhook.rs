@@ -59,8 +59,17 @@ pub struct WebhookPolicy {
 impl WebhookPolicy {
     /// Builds the policy.
     pub fn new(config: &WebhookConfig, metrics: Arc<AuthMetrics>) -> Result<Self, AuthError> {
-        if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
-            return Err(AuthError::Config(format!("auth.webhook.url: not an http(s) URL: {:?}", config.url)));
+        // This build's HTTP client has no TLS: an https URL would fail every call, which
+        // under the default fail policy refuses every client. It stops startup instead.
+        if config.url.starts_with("https://") {
+            return Err(AuthError::Config(format!(
+                "auth.webhook.url: https is not supported (this build has no TLS client); use http:// to the \
+                 app on a private network, or a TLS-originating proxy: {:?}",
+                config.url
+            )));
+        }
+        if !config.url.starts_with("http://") {
+            return Err(AuthError::Config(format!("auth.webhook.url: not an http:// URL: {:?}", config.url)));
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms.max(1)))
@@ -206,5 +215,23 @@ impl Extension for WebhookPolicy {
 
     fn has_outgoing(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(url: &str) -> Result<WebhookPolicy, AuthError> {
+        WebhookPolicy::new(&WebhookConfig { url: url.to_owned(), ..WebhookConfig::default() }, Arc::default())
+    }
+
+    #[test]
+    fn only_plain_http_urls_are_accepted() {
+        assert!(build("http://app:8080/authorize").is_ok());
+        let https = build("https://app/authorize").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(https.contains("auth.webhook.url: https is not supported"), "{https}");
+        let other = build("ftp://app").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(other.contains("auth.webhook.url: not an http:// URL"), "{other}");
     }
 }

@@ -104,6 +104,15 @@ impl RedisConfig {
             ));
         }
         if self.enabled() {
+            // This build's Redis client has no TLS: a TLS URL would connect in plain text to a
+            // TLS port and fail on every command, so it stops startup instead.
+            if self.url.trim().to_ascii_lowercase().starts_with("rediss") {
+                return Err(format!(
+                    "redis.url: TLS (rediss://) is not supported by this build; use redis:// on a private \
+                     network, or a TLS-terminating proxy such as stunnel next to each node: {}",
+                    crate::error::redact(self.url.trim())
+                ));
+            }
             fred::prelude::Config::from_url(self.url.trim()).map_err(|e| format!("redis.url: {e}"))?;
         }
         Ok(())
@@ -132,5 +141,10 @@ mod tests {
         assert_eq!(off.validate(), Ok(()));
         assert!(err(RedisConfig { pubsub_buffer: 8, ..RedisConfig::default() }).starts_with("redis.pubsub_buffer:"));
         assert!(err(RedisConfig { log_max_len: 0, ..RedisConfig::default() }).starts_with("redis.log_max_len:"));
+        for url in ["rediss://:secret@redis:6380", "rediss-cluster://redis:6380", "REDISS://redis"] {
+            let e = err(RedisConfig { url: url.to_owned(), ..RedisConfig::default() });
+            assert!(e.starts_with("redis.url: TLS (rediss://) is not supported"), "{e}");
+            assert!(!e.contains("secret"), "the password is not printed: {e}");
+        }
     }
 }

@@ -22,7 +22,8 @@ pub(crate) struct LogConfig {
     pub(crate) format: LogFormat,
     /// OTLP/HTTP collector base URL, e.g. `http://127.0.0.1:4318`: when set, spans
     /// (handshake, publish, deliver) are exported as protobuf to `<endpoint>/v1/traces`.
-    /// Unset: no traces are exported.
+    /// Plain `http://` only (this build has no TLS client): point it at a collector beside
+    /// the node, which can forward over TLS. Unset: no traces are exported.
     pub(crate) otlp_endpoint: Option<String>,
     /// The `service.name` resource attribute of exported traces.
     pub(crate) service_name: String,
@@ -210,6 +211,15 @@ impl Settings {
         if self.log.level.trim().is_empty() {
             return Err("log.level: must not be empty".to_owned());
         }
+        if let Some(endpoint) = &self.log.otlp_endpoint
+            && !endpoint.trim().starts_with("http://")
+        {
+            return Err(format!(
+                "log.otlp_endpoint: only http:// is supported (this build has no TLS client); point it at a \
+                 collector beside the node, which can forward over TLS: {:?}",
+                mask_url(endpoint)
+            ));
+        }
         Ok(())
     }
 }
@@ -327,6 +337,18 @@ mod tests {
             jail.set_env("CRIER_SERVER__MOUNT", "no-slash");
             let e = load(figment(None, env(), &Overrides::default())).err().unwrap_or_default();
             assert!(e.contains("server.mount"), "{e}");
+            jail.set_env("CRIER_SERVER__MOUNT", "/faye");
+            // No TLS client in this build: TLS URLs stop startup, naming the key.
+            for (key, value, want) in [
+                ("CRIER_LOG__OTLP_ENDPOINT", "https://collector:4318", "log.otlp_endpoint: only http://"),
+                ("CRIER_REDIS__URL", "rediss://redis:6380", "redis.url: TLS (rediss://) is not supported"),
+                ("CRIER_AUTH__WEBHOOK__URL", "https://app/authorize", "auth.webhook.url: https is not supported"),
+            ] {
+                jail.set_env(key, value);
+                let e = load(figment(None, env(), &Overrides::default())).err().unwrap_or_default();
+                assert!(e.contains(want), "{key}={value}: {e}");
+                jail.clear_env();
+            }
             Ok(())
         });
     }
