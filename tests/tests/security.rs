@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crier_auth::{Action, AuthConfig, ChannelRule, JwtAlgorithm, JwtConfig, WebhookConfig};
+use crier_auth::{Action, AuthConfig, ChannelRule, JwtAlgorithm, JwtConfig, WebhookConfig, WebhookEvent};
 use crier_engine::EngineConfig;
 use crier_redis::testing::RedisServer;
 use crier_tests::{Options, TestServer, connected_client, post_json, run_node};
@@ -258,6 +258,9 @@ async fn jwt_rules_hold_across_a_cluster() {
 #[derive(Default)]
 struct Hook {
     calls: AtomicUsize,
+    /// Calls being answered now, and the most at once.
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
     /// The Cookie headers forwarded to it.
     cookies: std::sync::Mutex<Vec<String>>,
 }
@@ -278,6 +281,13 @@ async fn webhook_receiver(hook: Arc<Hook>) -> String {
                 let answer = match (body["event"].as_str().unwrap_or_default(), channel.as_str(), sub.as_str()) {
                     ("handshake", _, _) => json!({"allow": true, "user": "u1"}),
                     ("subscribe", _, "/denied") => json!({"allow": false, "error": "403:/denied:Not yours"}),
+                    ("subscribe", _, s) if s.starts_with("/busy/") => {
+                        let now = hook.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        hook.peak.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        hook.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        json!({"allow": true})
+                    }
                     ("subscribe", _, "/slow") => {
                         tokio::time::sleep(Duration::from_secs(3)).await;
                         json!({"allow": true})
@@ -343,4 +353,38 @@ async fn the_webhook_allows_denies_changes_and_times_out() {
     let id2 = connected_client(&s2.url()).await;
     let r = subscribe_reply(&s2.url(), &id2, "/slow", json!({})).await;
     assert_eq!(r["successful"], json!(true), "{r}");
+}
+
+// `auth.webhook.max_in_flight` bounds the calls a node makes to the app at once: the rest
+// wait their turn (within the timeout) rather than flood it; a call that cannot start in
+// time gets the fail policy.
+#[tokio::test]
+async fn webhook_calls_in_flight_are_bounded() {
+    let hook = Arc::new(Hook::default());
+    let url = webhook_receiver(hook.clone()).await;
+    let config = WebhookConfig {
+        url,
+        events: vec![WebhookEvent::Subscribe],
+        timeout_ms: 5000,
+        cache_secs: 0,
+        max_in_flight: 2,
+        ..WebhookConfig::default()
+    };
+    let s = server(AuthConfig { webhook: Some(config.clone()), ..AuthConfig::default() }).await;
+    let id = connected_client(&s.url()).await;
+    let (url, names) = (s.url(), (0..8).map(|i| format!("/busy/{i}")).collect::<Vec<_>>());
+    let subscribes = names.iter().map(|n| subscribe_reply(&url, &id, n, json!({})));
+    let replies = futures::future::join_all(subscribes).await;
+    assert!(replies.iter().all(|r| r["successful"] == json!(true)), "all served in turn: {replies:?}");
+    assert_eq!(hook.peak.load(Ordering::SeqCst), 2, "never more than two calls at once");
+    // One slot and a timeout shorter than two calls: the third waits too long and is refused.
+    let tight = WebhookConfig { timeout_ms: 300, max_in_flight: 1, ..config };
+    let s2 = server(AuthConfig { webhook: Some(tight), ..AuthConfig::default() }).await;
+    let id2 = connected_client(&s2.url()).await;
+    let (url2, names) = (s2.url(), (0..3).map(|i| format!("/busy/t{i}")).collect::<Vec<_>>());
+    let subscribes = names.iter().map(|n| subscribe_reply(&url2, &id2, n, json!({})));
+    let replies = futures::future::join_all(subscribes).await;
+    let refused = replies.iter().filter(|r| r["error"] == json!("403::Authorization unavailable")).count();
+    assert!(refused >= 1, "{replies:?}");
+    assert!(crier_tests::metric(&s2, "crier_auth_webhook_busy_total").await >= 1.0);
 }

@@ -158,6 +158,10 @@ pub struct WebhookConfig {
     pub cache_secs: u64,
     /// Request headers forwarded to the app (lowercase names).
     pub headers: Vec<String>,
+    /// Calls to the app in progress at once from this node (at least 1). A call beyond it
+    /// waits for one to finish, at most `timeout_ms`; past that the fail policy applies, as
+    /// for no answer (counted in `crier_auth_webhook_busy_total`).
+    pub max_in_flight: usize,
 }
 
 impl Default for WebhookConfig {
@@ -169,6 +173,7 @@ impl Default for WebhookConfig {
             fail_open: false,
             cache_secs: 5,
             headers: vec!["cookie".to_owned(), "origin".to_owned(), "authorization".to_owned()],
+            max_in_flight: 256,
         }
     }
 }

@@ -10,6 +10,7 @@ pub struct AuthMetrics {
     pub(crate) jwt_refused: AtomicU64,
     pub(crate) webhook_refused: AtomicU64,
     pub(crate) webhook_failures: AtomicU64,
+    pub(crate) webhook_busy: AtomicU64,
 }
 
 impl AuthMetrics {
@@ -45,6 +46,11 @@ impl AuthMetrics {
                 "crier_auth_webhook_failures_total",
                 "Webhook calls that failed or timed out (then the fail policy applied).",
                 g(&self.webhook_failures),
+            ),
+            (
+                "crier_auth_webhook_busy_total",
+                "Webhook calls not made: auth.webhook.max_in_flight calls were in progress for the whole timeout (then the fail policy applied).",
+                g(&self.webhook_busy),
             ),
         ]
     }

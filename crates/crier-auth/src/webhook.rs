@@ -52,6 +52,9 @@ enum Decision {
 pub struct WebhookPolicy {
     http: reqwest::Client,
     config: WebhookConfig,
+    /// `max_in_flight` calls at once: one per message would let a burst of clients (a
+    /// reconnect storm, a client defeating the cache with a new `ext` each time) flood the app.
+    permits: tokio::sync::Semaphore,
     cache: Mutex<HashMap<String, Cached>>,
     metrics: Arc<AuthMetrics>,
 }
@@ -71,11 +74,20 @@ impl WebhookPolicy {
         if !config.url.starts_with("http://") {
             return Err(AuthError::Config(format!("auth.webhook.url: not an http:// URL: {:?}", config.url)));
         }
+        if config.max_in_flight == 0 {
+            return Err(AuthError::Config("auth.webhook.max_in_flight: must be at least 1".to_owned()));
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms.max(1)))
             .build()
             .map_err(|e| AuthError::Config(format!("auth.webhook: {e}")))?;
-        Ok(WebhookPolicy { http, config: config.clone(), cache: Mutex::new(HashMap::new()), metrics })
+        Ok(WebhookPolicy {
+            http,
+            permits: tokio::sync::Semaphore::new(config.max_in_flight),
+            config: config.clone(),
+            cache: Mutex::new(HashMap::new()),
+            metrics,
+        })
     }
 
     fn wants(&self, e: WebhookEvent) -> bool {
@@ -111,6 +123,16 @@ impl WebhookPolicy {
             "message": m,
             "headers": headers,
         });
+        let timeout = Duration::from_millis(self.config.timeout_ms.max(1));
+        let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.permits.acquire()).await else {
+            AuthMetrics::inc(&self.metrics.webhook_busy);
+            tracing::warn!(
+                event,
+                limit = self.config.max_in_flight,
+                "authorization webhook busy: no call slot in time"
+            );
+            return Decision::Failed;
+        };
         let answer = match self.http.post(&self.config.url).json(&body).send().await {
             Ok(r) if r.status().is_success() => r.json::<Answer>().await.map_err(|e| format!("bad answer: {e}")),
             Ok(r) => Err(format!("HTTP {}", r.status())),
