@@ -58,6 +58,32 @@ async fn sessions_per_websocket_connection_are_limited() {
     assert_eq!(metric(&s, "crier_limit_sessions_refused_total").await, 1);
 }
 
+// The same allowance holds for each HTTP request: one POST cannot make a thousand
+// sessions. Not per keep-alive connection: a reverse proxy carries many clients over each.
+#[tokio::test]
+async fn sessions_per_http_request_are_limited() {
+    let s =
+        server(LimitsConfig { max_sessions_per_connection: 2, ..LimitsConfig::default() }, AuthConfig::default()).await;
+    let hs = json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]});
+    let client = reqwest::Client::new();
+    let post = |body: Value| {
+        let (client, url) = (client.clone(), s.url());
+        async move {
+            let r = client.post(url).json(&body).send().await.expect("post");
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let r = post(json!([hs, hs, hs])).await;
+    assert_eq!(r[0]["successful"], json!(true), "{r}");
+    assert_eq!(r[1]["successful"], json!(true), "{r}");
+    assert_eq!(r[2]["error"], json!("403::Too many sessions on this connection (limit 2)"), "{r}");
+    assert_eq!(metric(&s, "crier_limit_sessions_refused_total").await, 1);
+    // The next request (on the same keep-alive connection) has an allowance of its own.
+    let r = post(json!([hs, hs])).await;
+    assert!(r.as_array().into_iter().flatten().all(|m| m["successful"] == json!(true)), "{r}");
+    assert_eq!(metric(&s, "crier_handshakes_total").await, 4, "no session made for a refused handshake");
+}
+
 #[tokio::test]
 async fn publishes_per_session_are_rate_limited_but_anonymous_backends_are_not() {
     let limits = LimitsConfig { publish_rate: 5, publish_burst: 5, ..LimitsConfig::default() };

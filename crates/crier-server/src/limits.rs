@@ -20,8 +20,10 @@ pub struct LimitsConfig {
     /// and is closed; at most 64 such are answered at once, more are closed unanswered.
     /// 0: no limit.
     pub max_connections: usize,
-    /// Most sessions one WebSocket connection may create (handshakes on it); beyond it the
-    /// handshake gets `403::Too many sessions on this connection (limit N)`. 0: no limit.
+    /// Most sessions one WebSocket connection, or one HTTP request, may create (handshakes
+    /// on it; an HTTP connection is not counted as a whole, since a reverse proxy carries
+    /// many clients over each); beyond it the handshake gets
+    /// `403::Too many sessions on this connection (limit N)`. 0: no limit.
     pub max_sessions_per_connection: usize,
     /// Publishes per second one session may make, on average; beyond it (and the burst) a
     /// publish gets `403::Too many publishes (limit N/s)`. Anonymous publishes (no
@@ -110,7 +112,8 @@ impl Limiter {
     }
 
     /// Counts the handshakes of a batch against a connection's allowance; refuses (sets
-    /// `error` on) those beyond it.
+    /// `error` on) those beyond it. (Refused before the engine sees them: no session, and
+    /// no backend work, is made for them.)
     pub(crate) fn check_sessions(&self, batch: &mut [Message], made: &mut usize) {
         let max = self.config.max_sessions_per_connection;
         for m in batch.iter_mut().filter(|m| m.channel() == Some(meta::HANDSHAKE)) {

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use crier_engine::{Transport, encode_outgoing};
 
-use super::{PollGuard, decode, reply_headers};
+use super::{PollGuard, check_http_sessions, decode, reply_headers};
 use crate::cors::add_cors;
 use crate::error::ServerError;
 use crate::request::context;
@@ -48,13 +48,14 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, remote: Option<So
         state.metrics.reject();
         return ServerError::MissingMessage.into_response();
     };
-    let batch = match decode(&state, message.as_bytes()) {
+    let mut batch = match decode(&state, message.as_bytes()) {
         Ok(b) => b,
         Err(e) => {
             state.metrics.reject();
             return ServerError::Decode(e).into_response();
         }
     };
+    check_http_sessions(&state, &mut batch);
     let ctx = context(Transport::CallbackPolling, &headers, remote, &path);
     let _guard = PollGuard::new(&state);
     let replies = state.engine.process(batch, &ctx).await;

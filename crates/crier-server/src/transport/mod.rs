@@ -17,6 +17,13 @@ pub(crate) fn limits(state: &AppState) -> DecodeLimits {
     DecodeLimits { max_depth: state.config.max_json_depth, max_messages: state.config.max_batch }
 }
 
+/// Counts an HTTP request's handshakes against `limits.max_sessions_per_connection`, so a
+/// request cannot make a thousand sessions. Per request, not per keep-alive connection: a
+/// reverse proxy carries many clients' requests over each of its upstream connections.
+pub(crate) fn check_http_sessions(state: &AppState, batch: &mut [Message]) {
+    state.limiter.check_sessions(batch, &mut 0);
+}
+
 pub(crate) fn decode(state: &AppState, bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
     let mut batch = decode_batch(bytes, &limits(state))?;
     state.limiter.check_publishes(&mut batch);

@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use crier_engine::{Transport, encode_outgoing};
 
-use super::{PollGuard, decode, json_response};
+use super::{PollGuard, check_http_sessions, decode, json_response};
 use crate::cors::add_cors;
 use crate::error::ServerError;
 use crate::request::context;
@@ -55,13 +55,14 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, remote: Option<So
             }
         }
     };
-    let batch = match decode(&state, &raw) {
+    let mut batch = match decode(&state, &raw) {
         Ok(b) => b,
         Err(e) => {
             state.metrics.reject();
             return ServerError::Decode(e).into_response();
         }
     };
+    check_http_sessions(&state, &mut batch);
     let ctx = context(Transport::LongPolling, &headers, remote, &path);
     let _guard = PollGuard::new(&state);
     let replies = state.engine.process(batch, &ctx).await;
