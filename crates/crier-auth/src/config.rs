@@ -158,9 +158,10 @@ pub struct WebhookConfig {
     pub cache_secs: u64,
     /// Request headers forwarded to the app (lowercase names).
     pub headers: Vec<String>,
-    /// Calls to the app in progress at once from this node (at least 1). A call beyond it
-    /// waits for one to finish, at most `timeout_ms`; past that the fail policy applies, as
-    /// for no answer (counted in `crier_auth_webhook_busy_total`).
+    /// Calls to the app in progress at once from this node (1 to 1,048,576). A call beyond
+    /// it waits for one to finish; `timeout_ms` covers the wait and the call together, and
+    /// past it the fail policy applies, as for no answer (counted in
+    /// `crier_auth_webhook_busy_total` when no slot came in time).
     pub max_in_flight: usize,
 }
 

@@ -38,6 +38,9 @@ struct Answer {
 /// A plain allow (`Ok`) or deny (`Err` with the error string), and when it was answered.
 type Cached = (Instant, Result<(), String>);
 
+/// The most `auth.webhook.max_in_flight` may be (far above what an app serves at once).
+const MAX_IN_FLIGHT: usize = 1 << 20;
+
 enum Decision {
     Allow(Answer),
     Deny(String),
@@ -74,8 +77,10 @@ impl WebhookPolicy {
         if !config.url.starts_with("http://") {
             return Err(AuthError::Config(format!("auth.webhook.url: not an http:// URL: {:?}", config.url)));
         }
-        if config.max_in_flight == 0 {
-            return Err(AuthError::Config("auth.webhook.max_in_flight: must be at least 1".to_owned()));
+        if !(1..=MAX_IN_FLIGHT).contains(&config.max_in_flight) {
+            return Err(AuthError::Config(format!(
+                "auth.webhook.max_in_flight: must be between 1 and {MAX_IN_FLIGHT}"
+            )));
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms.max(1)))
@@ -123,8 +128,9 @@ impl WebhookPolicy {
             "message": m,
             "headers": headers,
         });
-        let timeout = Duration::from_millis(self.config.timeout_ms.max(1));
-        let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.permits.acquire()).await else {
+        // One deadline for the wait for a slot and the call together.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.timeout_ms.max(1));
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, self.permits.acquire()).await else {
             AuthMetrics::inc(&self.metrics.webhook_busy);
             tracing::warn!(
                 event,
@@ -133,7 +139,8 @@ impl WebhookPolicy {
             );
             return Decision::Failed;
         };
-        let answer = match self.http.post(&self.config.url).json(&body).send().await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1));
+        let answer = match self.http.post(&self.config.url).timeout(left).json(&body).send().await {
             Ok(r) if r.status().is_success() => r.json::<Answer>().await.map_err(|e| format!("bad answer: {e}")),
             Ok(r) => Err(format!("HTTP {}", r.status())),
             Err(e) if e.is_timeout() => Err("timed out".to_owned()),
@@ -255,5 +262,10 @@ mod tests {
         assert!(https.contains("auth.webhook.url: https is not supported"), "{https}");
         let other = build("ftp://app").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(other.contains("auth.webhook.url: not an http:// URL"), "{other}");
+        for n in [0, MAX_IN_FLIGHT + 1, usize::MAX] {
+            let config = WebhookConfig { url: "http://app/".to_owned(), max_in_flight: n, ..WebhookConfig::default() };
+            let e = WebhookPolicy::new(&config, Arc::default()).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("auth.webhook.max_in_flight: must be between 1 and"), "{n}: {e}");
+        }
     }
 }

@@ -60,7 +60,7 @@ impl EngineBuilder {
             shutdown: CancellationToken::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
-            session_locks: crate::session_locks::SessionLocks::new(),
+            session_locks: crate::session_locks::SessionLocks::default(),
         });
         let sweeper = inner.clone();
         inner.tasks.spawn(async move { sweeper.sweep_loop().await });

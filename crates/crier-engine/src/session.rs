@@ -137,14 +137,24 @@ impl Session {
 
     /// Takes what is queued, from the oldest, up to `max_bytes` of encoded messages (at
     /// least one; 0: everything). What is left stays queued for the next take.
+    ///
+    /// Only a take that empties the queue lets waiting publishers through (a quarter of
+    /// `max_queue` each time): one that leaves most of a long queue of large messages
+    /// behind would let them overflow the queue it is working through.
     pub(crate) fn drain(&self, max_bytes: usize) -> Vec<Arc<Delivery>> {
-        let items = {
+        let (items, emptied) = {
             let mut st = self.state.lock();
-            self.catch_up(&mut st);
             let n = within(&st.queue, max_bytes);
-            st.queue.drain(..n).collect()
+            let items: Vec<_> = st.queue.drain(..n).collect();
+            let emptied = st.queue.is_empty();
+            if emptied {
+                self.catch_up(&mut st);
+            }
+            (items, emptied)
         };
-        self.backlogs.drained();
+        if emptied {
+            self.backlogs.drained();
+        }
         items
     }
 

@@ -2,37 +2,55 @@
 //! the subscription limit: counted and added under one lock, concurrent subscribes of one
 //! session (several frames of a WebSocket, parallel POSTs) cannot each pass the check.
 //!
-//! Striped (a fixed set of locks, a session hashed to one) rather than one lock per
-//! session: no map to keep in step with sessions that end, and sessions that share a stripe
-//! only wait on each other's subscribes, never on deliveries. Local to this node: requests
-//! for one session through several nodes at once are not serialised by it.
+//! One lock per session that is subscribing right now, kept in a map only while held or
+//! waited for: a session never waits on another's subscribes (a shared, striped lock would
+//! let one session's long subscribes stall others, and their sockets' later frames). Local
+//! to this node: requests for one session through several nodes at once are not
+//! serialised by it.
 
-use std::hash::BuildHasher;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use crier_protocol::ClientId;
-use tokio::sync::{Mutex, MutexGuard};
+use parking_lot::Mutex;
+use tokio::sync::OwnedMutexGuard;
 
-/// Enough that sessions subscribing at the same time rarely share one (a reconnect storm
-/// subscribes thousands at once), few enough to cost nothing: 256 × 48 bytes.
-const STRIPES: usize = 256;
-
+#[derive(Default)]
 pub(crate) struct SessionLocks {
-    stripes: Box<[Mutex<()>]>,
-    hasher: std::collections::hash_map::RandomState,
+    held: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A session's lock; it leaves the map when the last holder or waiter is done.
+pub(crate) struct SessionGuard<'a> {
+    locks: &'a SessionLocks,
+    id: ClientId,
+    guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl SessionLocks {
-    pub(crate) fn new() -> Self {
-        SessionLocks {
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
-        }
+    /// Waits for the session's lock (first come, first served).
+    pub(crate) async fn lock(&self, id: &ClientId) -> SessionGuard<'_> {
+        let lock = self.held.lock().entry(id.clone()).or_default().clone();
+        // Made before the wait: a waiter dropped while waiting still tidies the map.
+        let mut guard = SessionGuard { locks: self, id: id.clone(), guard: None };
+        guard.guard = Some(lock.lock_owned().await);
+        guard
     }
 
-    /// Waits for the session's lock (first come, first served).
-    pub(crate) async fn lock(&self, id: &ClientId) -> MutexGuard<'_, ()> {
-        let i = (self.hasher.hash_one(id.as_str()) as usize) % self.stripes.len();
-        self.stripes[i].lock().await
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.held.lock().len()
+    }
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut held = self.locks.held.lock();
+        // Only the map's own reference left: nobody holds or waits for it.
+        if held.get(&self.id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            held.remove(&self.id);
+        }
     }
 }
 
@@ -43,20 +61,18 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_session_waits_for_its_own_lock_only() {
-        let locks = SessionLocks::new();
-        let a = ClientId::parse("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").expect("id");
+    async fn a_session_waits_for_its_own_lock_only_and_the_map_empties() {
+        let locks = SessionLocks::default();
+        let a = ClientId::parse("aaaa").expect("id");
         let held = locks.lock(&a).await;
         assert!(locks.lock(&a).now_or_never().is_none(), "a second lock of one session waits");
-        // Most other sessions do not (one in 256 shares the stripe).
-        let free = (0..64)
-            .filter(|i| {
-                let b = ClientId::parse(&format!("b{i:031}")).expect("id");
-                locks.lock(&b).now_or_never().is_some()
-            })
-            .count();
-        assert!(free >= 60, "{free} of 64 other sessions were free");
+        let others: Vec<ClientId> = (0..64).map(|i| ClientId::parse(&format!("b{i}")).expect("id")).collect();
+        for b in &others {
+            assert!(locks.lock(b).now_or_never().is_some(), "another session never waits");
+        }
+        assert_eq!(locks.len(), 1, "only the held lock is kept");
         drop(held);
         assert!(locks.lock(&a).now_or_never().is_some(), "free again once released");
+        assert_eq!(locks.len(), 0);
     }
 }

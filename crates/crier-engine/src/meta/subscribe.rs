@@ -95,8 +95,8 @@ impl Inner {
         }
         // Held until the names are added: concurrent subscribes of this session (frames of
         // one socket, parallel POSTs) are counted one after the other, so together they
-        // cannot pass the limit either.
-        let _serial = self.session_locks.lock(&id).await;
+        // cannot pass the limit either. (Unsubscribes need no count.)
+        let _serial = if subscribe { Some(self.session_locks.lock(&id).await) } else { None };
         if subscribe {
             let current = match self.backend.subscriptions(&id).await {
                 Ok(v) => v,

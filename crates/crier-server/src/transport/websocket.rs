@@ -3,8 +3,8 @@
 //!
 //! A socket is bound to a session only by the `clientId` of a `/meta/connect` it carries,
 //! and only if that session exists (no state for ids taken from a frame). Frames are
-//! handled concurrently, so a held connect does not delay the frames behind it; frames
-//! without a connect keep their order (`ws_inflight.rs`).
+//! handled concurrently, so a held connect does not delay the frames behind it; the other
+//! frames keep their order (`ws_inflight.rs`).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -252,11 +252,13 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                         pump = Some(p);
                     }
                     let empty = batch.is_empty();
-                    let has_connect = batch.iter().any(|m| m.channel() == Some(meta::CONNECT));
+                    // Only a connect alone in its frame is held (one batched with other
+                    // messages is answered at once), so only that one need not wait its turn.
+                    let lone_connect = matches!(batch.as_slice(), [m] if m.channel() == Some(meta::CONNECT));
                     let engine = state.engine.clone();
                     let ctx = ctx.clone();
                     let task = async move { (empty, engine.process_socket(batch, &ctx).await) };
-                    if has_connect {
+                    if lone_connect {
                         inflight.push(task);
                     } else {
                         inflight.push_in_order(task);
@@ -360,6 +362,19 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                             if !replies.is_empty()
                                 && !send(&mut ws, WsMessage::Text(encode_outgoing(&replies).into()), &state.metrics).await
                             {
+                                return;
+                            }
+                        }
+                        // Then what is queued for the socket's session, a batch at a time
+                        // (`engine.max_batch_bytes`): the drain closed the session, so the
+                        // pump ends once the queue is empty.
+                        let Some(p) = pump.as_mut() else { return };
+                        while let Some(batch) = p.next().await {
+                            let frame = encode_outgoing(batch.items());
+                            if send(&mut ws, WsMessage::Text(frame.into()), &state.metrics).await {
+                                p.written(batch);
+                            } else {
+                                p.requeue(batch);
                                 return;
                             }
                         }

@@ -1,12 +1,13 @@
 //! The batches one WebSocket is handling at once, and the order they run in.
 //!
 //! Frames are handled concurrently, so that a held `/meta/connect` does not delay the
-//! frames behind it. Frames without a connect still run one after the other, in the order
-//! they came: Faye's WebSocket transport sends each message in a frame of its own, so a
+//! frames behind it. Every other frame still runs one after the other, in the order they
+//! came: Faye's WebSocket transport sends each message in a frame of its own, so a
 //! publisher's messages reach their channel in the order it sent them only if a publish
 //! that waits (publish backpressure, an authorising webhook, a slow backend) cannot be
-//! overtaken by the next frame's. Frames with a connect run beside them (a hold lasts up
-//! to the timeout).
+//! overtaken by the next frame's. A frame holding a connect alone runs beside them (its
+//! hold lasts up to the timeout); a connect batched with other messages is answered at
+//! once, so its frame takes its turn like the rest.
 
 use std::pin::Pin;
 
