@@ -388,3 +388,43 @@ async fn webhook_calls_in_flight_are_bounded() {
     assert!(refused >= 1, "{replies:?}");
     assert!(crier_tests::metric(&s2, "crier_auth_webhook_busy_total").await >= 1.0);
 }
+
+// `auth.jwt.issuer` and `auth.jwt.audience` refuse tokens from another issuer or for another
+// audience (or without either claim); `auth.jwt.user_claim` names the claim that is the
+// session's user.
+#[tokio::test]
+async fn jwt_issuer_audience_and_user_claim_are_checked() {
+    let jwt = JwtConfig {
+        secret: Some("k".to_owned()),
+        required: true,
+        issuer: Some("https://auth.example".to_owned()),
+        audience: Some("crier".to_owned()),
+        user_claim: "uid".to_owned(),
+        ..JwtConfig::default()
+    };
+    let s = server(AuthConfig { jwt: Some(jwt), ..AuthConfig::default() }).await;
+    let exp = now_secs() + 600;
+    let good = json!({"sub":"s1","uid":"u-7","iss":"https://auth.example","aud":"crier","exp":exp});
+    let hs = handshake_with(&s.url(), json!({"jwt": hs256("k", good.clone())})).await;
+    assert_eq!(hs["successful"], json!(true), "{hs}");
+    let id = hs["clientId"].as_str().expect("client id").to_owned();
+    let sessions = s.engine.api_user_sessions("u-7").await.expect("api");
+    assert_eq!(sessions.len(), 1, "the user is the uid claim, not sub");
+    assert_eq!(sessions[0].client_id, id);
+    assert!(s.engine.api_user_sessions("s1").await.expect("api").is_empty());
+    let mut refused = Vec::new();
+    for (field, value) in [("iss", json!("https://evil.example")), ("aud", json!("other"))] {
+        let mut claims = good.clone();
+        claims[field] = value;
+        refused.push((field, claims));
+    }
+    for field in ["iss", "aud"] {
+        let mut claims = good.clone();
+        claims.as_object_mut().expect("object").remove(field);
+        refused.push((field, claims));
+    }
+    for (field, claims) in refused {
+        let hs = handshake_with(&s.url(), json!({"jwt": hs256("k", claims.clone())})).await;
+        assert_eq!(hs["error"], json!("403::Invalid token"), "{field}: {claims} -> {hs}");
+    }
+}

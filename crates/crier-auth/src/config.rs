@@ -73,9 +73,9 @@ pub struct JwtConfig {
     pub user_claim: String,
     /// Refuse handshakes without a token (otherwise they are anonymous sessions).
     pub required: bool,
-    /// Expected `iss`, if any.
+    /// Expected `iss`, if any: a token without it, or with another, is refused.
     pub issuer: Option<String>,
-    /// Expected `aud`, if any.
+    /// Expected `aud`, if any: a token without it, or for another audience, is refused.
     pub audience: Option<String>,
     /// Seconds of clock skew tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,

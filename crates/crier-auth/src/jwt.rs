@@ -77,11 +77,16 @@ impl JwtPolicy {
         validation.algorithms = c.algorithms.iter().copied().map(algorithm).collect();
         validation.leeway = c.leeway_secs;
         validation.validate_aud = c.audience.is_some();
+        // A configured issuer or audience is required, not only checked when present:
+        // jsonwebtoken requires only `exp` by default, so a token without `iss` (one signed
+        // for another purpose with the same key) would otherwise pass.
         if let Some(aud) = &c.audience {
             validation.set_audience(&[aud]);
+            validation.required_spec_claims.insert("aud".to_owned());
         }
         if let Some(iss) = &c.issuer {
             validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".to_owned());
         }
         let mut protected = Vec::with_capacity(c.protected.len());
         for p in &c.protected {
