@@ -11,7 +11,9 @@ use crier_engine::{EngineConfig, RequestContext};
 use crier_protocol::Message;
 use crier_redis::testing::RedisServer;
 use crier_server::{ApiConfig, ServerConfig};
-use crier_tests::{Cluster, Options, Tab, TestServer, eventually, handshake, http, metric, post_json};
+use crier_tests::{
+    Cluster, Options, Tab, TestServer, connected_client, eventually, handshake, http, metric, post_json, subscribe,
+};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -438,4 +440,38 @@ async fn the_api_path_and_port_are_configurable() {
         let r = http().get(s.at(path)).bearer_auth(KEY).send().await.expect("request");
         assert_eq!(r.status(), 404, "{path} is not on the main port");
     }
+}
+
+/// `api.max_sessions` bounds how many sessions one call may select or list: beyond it the
+/// call is refused with 400 before anything changes.
+#[tokio::test]
+async fn api_selections_are_bounded_by_max_sessions() {
+    let limited = ApiConfig { max_sessions: 2, ..api_config() };
+    let s = TestServer::start_with(Options {
+        server: Some(ServerConfig { api: limited, ..ServerConfig::default() }),
+        ..Options::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = connected_client(&s.url()).await;
+        subscribe(&s.url(), &id, "/many").await;
+        ids.push(id);
+    }
+    let (status, v) =
+        api(&s, "POST", "/subscribe", Some(json!({"subscribers_of": ["/many"], "channels": ["/more"]}))).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap_or_default().contains("limit of 2"), "{v}");
+    let (status, v) = api(&s, "GET", "/channels/subscribers?channel=/many", None).await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = api(&s, "POST", "/disconnect", Some(json!({"subscribers_of": ["/many"]}))).await;
+    assert_eq!(status, 400, "{v}");
+    // Nothing changed: nobody was subscribed to /more, nobody disconnected.
+    assert_eq!(s.engine.api_channel("/more", None).await.expect("api").sessions.len(), 0);
+    assert_eq!(s.engine.api_channel("/many", None).await.expect("api").sessions.len(), 3);
+    // Within the limit it goes ahead.
+    let two = json!({"client_ids": [ids[0], ids[1]], "channels": ["/more"]});
+    let (status, v) = api(&s, "POST", "/subscribe", Some(two)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(s.engine.api_channel("/more", None).await.expect("api").sessions.len(), 2);
 }
