@@ -10,6 +10,10 @@ use crate::context::Identity;
 use crate::delivery::Delivery;
 use crate::users::{NodeStats, Presence, PresenceChange};
 
+/// How many expired sessions a backend may return from one `expired_sessions` call; a
+/// sweep that gets this many asks again at once (up to `SWEEP_ROUNDS` times).
+pub const SWEEP_BATCH: usize = 1000;
+
 /// A backend failure. The engine maps it to Bayeux errors (`407` on publish, `500` otherwise).
 #[derive(Debug, thiserror::Error)]
 #[error("backend unavailable: {message}")]
@@ -106,7 +110,8 @@ pub trait Backend: Send + Sync + 'static {
     /// wins, so events fire once.
     async fn destroy_session(&self, id: &ClientId) -> Result<Option<Vec<ChannelPattern>>, BackendError>;
 
-    /// Sessions whose last touch is older than `cutoff`.
+    /// Sessions whose last touch is older than `cutoff`: all of them, or at least
+    /// [`SWEEP_BATCH`] (the oldest) when there are more; the sweep then asks again at once.
     async fn expired_sessions(&self, cutoff: Millis) -> Result<Vec<ClientId>, BackendError>;
 
     /// Adds a subscription; `true` if it is new. Returns only once the subscription is

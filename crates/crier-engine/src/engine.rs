@@ -25,6 +25,10 @@ use crate::metrics::Metrics;
 use crate::pump::Pump;
 use crate::session::Session;
 
+/// Sweeps one interval may run back to back while each finds a full batch of expired
+/// sessions ([`crate::backend::SWEEP_BATCH`]): up to 20,000 a node per interval.
+const SWEEP_ROUNDS: usize = 20;
+
 /// Builds an [`Engine`].
 pub struct EngineBuilder {
     config: EngineConfig,
@@ -553,16 +557,35 @@ impl Inner {
         Ok(true)
     }
 
+    /// Sweeps expired sessions; returns how many this node destroyed. A full batch means
+    /// more are waiting (a flood of abandoned handshakes): it sweeps again at once rather
+    /// than a batch per interval, within bounds.
     async fn sweep(&self) -> usize {
+        let mut destroyed = 0;
+        for _ in 0..SWEEP_ROUNDS {
+            let (found, n) = self.sweep_once().await;
+            destroyed += n;
+            if found < crate::backend::SWEEP_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        destroyed
+    }
+
+    /// One sweep: how many expired sessions the backend returned, and how many of them
+    /// this node destroyed (another node may have taken some).
+    async fn sweep_once(&self) -> (usize, usize) {
         let cutoff = self.clock.now().saturating_sub(self.config.session_lifetime().as_millis() as u64);
         let expired = match self.backend.expired_sessions(cutoff).await {
             Ok(v) => v,
             Err(e) => {
                 Metrics::inc(&self.metrics.backend_errors);
                 tracing::warn!(error = %e, "session sweep failed");
-                return 0;
+                return (0, 0);
             }
         };
+        let found = expired.len();
         // Ghost sessions in users' presence (see `heal_user`), a bounded sample per sweep.
         match self.backend.online_user_sample(100).await {
             Ok(users) => {
@@ -589,7 +612,7 @@ impl Inner {
                 }
             }
         }
-        n
+        (found, n)
     }
 
     async fn sweep_loop(self: Arc<Self>) {

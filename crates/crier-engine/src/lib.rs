@@ -35,7 +35,7 @@ pub mod conformance;
 pub mod conformance_api;
 
 pub use admin::{ApiError, ChannelInfo, ClusterStats, Selector, SessionInfo};
-pub use backend::{Backend, BackendError, DeliverySink, LogPosition, Millis, Touched};
+pub use backend::{Backend, BackendError, DeliverySink, LogPosition, Millis, SWEEP_BATCH, Touched};
 pub use clock::Clock;
 pub use config::{EngineConfig, OverflowPolicy};
 pub use context::{Identity, RequestContext, RequestInfo, Transport};

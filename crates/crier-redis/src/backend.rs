@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crier_engine::{
-    Backend, BackendError, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange, Touched,
+    Backend, BackendError, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange, SWEEP_BATCH,
+    Touched,
 };
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use fred::clients::SubscriberClient;
@@ -846,7 +847,7 @@ impl Backend for RedisBackend {
         let s = &self.shared;
         let v: Value = s
             .client
-            .zrangebyscore(s.keys.index(), "-inf", format!("({cutoff}"), false, Some((0, 1000)))
+            .zrangebyscore(s.keys.index(), "-inf", format!("({cutoff}"), false, Some((0, SWEEP_BATCH as i64)))
             .await
             .map_err(|e| s.fail(e))?;
         Ok(array(v).unwrap_or_default().iter().filter_map(text).filter_map(|t| ClientId::parse(&t)).collect())
