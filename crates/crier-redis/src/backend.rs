@@ -438,13 +438,21 @@ impl Shared {
                 }
             };
             RedisMetrics::add(&this.metrics.bridged, entries.len() as u64);
-            let out = this.local.lock().end_bridge(&id, entries);
-            RedisMetrics::inc(&this.metrics.bridges);
-            if let Some(sink) = this.sink() {
-                for d in &out {
-                    sink.deliver(std::slice::from_ref(&id), d);
+            {
+                // Handed to the session before the lock is let go: once the bridge ends, the
+                // listener delivers live messages straight away, and one that comes next must
+                // not reach the queue ahead of what the logs (and the messages held back
+                // while bridging) gave. Seen in CI: 34 delivered before 30 to 33 to a session
+                // moving between nodes. (The sink only pushes onto in-memory queues.)
+                let mut local = this.local.lock();
+                let out = local.end_bridge(&id, entries);
+                if let Some(sink) = this.sink() {
+                    for d in &out {
+                        sink.deliver(std::slice::from_ref(&id), d);
+                    }
                 }
             }
+            RedisMetrics::inc(&this.metrics.bridges);
             result
         });
         task.await.unwrap_or_else(|e| Err(BackendError::unavailable(format!("bridge task ended: {e}"))))
