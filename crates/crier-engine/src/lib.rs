@@ -48,6 +48,7 @@ pub use memory::MemoryBackend;
 pub use meta::PRESENCE_CHANNEL;
 pub use metrics::{Histogram, Metrics};
 pub use pump::{Batch, Pump};
+pub use session_locks::{SessionGuard, SessionLocks};
 pub use users::{
     EVENTS_PREFIX, MAX_USER_LEN, NodeStats, Presence, PresenceChange, PresenceStatus, RESERVED_PREFIX, USER_PREFIX,
     is_reserved, user_name, user_of_name,

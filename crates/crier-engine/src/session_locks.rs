@@ -15,13 +15,15 @@ use crier_protocol::ClientId;
 use parking_lot::Mutex;
 use tokio::sync::OwnedMutexGuard;
 
+/// Per-session async locks (one map entry per session holding or waiting for its lock).
+/// Also the Redis backend's, for a session's subscription changes on a node.
 #[derive(Default)]
-pub(crate) struct SessionLocks {
+pub struct SessionLocks {
     held: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A session's lock; it leaves the map when the last holder or waiter is done.
-pub(crate) struct SessionGuard<'a> {
+pub struct SessionGuard<'a> {
     locks: &'a SessionLocks,
     id: ClientId,
     guard: Option<OwnedMutexGuard<()>>,
@@ -29,7 +31,7 @@ pub(crate) struct SessionGuard<'a> {
 
 impl SessionLocks {
     /// Waits for the session's lock (first come, first served).
-    pub(crate) async fn lock(&self, id: &ClientId) -> SessionGuard<'_> {
+    pub async fn lock(&self, id: &ClientId) -> SessionGuard<'_> {
         let lock = self.held.lock().entry(id.clone()).or_default().clone();
         // Made before the wait: a waiter dropped while waiting still tidies the map.
         let mut guard = SessionGuard { locks: self, id: id.clone(), guard: None };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crier_engine::{
     Backend, BackendError, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange, SWEEP_BATCH,
-    Touched,
+    SessionGuard, SessionLocks, Touched,
 };
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use fred::clients::SubscriberClient;
@@ -65,7 +65,7 @@ pub(crate) struct Shared {
     pub(crate) mark_writes: tokio::sync::Mutex<()>,
     /// Per session: orders what this node does for it (attach, subscribe, unsubscribe,
     /// sync, close), so a stale control message or a concurrent change cannot interleave.
-    session_locks: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
+    session_locks: SessionLocks,
     /// Read by each control message's task before it acts; written only by tests, to hold
     /// control messages back (a node that has not heard of a move yet).
     pub(crate) control_gate: Arc<tokio::sync::RwLock<()>>,
@@ -82,23 +82,6 @@ pub(crate) struct Shared {
     pub(crate) gauge: Mutex<Gauge>,
     /// Orders this node's announcements; holds when it last said it is pressured.
     pub(crate) announcing: tokio::sync::Mutex<Option<tokio::time::Instant>>,
-}
-
-/// Holds a session's lock; forgets the lock when nobody else waits for it.
-pub(crate) struct SessionGuard<'a> {
-    shared: &'a Shared,
-    id: ClientId,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for SessionGuard<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut locks = self.shared.session_locks.lock();
-        if locks.get(&self.id).is_some_and(|l| Arc::strong_count(l) == 1) {
-            locks.remove(&self.id);
-        }
-    }
 }
 
 /// What a recovery re-reads: each attached session's names and where they got to, taken
@@ -177,7 +160,7 @@ impl RedisBackend {
             epoch: Mutex::new(String::new()),
             recovering: tokio::sync::Mutex::new(()),
             mark_writes: tokio::sync::Mutex::new(()),
-            session_locks: Mutex::new(HashMap::new()),
+            session_locks: SessionLocks::default(),
             control_gate: Arc::new(tokio::sync::RwLock::new(())),
             pressure: Mutex::new(Pressured::default()),
             self_pressured: AtomicBool::new(false),
@@ -223,9 +206,7 @@ impl Shared {
     }
 
     pub(crate) async fn lock_session(&self, id: &ClientId) -> SessionGuard<'_> {
-        let lock = self.session_locks.lock().entry(id.clone()).or_default().clone();
-        let guard = lock.lock_owned().await;
-        SessionGuard { shared: self, id: id.clone(), guard: Some(guard) }
+        self.session_locks.lock(id).await
     }
 
     fn name_lock(&self, name: &ChannelPattern) -> Arc<tokio::sync::Mutex<bool>> {
