@@ -2,12 +2,14 @@
 //! backend implements it for a cluster. Every backend runs the same conformance suite.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 
 use crate::context::Identity;
 use crate::delivery::Delivery;
+use crate::retry::RetryKey;
 use crate::users::{NodeStats, Presence, PresenceChange};
 
 /// How many expired sessions a backend may return from one `expired_sessions` call; a
@@ -127,6 +129,20 @@ pub trait Backend: Send + Sync + 'static {
     /// Fans a message out to every session subscribed to a name matching `channel`, once per
     /// session, wherever it is attached. Returns once the message is accepted for delivery.
     async fn publish(&self, channel: &ChannelName, delivery: Arc<Delivery>) -> Result<(), BackendError>;
+
+    /// [`Backend::publish`] for a session's publish that its client may re-send: publishes
+    /// only if no publish with the same `key` was accepted within the last `window`, and
+    /// remembers this one for `window` from `now`. `Ok(false)`: a retry; nothing was
+    /// published. Checking, remembering and publishing are one step, so a retry that races
+    /// its original is still published once.
+    async fn publish_once(
+        &self,
+        channel: &ChannelName,
+        delivery: Arc<Delivery>,
+        key: &RetryKey,
+        window: Duration,
+        now: Millis,
+    ) -> Result<bool, BackendError>;
 
     /// Logs each delivery under exactly the given subscription name (no channel
     /// expansion) and fans it out to that name's sessions. The deliveries of one call share

@@ -46,6 +46,14 @@ pub struct EngineConfig {
     /// Checked on each node under a per-session lock, so concurrent subscribes through one
     /// node cannot pass it together.
     pub max_subscriptions: usize,
+    /// Seconds a session's publish is remembered, so that the same message re-sent by its
+    /// client (same `clientId`, `id`, channel and content: Faye's client re-sends a message
+    /// whose reply it missed, 1.2 × timeout after sending it or after a failed request) is
+    /// answered as a success and not delivered twice. On Redis every node recognises it
+    /// (one key with this expiry per publish, on the channel's shard); the memory backend
+    /// keeps each session's last 256. Publishes without a `clientId` or an `id` are never
+    /// taken for retries. 0: remember nothing.
+    pub publish_retry_window_secs: u64,
     /// Seconds between sweeps for expired sessions (0: a quarter of the timeout, at least 1 s).
     /// A sweep takes expired sessions 1,000 at a time and goes on at once while it finds
     /// that many, up to 20,000 a node per sweep.
@@ -74,6 +82,7 @@ impl Default for EngineConfig {
             max_batch_bytes: 1024 * 1024,
             publish_wait_ms: 2000,
             max_subscriptions: 1000,
+            publish_retry_window_secs: 120,
             sweep_interval_secs: 0,
             max_channel_length: crier_protocol::channel::MAX_CHANNEL_LEN,
             max_channel_depth: crier_protocol::channel::MAX_CHANNEL_DEPTH,
@@ -102,6 +111,11 @@ impl EngineConfig {
     /// How long a session lives after its last connect (2 × timeout, as Faye).
     pub fn session_lifetime(&self) -> Duration {
         self.timeout() * 2
+    }
+
+    /// How long a publish is remembered for recognising its retry; `None`: not at all.
+    pub fn publish_retry_window(&self) -> Option<Duration> {
+        (self.publish_retry_window_secs > 0).then(|| Duration::from_secs(self.publish_retry_window_secs))
     }
 
     /// Whether a channel name or pattern is within the configured length and depth.

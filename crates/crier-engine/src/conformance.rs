@@ -257,6 +257,59 @@ pub async fn a_sweep_clears_more_than_one_batch(b: Arc<dyn Backend>) {
     assert_eq!(expired, ids.len() as u64);
 }
 
+/// A publish its client re-sends (same `clientId`, `id`, channel and content: Faye's
+/// client does so when it missed the reply) is answered as a success and delivered once,
+/// also to a session reached through several names. Anything that differs, and any
+/// publish without a client id, is a new message.
+pub async fn a_retried_publish_is_delivered_once(b: Arc<dyn Backend>) {
+    let h = Harness::new(b);
+    let alice = h.client().await;
+    let carol = h.client().await;
+    let bob = h.client().await;
+    h.subscribe(&alice, "/r/x").await;
+    for s in ["/r/*", "/**"] {
+        h.subscribe(&carol, s).await;
+    }
+    let sent = |id: &str, data: Value| json!({"channel":"/r/x","clientId":bob,"id":id,"data":data});
+    for m in [
+        sent("7", json!(1)),
+        sent("7", json!(1)),
+        sent("7", json!(2)),
+        sent("8", json!(1)),
+        sent("8", json!(1)),
+        json!({"channel":"/r/x","id":"7","data":3}),
+        json!({"channel":"/r/x","id":"7","data":3}),
+    ] {
+        let r = h.send(vec![m]).await;
+        assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    }
+    for id in [&alice, &carol] {
+        assert_eq!(data_of(&h.poll(id).await), vec![json!(1), json!(2), json!(1), json!(3), json!(3)], "{id}");
+    }
+    let retries = h.engine.metrics().publish_retries.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(retries, 2);
+}
+
+/// A publish is remembered for `engine.publish_retry_window_secs`, then a copy is new; a
+/// window of 0 remembers nothing.
+pub async fn a_publish_is_remembered_for_the_window_only(b: Arc<dyn Backend>) {
+    let window = EngineConfig { timeout_secs: 2, publish_retry_window_secs: 1, ..EngineConfig::default() };
+    let h = Harness { engine: Engine::builder(window, b.clone()).build() };
+    let none = EngineConfig { timeout_secs: 2, publish_retry_window_secs: 0, ..EngineConfig::default() };
+    let off = Harness { engine: Engine::builder(none, b).build() };
+    let alice = h.client().await;
+    let bob = h.client().await;
+    h.subscribe(&alice, "/w").await;
+    let m = |id: &str| json!({"channel":"/w","clientId":bob,"id":id,"data":id});
+    h.send(vec![m("1")]).await;
+    h.send(vec![m("1")]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    h.send(vec![m("1")]).await;
+    off.send(vec![m("2")]).await;
+    off.send(vec![m("2")]).await;
+    assert_eq!(data_of(&h.poll(&alice).await), vec![json!("1"), json!("1"), json!("2"), json!("2")]);
+}
+
 /// An EventSource stream's mark is about the node that made it: on that node the session
 /// is never "streaming elsewhere", and an unknown session never is.
 pub async fn a_stream_is_never_elsewhere_on_its_own_node(b: Arc<dyn Backend>) {
@@ -357,6 +410,8 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@case $make, ($($attr)?), an_eventsource_connect_leaves_messages_to_its_stream);
         $crate::conformance_suite!(@case $make, ($($attr)?), concurrent_subscribes_respect_the_limit);
         $crate::conformance_suite!(@case $make, ($($attr)?), a_sweep_clears_more_than_one_batch);
+        $crate::conformance_suite!(@case $make, ($($attr)?), a_retried_publish_is_delivered_once);
+        $crate::conformance_suite!(@case $make, ($($attr)?), a_publish_is_remembered_for_the_window_only);
         $crate::conformance_suite!(@api $make, ($($attr)?), users_presence_and_targeted_sends);
         $crate::conformance_suite!(@api $make, ($($attr)?), broadcast_delivers_once_per_session);
         $crate::conformance_suite!(@api $make, ($($attr)?), server_side_subscriptions_and_listings);

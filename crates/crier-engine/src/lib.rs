@@ -25,6 +25,7 @@ mod memory;
 mod meta;
 mod metrics;
 mod pump;
+mod retry;
 mod session;
 mod session_locks;
 mod users;
@@ -44,10 +45,11 @@ pub use engine::{Engine, EngineBuilder};
 pub use events::Event;
 pub use extension::{Extension, Verdict};
 pub use held::{HeldConnect, SocketReplies};
-pub use memory::MemoryBackend;
+pub use memory::{MemoryBackend, REMEMBERED_PUBLISHES};
 pub use meta::PRESENCE_CHANNEL;
 pub use metrics::{Histogram, Metrics};
 pub use pump::{Batch, Pump};
+pub use retry::RetryKey;
 pub use session_locks::{SessionGuard, SessionLocks};
 pub use users::{
     EVENTS_PREFIX, MAX_USER_LEN, NodeStats, Presence, PresenceChange, PresenceStatus, RESERVED_PREFIX, USER_PREFIX,

@@ -1,7 +1,8 @@
 //! The in-memory backend: a complete single-node store and broker, the embedded default.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
@@ -10,11 +11,18 @@ use parking_lot::Mutex;
 use crate::backend::{Backend, BackendError, DeliverySink, Millis, Touched};
 use crate::context::Identity;
 use crate::delivery::Delivery;
+use crate::retry::RetryKey;
 use crate::users::{NodeStats, Presence, PresenceChange, PresenceStatus};
 
 /// How long an offline user's presence (its `last_online`) is kept: 30 days, as the Redis
 /// backend's default `presence_retention_secs`.
 const OFFLINE_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// How many of a session's publishes are remembered for recognising retries (within
+/// `engine.publish_retry_window_secs`). A client re-sends only the messages it is still
+/// waiting for, so a session's last few are what matters; the cap bounds the memory a
+/// session can make this node spend (256 × 24 bytes).
+pub const REMEMBERED_PUBLISHES: usize = 256;
 
 /// One user's sessions and presence timestamps.
 #[derive(Default)]
@@ -71,6 +79,8 @@ impl User {
 struct Inner {
     /// Session → last touch and subscriptions.
     sessions: HashMap<ClientId, (Millis, HashSet<ChannelPattern>)>,
+    /// A session's remembered publishes (digest, remembered until), oldest first.
+    published: HashMap<ClientId, VecDeque<([u8; 16], Millis)>>,
     /// Identities bound to sessions.
     identities: HashMap<ClientId, Identity>,
     /// Subscription name or pattern → subscribed sessions.
@@ -79,6 +89,26 @@ struct Inner {
     users: HashMap<String, User>,
     /// This node's last heartbeat.
     node: Option<NodeStats>,
+}
+
+impl Inner {
+    /// The sessions subscribed to a name matching `channel`, each once.
+    fn recipients(&self, channel: &ChannelName) -> Vec<ClientId> {
+        let sets: Vec<&HashSet<ClientId>> =
+            channel.expand().iter().filter_map(|name| self.channels.get(name)).collect();
+        match sets.as_slice() {
+            [] => Vec::new(),
+            // The common case, one matching name: no union needed.
+            [one] => one.iter().cloned().collect(),
+            many => {
+                let mut union: HashSet<&ClientId> = HashSet::new();
+                for s in many {
+                    union.extend(s.iter());
+                }
+                union.into_iter().cloned().collect()
+            }
+        }
+    }
 }
 
 /// Sessions and subscriptions in this process; publishing hands messages straight to the
@@ -146,6 +176,7 @@ impl Backend for MemoryBackend {
         let mut inner = self.inner.lock();
         let Some((_, subs)) = inner.sessions.remove(id) else { return Ok(None) };
         inner.identities.remove(id);
+        inner.published.remove(id);
         for p in &subs {
             if let Some(set) = inner.channels.get_mut(p) {
                 set.remove(id);
@@ -196,27 +227,41 @@ impl Backend for MemoryBackend {
     }
 
     async fn publish(&self, channel: &ChannelName, delivery: Arc<Delivery>) -> Result<(), BackendError> {
-        let recipients: Vec<ClientId> = {
-            let inner = self.inner.lock();
-            let sets: Vec<&HashSet<ClientId>> =
-                channel.expand().iter().filter_map(|name| inner.channels.get(name)).collect();
-            match sets.as_slice() {
-                [] => Vec::new(),
-                // The common case, one matching name: no union needed.
-                [one] => one.iter().cloned().collect(),
-                many => {
-                    let mut union: HashSet<&ClientId> = HashSet::new();
-                    for s in many {
-                        union.extend(s.iter());
-                    }
-                    union.into_iter().cloned().collect()
-                }
-            }
-        };
+        let recipients = self.inner.lock().recipients(channel);
         if let Some(sink) = self.sink.get() {
             sink.deliver(&recipients, &delivery);
         }
         Ok(())
+    }
+
+    async fn publish_once(
+        &self,
+        channel: &ChannelName,
+        delivery: Arc<Delivery>,
+        key: &RetryKey,
+        window: Duration,
+        now: Millis,
+    ) -> Result<bool, BackendError> {
+        let recipients = {
+            let mut inner = self.inner.lock();
+            // Only a live session's publishes are remembered: the memory ends with it.
+            if inner.sessions.contains_key(key.client()) {
+                let until = now.saturating_add(window.as_millis().try_into().unwrap_or(u64::MAX));
+                let mine = inner.published.entry(key.client().clone()).or_default();
+                while mine.front().is_some_and(|(_, t)| *t <= now) || mine.len() >= REMEMBERED_PUBLISHES {
+                    mine.pop_front();
+                }
+                if mine.iter().any(|(d, t)| *d == key.digest() && *t > now) {
+                    return Ok(false);
+                }
+                mine.push_back((key.digest(), until));
+            }
+            inner.recipients(channel)
+        };
+        if let Some(sink) = self.sink.get() {
+            sink.deliver(&recipients, &delivery);
+        }
+        Ok(true)
     }
 
     async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {

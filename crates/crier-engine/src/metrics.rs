@@ -14,6 +14,9 @@ pub struct Metrics {
     pub sessions_expired: AtomicU64,
     /// Publishes accepted.
     pub published: AtomicU64,
+    /// Publishes recognised as a client re-sending one already accepted (answered, not
+    /// delivered again).
+    pub publish_retries: AtomicU64,
     /// Messages queued for sessions (one per recipient).
     pub delivered: AtomicU64,
     /// Messages dropped because a session's queue was full.
@@ -93,6 +96,11 @@ impl Metrics {
             ("crier_sessions", "Sessions known to this node.", self.sessions.load(Ordering::Relaxed)),
             ("crier_sessions_expired_total", "Sessions destroyed by the expiry sweep.", g(&self.sessions_expired)),
             ("crier_messages_published_total", "Publishes accepted.", g(&self.published)),
+            (
+                "crier_publish_retries_total",
+                "Publishes recognised as a re-sent copy of one already accepted (answered, not delivered again).",
+                g(&self.publish_retries),
+            ),
             ("crier_messages_delivered_total", "Messages queued for sessions.", g(&self.delivered)),
             ("crier_queue_dropped_total", "Messages dropped because a session queue was full.", g(&self.queue_dropped)),
             (

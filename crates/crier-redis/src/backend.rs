@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crier_engine::{
-    Backend, BackendError, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange, SWEEP_BATCH,
-    SessionGuard, SessionLocks, Touched,
+    Backend, BackendError, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange, RetryKey,
+    SWEEP_BATCH, SessionGuard, SessionLocks, Touched,
 };
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use fred::clients::SubscriberClient;
@@ -255,32 +255,38 @@ impl Shared {
     /// live on the name's pub/sub channel; nothing if the name has no member.
     /// `json` is the delivery's encoding as a shared Redis string, made once per publish:
     /// each name's call holds a reference, not a copy (a message matches up to depth + 2
-    /// names, a broadcast many more).
+    /// names, a broadcast many more). With `retry` (a retry key of the name's tag and the
+    /// window in ms), only if that key is not set; `Ok(false)`: it was, nothing happened.
     pub(crate) async fn publish_one(
         &self,
         name: &ChannelPattern,
         channel: &ChannelName,
         delivery: &Delivery,
         json: &fred::bytes_utils::Str,
-    ) -> Result<(), BackendError> {
-        let mut args = self.publish_args(channel, delivery, json, 1);
+        retry: Option<&(String, u64)>,
+    ) -> Result<bool, BackendError> {
+        let mut args = self.publish_args(channel, delivery, json, 2);
         args.push(Value::from(self.keys.channel(name)));
-        let keys = vec![self.keys.members(name), self.keys.log(name)];
-        let _: Value =
+        let mut keys = vec![self.keys.members(name), self.keys.log(name)];
+        if let Some((key, window_ms)) = retry {
+            keys.push(key.clone());
+            args.push(Value::from(window_ms.to_string()));
+        }
+        let answer: Value =
             self.scripts.publish.evalsha_with_reload(&self.client, keys, args).await.map_err(|e| self.fail(e))?;
-        Ok(())
+        Ok(!is_retry(&answer))
     }
 
     /// The arguments PUBLISH and PUBLISH_MANY share (max_len, retention_ms, message id,
-    /// channel, json), with room for `names` shard channels after them.
+    /// channel, json), with room for `more` arguments after them.
     fn publish_args(
         &self,
         channel: &ChannelName,
         delivery: &Delivery,
         json: &fred::bytes_utils::Str,
-        names: usize,
+        more: usize,
     ) -> Vec<Value> {
-        let mut args = Vec::with_capacity(5 + names);
+        let mut args = Vec::with_capacity(5 + more);
         args.extend([
             Value::from(self.config.log_max_len.to_string()),
             Value::from(self.retention_ms.to_string()),
@@ -292,25 +298,32 @@ impl Shared {
     }
 
     /// Publishes to every name in one script call ([`Scripts::publish_many`]); only on one
-    /// server, where keys of different hash tags may be touched together. `Ok(false)`: the
+    /// server, where keys of different hash tags may be touched together. `None`: the
     /// server refused keys of several slots (it runs in cluster mode though the URL named
     /// one server); nothing was published, and from now on each name gets its own call.
+    /// `Some(false)`: `retry`'s key was set (see [`Shared::publish_one`]); nothing was
+    /// published.
     pub(crate) async fn publish_many(
         &self,
         names: &[ChannelPattern],
         channel: &ChannelName,
         delivery: &Delivery,
         json: &fred::bytes_utils::Str,
-    ) -> Result<bool, BackendError> {
-        let mut args = self.publish_args(channel, delivery, json, names.len());
-        let mut keys = Vec::with_capacity(names.len() * 2);
+        retry: Option<&(String, u64)>,
+    ) -> Result<Option<bool>, BackendError> {
+        let mut args = self.publish_args(channel, delivery, json, names.len() + 1);
+        let mut keys = Vec::with_capacity(names.len() * 2 + 1);
         for name in names {
             keys.push(self.keys.members(name));
             keys.push(self.keys.log(name));
             args.push(Value::from(self.keys.channel(name)));
         }
+        if let Some((key, window_ms)) = retry {
+            keys.push(key.clone());
+            args.push(Value::from(window_ms.to_string()));
+        }
         match self.scripts.publish_many.evalsha_with_reload::<Value, _, _>(&self.client, keys, args).await {
-            Ok(_) => Ok(true),
+            Ok(answer) => Ok(Some(!is_retry(&answer))),
             // Redis checks the keys' slots before running anything.
             Err(e) if e.details().contains("CROSSSLOT") => {
                 if self.one_server.swap(false, AtomicOrdering::AcqRel) {
@@ -319,10 +332,55 @@ impl Shared {
                          (use redis-cluster:// for a cluster of several shards)"
                     );
                 }
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// Publishes `delivery` to every name matching `channel` (see [`Backend::publish`]);
+    /// with `retry`, only if its key is not set (see [`Backend::publish_once`]).
+    async fn publish_names(
+        &self,
+        channel: &ChannelName,
+        delivery: &Delivery,
+        retry: Option<&(String, u64)>,
+    ) -> Result<bool, BackendError> {
+        let json = fred::bytes_utils::Str::from(delivery.json.as_ref());
+        let names = channel.expand();
+        if self.one_server.load(AtomicOrdering::Acquire)
+            && let Some(fresh) = self.publish_many(&names, channel, delivery, &json, retry).await?
+        {
+            // One script call for every matching name.
+            return Ok(fresh);
+        }
+        // Redis Cluster: one script call per matching name (at most depth + 2), each on its
+        // name's slot, all in flight at once. Either way the cost does not depend on how
+        // many sessions subscribe. A retry key sits on the exact channel's slot: that
+        // name's call checks it first, and the others follow only if it was not set.
+        let mut rest = names;
+        if let Some(retry) = retry {
+            let exact = ChannelPattern::from(channel.clone());
+            rest.retain(|n| *n != exact);
+            if !self.publish_one(&exact, channel, delivery, &json, Some(retry)).await? {
+                return Ok(false);
+            }
+        }
+        let calls = rest.into_iter().map(|name| {
+            let json = &json;
+            async move { self.publish_one(&name, channel, delivery, json, None).await }
+        });
+        if let Err(e) = futures::future::try_join_all(calls).await {
+            // The message reached only some names: forget it, so the client's retry goes
+            // out again (a subscriber of a name that got it may then get it twice).
+            if let Some((key, _)) = retry
+                && let Err(e) = self.client.del::<i64, _>(key.as_str()).await
+            {
+                tracing::debug!(error = %e, "could not forget a failed publish");
+            }
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Waits while some node's fan-out is behind (see `pressure`), at most
@@ -916,22 +974,20 @@ impl Backend for RedisBackend {
     }
 
     async fn publish(&self, channel: &ChannelName, delivery: Arc<Delivery>) -> Result<(), BackendError> {
+        self.shared.publish_names(channel, &delivery, None).await.map(|_| ())
+    }
+
+    async fn publish_once(
+        &self,
+        channel: &ChannelName,
+        delivery: Arc<Delivery>,
+        key: &RetryKey,
+        window: Duration,
+        _now: Millis,
+    ) -> Result<bool, BackendError> {
         let s = &self.shared;
-        let json = fred::bytes_utils::Str::from(delivery.json.as_ref());
-        let names = channel.expand();
-        if s.one_server.load(AtomicOrdering::Acquire) && s.publish_many(&names, channel, &delivery, &json).await? {
-            // One script call for every matching name.
-            return Ok(());
-        }
-        // Redis Cluster: one script call per matching name (at most depth + 2), each on its
-        // name's slot, all in flight at once. Either way the cost does not depend on how
-        // many sessions subscribe.
-        let calls = names.into_iter().map(|name| {
-            let (d, json) = (&delivery, &json);
-            async move { s.publish_one(&name, channel, d, json).await }
-        });
-        futures::future::try_join_all(calls).await?;
-        Ok(())
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        s.publish_names(channel, &delivery, Some(&(s.keys.retry(channel, key), window_ms))).await
     }
 
     async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {
@@ -1128,4 +1184,9 @@ impl Backend for RedisBackend {
         let _ = tokio::time::timeout(Duration::from_secs(2), s.subscriber.quit()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), s.client.quit()).await;
     }
+}
+
+/// Whether a publish script answered that its retry key was set (nothing published).
+fn is_retry(answer: &Value) -> bool {
+    matches!(answer, Value::Integer(-1))
 }

@@ -7,7 +7,8 @@
 //! a server that refuses it (cluster mode behind a `redis://` URL) gets one call per name. Channel names cannot contain
 //! braces (the Bayeux grammar excludes them), so a name never breaks its tag.
 
-use crier_protocol::{ChannelPattern, ClientId};
+use crier_engine::RetryKey;
+use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -54,6 +55,13 @@ impl Keys {
     /// Stream: the name's message log.
     pub(crate) fn log(&self, name: &ChannelPattern) -> String {
         format!("{}:{{c:{}}}:log", self.prefix, name.as_str())
+    }
+
+    /// String with a TTL: a session's publish remembered for recognising its retry
+    /// (`engine.publish_retry_window_secs`). On the exact channel's tag, so the publish
+    /// script that logs the message for that name also checks and sets it.
+    pub(crate) fn retry(&self, channel: &ChannelName, key: &RetryKey) -> String {
+        format!("{}:{{c:{}}}:r:{}", self.prefix, channel.as_str(), key.hex())
     }
 
     /// Sharded pub/sub channel carrying the name's messages live.

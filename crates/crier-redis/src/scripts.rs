@@ -12,9 +12,15 @@ use fred::types::scripts::Script;
 /// session whose own entry was trimmed away lost messages only if that is not its position
 /// (a quiet name's last entry is trimmed by age with nothing after it lost).
 ///
-/// KEYS: members, log. ARGV: max_len, retention_ms, message id, channel, json, shard channel.
-/// Returns the log offset, or nil if the name has no subscribers.
+/// With a third key, the publish is a session's that its client may re-send (see
+/// `crier_engine::RetryKey`): if that key exists, nothing is published and -1 comes back;
+/// otherwise it is set to expire after the window.
+///
+/// KEYS: members, log, optionally the retry key. ARGV: max_len, retention_ms, message id,
+/// channel, json, shard channel, then the retry window in ms with the retry key.
+/// Returns the log offset, nil if the name has no subscribers, or -1 for a retry.
 const PUBLISH: &str = r#"
+if #KEYS > 2 and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[7]) then return -1 end
 if redis.call('SCARD', KEYS[1]) == 0 then return false end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local before = '0-0'
@@ -35,13 +41,16 @@ return id
 /// per publish for four names in a 200-publisher run, docs/benchmarks.md "Other modes").
 /// Redis Cluster keeps one call per name, each on its name's slot.
 ///
-/// KEYS: members and log of each name, in pairs. ARGV: max_len, retention_ms, message id,
-/// channel, json, then the shard channel of each name. Returns how many names had
-/// subscribers.
+/// KEYS: members and log of each name, in pairs, then optionally the retry key (as in
+/// [`PUBLISH`]). ARGV: max_len, retention_ms, message id, channel, json, the shard channel
+/// of each name, then the retry window in ms with the retry key. Returns how many names
+/// had subscribers, or -1 for a retry (nothing published).
 const PUBLISH_MANY: &str = r#"
+local names = math.floor(#KEYS / 2)
+if #KEYS % 2 == 1 and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[6 + names]) then return -1 end
 local keep = tonumber(ARGV[2])
 local sent = 0
-for i = 1, #KEYS / 2 do
+for i = 1, names do
   local members, log = KEYS[2 * i - 1], KEYS[2 * i]
   if redis.call('SCARD', members) > 0 then
     local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)

@@ -118,7 +118,7 @@ impl Shared {
         }
         let calls = targets.iter().map(|(name, d)| {
             let json = encoded.iter().find(|(k, _)| Arc::ptr_eq(k, d)).map(|(_, j)| j.clone()).unwrap_or_default();
-            async move { self.publish_one(name, &d.channel, d, &json).await }
+            async move { self.publish_one(name, &d.channel, d, &json, None).await }
         });
         futures::future::try_join_all(calls).await?;
         Ok(())

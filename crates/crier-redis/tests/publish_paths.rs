@@ -39,12 +39,32 @@ async fn both_subscribers_get_it(h: &Harness, server: &RedisServer) -> u64 {
     scripts
 }
 
+/// A publish re-sent by its client reaches an exact and a wildcard subscriber once: the
+/// retry key sits on the exact name's slot, and the other names are published only if it
+/// was not set.
+async fn a_retry_reaches_every_name_once(h: &Harness) {
+    let exact = h.client().await;
+    let wildcard = h.client().await;
+    let publisher = h.client().await;
+    h.subscribe(&exact, "/r/b").await;
+    h.subscribe(&wildcard, "/r/*").await;
+    for (id, data) in [("1", "a"), ("1", "a"), ("2", "b"), ("1", "a")] {
+        let r = h.send(vec![json!({"channel":"/r/b","clientId":publisher,"id":id,"data":data})]).await;
+        assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    }
+    for id in [&exact, &wildcard] {
+        let got: Vec<_> = h.poll(id).await.iter().filter_map(|m| m.data().cloned()).collect();
+        assert_eq!(got, vec![json!("a"), json!("b")], "{id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_server_publishes_to_every_name() {
     let server = RedisServer::start();
     let h = harness(&server, "one-call").await;
     // One script call per publish for the four matching names (/a/b, /a/*, /a/**, /**).
     assert_eq!(both_subscribers_get_it(&h, &server).await, 3);
+    a_retry_reaches_every_name_once(&h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,4 +79,5 @@ async fn a_cluster_mode_server_behind_a_plain_url_still_gets_every_publish() {
     let h = harness(&server, "crossslot").await;
     // Refused once (not counted as a call), then one call per name.
     assert_eq!(both_subscribers_get_it(&h, &server).await, 3 * 4);
+    a_retry_reaches_every_name_once(&h).await;
 }

@@ -13,6 +13,7 @@ use crate::delivery::Delivery;
 use crate::engine::Inner;
 use crate::events::Event;
 use crate::metrics::Metrics;
+use crate::retry::RetryKey;
 
 /// Where a session with a user says it is away (`{"status":"away"}`) or back
 /// (`{"status":"online"}`).
@@ -64,12 +65,29 @@ impl Inner {
         }
         let publisher = m.client_id().map(str::to_owned);
         self.admit().await;
-        let delivery = Delivery::new(self.next_seq(), channel.clone(), m, self.clock.now());
-        if let Err(e) = self.backend.publish(&channel, delivery.clone()).await {
-            Metrics::inc(&self.metrics.backend_errors);
-            tracing::warn!(channel = %channel, error = %e, "publish failed");
-            r.fail(BayeuxError::new(ErrorCode::PublishFailed, [channel.as_str()]));
-            return r;
+        let window = self.config.publish_retry_window();
+        // Taken before `m` becomes the delivery, which drops `clientId` and `id`.
+        let parts = window.and_then(|_| RetryKey::parts_of(&m));
+        let now = self.clock.now();
+        let delivery = Delivery::new(self.next_seq(), channel.clone(), m, now);
+        let key = parts.and_then(|(client, id)| RetryKey::new(&client, &id, &channel, &delivery.json));
+        let published = match (key, window) {
+            (Some(key), Some(window)) => self.backend.publish_once(&channel, delivery.clone(), &key, window, now).await,
+            _ => self.backend.publish(&channel, delivery.clone()).await.map(|()| true),
+        };
+        match published {
+            Err(e) => {
+                Metrics::inc(&self.metrics.backend_errors);
+                tracing::warn!(channel = %channel, error = %e, "publish failed");
+                r.fail(BayeuxError::new(ErrorCode::PublishFailed, [channel.as_str()]));
+                return r;
+            }
+            // The client re-sent a publish it was not answered for: it was delivered then.
+            Ok(false) => {
+                Metrics::inc(&self.metrics.publish_retries);
+                return r;
+            }
+            Ok(true) => {}
         }
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         // The event shares the delivery: no copy, so no need to ask whether anyone listens.
