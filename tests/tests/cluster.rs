@@ -76,6 +76,31 @@ async fn long_polling_session_alternating_nodes_gets_every_message_once() {
     assert_eq!(got, (0..N).collect::<Vec<_>>());
 }
 
+/// A publish re-sent through another node (the Faye client re-sends one whose reply it
+/// missed; behind a balancer, during a rolling restart, the copy lands elsewhere) is
+/// answered as a success and delivered once. A new message id is a new message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_re_sent_through_another_node_is_delivered_once() {
+    let c = Cluster::start(redis(), 3, 10).await;
+    let subscriber = connected_client(&c.url(0)).await;
+    subscribe(&c.url(0), &subscriber, "/resent/*").await;
+    let publisher = connected_client(&c.url(1)).await;
+    let sent = |id: &str, data: i64| json!({"channel":"/resent/x","clientId":publisher,"id":id,"data":data});
+    for (node, m) in [(1, sent("9", 1)), (2, sent("9", 1)), (1, sent("9", 1)), (2, sent("10", 2))] {
+        let (status, r) = post_json(&c.url(node), &m).await;
+        assert_eq!((status, &r[0]["successful"]), (200, &json!(true)), "{r}");
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let (data, _) = poll(&c.url(0), &subscriber, 300).await;
+        got.extend(data);
+    }
+    assert_eq!(got, vec![json!(1), json!(2)]);
+    let retries = metric(&c.nodes[2], "crier_publish_retries_total").await
+        + metric(&c.nodes[1], "crier_publish_retries_total").await;
+    assert_eq!(retries, 2.0);
+}
+
 /// A connect held on one node returns at once when the session is disconnected through
 /// another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

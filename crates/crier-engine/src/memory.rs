@@ -248,11 +248,14 @@ impl Backend for MemoryBackend {
             if inner.sessions.contains_key(key.client()) {
                 let until = now.saturating_add(window.as_millis().try_into().unwrap_or(u64::MAX));
                 let mine = inner.published.entry(key.client().clone()).or_default();
-                while mine.front().is_some_and(|(_, t)| *t <= now) || mine.len() >= REMEMBERED_PUBLISHES {
+                while mine.front().is_some_and(|(_, t)| *t <= now) {
                     mine.pop_front();
                 }
                 if mine.iter().any(|(d, t)| *d == key.digest() && *t > now) {
                     return Ok(false);
+                }
+                if mine.len() >= REMEMBERED_PUBLISHES {
+                    mine.pop_front();
                 }
                 mine.push_back((key.digest(), until));
             }
@@ -411,5 +414,56 @@ impl Backend for MemoryBackend {
 
     async fn nodes(&self, _since: Millis) -> Result<Vec<NodeStats>, BackendError> {
         Ok(self.inner.lock().node.clone().into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crier_protocol::Message;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl DeliverySink for Count {
+        fn deliver(&self, sessions: &[ClientId], _: &Arc<Delivery>) {
+            self.0.fetch_add(sessions.len(), Ordering::Relaxed);
+        }
+        fn close(&self, _: &ClientId) {}
+    }
+
+    /// A session's last `REMEMBERED_PUBLISHES` publishes are remembered, not more: the
+    /// memory one client can make the node spend is bounded.
+    #[tokio::test]
+    async fn a_session_s_last_publishes_are_remembered() {
+        let b = MemoryBackend::new();
+        let count = Arc::new(Count::default());
+        b.bind(count.clone());
+        let (publisher, reader) = (ClientId::from_random([1; 20]), ClientId::from_random([2; 20]));
+        let channel = ChannelName::parse("/m").expect("valid");
+        for id in [&publisher, &reader] {
+            b.create_session(id, 0).await.expect("memory");
+        }
+        b.subscribe(&reader, &channel.clone().into()).await.expect("memory");
+        let window = Duration::from_secs(60);
+        let send = |n: usize| {
+            let key = RetryKey::new(publisher.as_str(), &n.to_string(), &channel, "{}").expect("key");
+            let d = Delivery::new(n as u64, channel.clone(), Message::new(), 0);
+            let b = &b;
+            let channel = &channel;
+            async move { b.publish_once(channel, d, &key, window, 1).await.expect("memory") }
+        };
+        for n in 0..=REMEMBERED_PUBLISHES {
+            assert!(send(n).await, "publish {n} is new");
+        }
+        assert!(!send(REMEMBERED_PUBLISHES).await, "the last one is remembered");
+        assert!(!send(1).await, "so is the oldest that fits");
+        assert!(send(0).await, "the one before it is forgotten");
+        assert_eq!(count.0.load(Ordering::Relaxed), REMEMBERED_PUBLISHES + 2);
+        b.destroy_session(&publisher).await.expect("memory");
+        assert!(b.inner.lock().published.is_empty(), "a session's memory ends with it");
     }
 }
