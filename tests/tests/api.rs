@@ -203,6 +203,26 @@ async fn a_deduplicated_broadcast_reaches_a_faye_client_once() {
     assert_eq!(other.messages("/b/b"), [r#"{"n":1}"#, r#"{"n":2}"#], "{:?}", other.log());
 }
 
+/// An app retrying `/api/publish` with the same `idempotency_key`, through the other node
+/// too, publishes once: a real Faye client gets the message once, and every call answers
+/// the same id. A key of 257 characters gets a 400 with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_publish_retried_with_its_idempotency_key_reaches_a_faye_client_once() {
+    let c = cluster().await;
+    let tab = Tab::open(&c.url(1), "websocket", None, &["/idem"]).await;
+    let call = |n: u64, key: &str| json!({"channel": "/idem", "data": {"n": n}, "idempotency_key": key});
+    let first = ok(&c.nodes[0], "POST", "/publish", Some(call(1, "order-7"))).await;
+    for node in [&c.nodes[1], &c.nodes[0]] {
+        assert_eq!(ok(node, "POST", "/publish", Some(call(1, "order-7"))).await, first);
+    }
+    ok(&c.nodes[1], "POST", "/publish", Some(call(2, "order-8"))).await;
+    assert!(tab.wait(WAIT, |l| l == r#"MSG /idem {"n":2}"#).await, "{:?}", tab.log());
+    assert_eq!(tab.messages("/idem"), [r#"{"n":1}"#, r#"{"n":2}"#], "{:?}", tab.log());
+    let (status, body) = api(&c.nodes[0], "POST", "/publish", Some(call(3, &"k".repeat(257)))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("idempotency_key"), "{body}");
+}
+
 /// While a node of the cluster asks publishers to wait (announced here on the pressure
 /// channel, as a node that falls behind does), the API's publishes wait too: channel
 /// publishes, sends to users and de-duplicated broadcasts, and so does a client's publish,

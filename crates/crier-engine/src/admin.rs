@@ -13,6 +13,8 @@ use crate::backend::BackendError;
 use crate::delivery::Delivery;
 use crate::engine::{Engine, Inner};
 use crate::events::Event;
+use crate::metrics::Metrics;
+use crate::retry::RetryKey;
 use crate::users::{NodeStats, Presence, is_reserved, user_name};
 
 /// Why an API call failed.
@@ -121,6 +123,10 @@ fn subscribe_pattern(inner: &Inner, s: &str) -> Result<ChannelPattern, ApiError>
     Ok(p)
 }
 
+/// Longest idempotency key the API's publish takes, in characters (as JSON Schema's
+/// `maxLength` counts).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+
 fn client_id(s: &str) -> Result<ClientId, ApiError> {
     ClientId::parse(s).ok_or_else(|| invalid(format!("not a client id: {s:?}")))
 }
@@ -134,14 +140,41 @@ fn user_id(s: &str) -> Result<String, ApiError> {
 impl Engine {
     /// Publishes one message to a channel, as a client's publish would (outgoing
     /// extensions still apply on delivery). Returns the message id.
-    pub async fn api_publish(&self, channel: &str, data: Value, ext: Option<Value>) -> Result<String, ApiError> {
+    ///
+    /// With an `idempotency_key`, a publish to the same channel with the same key within
+    /// `engine.publish_retry_window_secs` is not published again (the app retried a call
+    /// whose answer it missed); both calls return the same id, made from the key.
+    pub async fn api_publish(
+        &self,
+        channel: &str,
+        data: Value,
+        ext: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<String, ApiError> {
         let inner = &self.inner;
         let channel = publish_channel(inner, channel)?;
-        let id = inner.api_message_id();
+        if idempotency_key.is_some_and(|k| k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY_LEN) {
+            return Err(invalid(format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters")));
+        }
+        let once = idempotency_key
+            .zip(inner.config.publish_retry_window())
+            .map(|(k, window)| (RetryKey::api(k, &channel), window));
+        let id = match &once {
+            Some((key, _)) => format!("api-{}", &key.hex()[..16]),
+            None => inner.api_message_id(),
+        };
         inner.admit().await;
-        let d =
-            Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), inner.clock.now());
-        inner.backend.publish(&channel, d.clone()).await?;
+        let now = inner.clock.now();
+        let d = Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), now);
+        match &once {
+            Some((key, window)) => {
+                if !inner.backend.publish_once(&channel, d.clone(), key, *window, now).await? {
+                    Metrics::inc(&inner.metrics.publish_retries);
+                    return Ok(id);
+                }
+            }
+            None => inner.backend.publish(&channel, d.clone()).await?,
+        }
         inner.metrics.published.fetch_add(1, Ordering::Relaxed);
         inner.emit(Event::Publish(None, channel, d));
         Ok(id)

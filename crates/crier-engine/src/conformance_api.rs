@@ -147,11 +147,42 @@ pub async fn broadcast_delivers_once_per_session(b: Arc<dyn Backend>) {
     h.engine.api_broadcast(&channels, json!("each"), None, false).await.expect("broadcast");
     assert_eq!(data(&h.poll(&s).await).len(), 3);
     assert_eq!(data(&h.poll(&t).await), [json!("each")]);
-    let id = h.engine.api_publish("/b", json!("one"), Some(json!({"k":1}))).await.expect("publish");
+    let id = h.engine.api_publish("/b", json!("one"), Some(json!({"k":1})), None).await.expect("publish");
     assert!(!id.is_empty());
     let got = h.poll(&t).await;
     assert_eq!(data(&got), [json!("one")]);
     assert_eq!(got[0].ext(), Some(&json!({"k":1})));
+}
+
+/// An API publish with an idempotency key is published once per channel and key, however
+/// often the app calls, and every call answers the same id; without a key, each call is a
+/// message. A key is 1 to 256 characters.
+pub async fn api_publish_with_an_idempotency_key_is_published_once(b: Arc<dyn Backend>) {
+    let h = harness(b);
+    let s = h.client().await;
+    h.subscribe(&s, "/i/*").await;
+    let publish = |channel: &'static str, data: Value, key: Option<&'static str>| {
+        let engine = &h.engine;
+        async move { engine.api_publish(channel, data, None, key).await.expect("publish") }
+    };
+    let first = publish("/i/a", json!(1), Some("order-1")).await;
+    assert_eq!(publish("/i/a", json!(1), Some("order-1")).await, first, "a retry answers the same id");
+    assert_eq!(publish("/i/a", json!("changed"), Some("order-1")).await, first, "one key is one message");
+    publish("/i/b", json!(2), Some("order-1")).await;
+    publish("/i/a", json!(3), Some("order-2")).await;
+    let plain = publish("/i/a", json!(4), None).await;
+    assert_ne!(plain, publish("/i/a", json!(4), None).await);
+    assert_eq!(data(&h.poll(&s).await), [json!(1), json!(2), json!(3), json!(4), json!(4)]);
+    let longest: &'static str = "é".repeat(crate::MAX_IDEMPOTENCY_KEY_LEN).leak();
+    publish("/i/c", json!(5), Some(longest)).await;
+    assert_eq!(data(&h.poll(&s).await), [json!(5)], "256 characters of two bytes each are a valid key");
+    assert_eq!(h.engine.metrics().publish_retries.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let too_long = "k".repeat(crate::MAX_IDEMPOTENCY_KEY_LEN + 1);
+    for bad in ["", too_long.as_str()] {
+        let r = h.engine.api_publish("/i/a", json!(5), None, Some(bad)).await;
+        assert!(matches!(r, Err(ApiError::Invalid(_))), "{r:?}");
+    }
+    assert!(h.poll(&s).await.is_empty(), "nothing published for a refused key");
 }
 
 /// Sessions are subscribed and unsubscribed by user, by client id and by their current
@@ -206,8 +237,8 @@ pub async fn server_side_subscriptions_and_listings(b: Arc<dyn Backend>) {
     let bad_id = Selector { client_ids: vec!["not an id".into()], ..Selector::default() };
     assert!(bad(h.engine.api_subscribe(&bad_id, &users(&["/ok"]), true).await));
     assert!(h.engine.api_session(&other).await.expect("session").expect("exists").subscriptions == ["/q/**"]);
-    assert!(matches!(h.engine.api_publish("/a/*", json!(1), None).await, Err(ApiError::Invalid(_))));
-    assert!(matches!(h.engine.api_publish("/service/x", json!(1), None).await, Err(ApiError::Invalid(_))));
+    assert!(matches!(h.engine.api_publish("/a/*", json!(1), None, None).await, Err(ApiError::Invalid(_))));
+    assert!(matches!(h.engine.api_publish("/service/x", json!(1), None, None).await, Err(ApiError::Invalid(_))));
     assert!(matches!(h.engine.api_send_to_users(&[], "/x", json!(1), None).await, Err(ApiError::Invalid(_))));
     let unknown = ClientId::from_random([7; 20]).as_str().to_owned();
     assert_eq!(h.engine.api_session(&unknown).await.expect("session"), None);

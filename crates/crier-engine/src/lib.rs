@@ -35,7 +35,7 @@ pub mod conformance;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance_api;
 
-pub use admin::{ApiError, ChannelInfo, ClusterStats, Selector, SessionInfo};
+pub use admin::{ApiError, ChannelInfo, ClusterStats, MAX_IDEMPOTENCY_KEY_LEN, Selector, SessionInfo};
 pub use backend::{Backend, BackendError, DeliverySink, LogPosition, Millis, SWEEP_BATCH, Touched};
 pub use clock::Clock;
 pub use config::{EngineConfig, OverflowPolicy};
@@ -45,7 +45,7 @@ pub use engine::{Engine, EngineBuilder};
 pub use events::Event;
 pub use extension::{Extension, Verdict};
 pub use held::{HeldConnect, SocketReplies};
-pub use memory::{MemoryBackend, REMEMBERED_PUBLISHES};
+pub use memory::{MemoryBackend, REMEMBERED_API_PUBLISHES, REMEMBERED_PUBLISHES};
 pub use meta::PRESENCE_CHANNEL;
 pub use metrics::{Histogram, Metrics};
 pub use pump::{Batch, Pump};

@@ -24,6 +24,10 @@ const OFFLINE_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
 /// session can make this node spend (256 × 24 bytes).
 pub const REMEMBERED_PUBLISHES: usize = 256;
 
+/// How many of the server API's publishes with an idempotency key are remembered (within
+/// the same window), all apps together: 10,000 × 24 bytes at most.
+pub const REMEMBERED_API_PUBLISHES: usize = 10_000;
+
 /// One user's sessions and presence timestamps.
 #[derive(Default)]
 struct User {
@@ -75,12 +79,42 @@ impl User {
     }
 }
 
+/// Publishes remembered for recognising retries, in the order they are forgotten (every
+/// one is kept for the same window).
+#[derive(Default)]
+struct Remembered {
+    order: VecDeque<([u8; 16], Millis)>,
+    digests: HashSet<[u8; 16]>,
+}
+
+impl Remembered {
+    /// `false` if `digest` is remembered at `now`. Otherwise remembers it until `until`,
+    /// forgetting the oldest beyond `cap`, and returns `true`.
+    fn remember(&mut self, digest: [u8; 16], now: Millis, until: Millis, cap: usize) -> bool {
+        while let Some((d, _)) = self.order.front().filter(|(_, t)| *t <= now) {
+            self.digests.remove(d);
+            self.order.pop_front();
+        }
+        if self.digests.contains(&digest) {
+            return false;
+        }
+        if self.order.len() >= cap
+            && let Some((d, _)) = self.order.pop_front()
+        {
+            self.digests.remove(&d);
+        }
+        self.order.push_back((digest, until));
+        self.digests.insert(digest);
+        true
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     /// Session → last touch and subscriptions.
     sessions: HashMap<ClientId, (Millis, HashSet<ChannelPattern>)>,
-    /// A session's remembered publishes (digest, remembered until), oldest first.
-    published: HashMap<ClientId, VecDeque<([u8; 16], Millis)>>,
+    /// A session's remembered publishes; the server API's under `None`.
+    published: HashMap<Option<ClientId>, Remembered>,
     /// Identities bound to sessions.
     identities: HashMap<ClientId, Identity>,
     /// Subscription name or pattern → subscribed sessions.
@@ -176,7 +210,7 @@ impl Backend for MemoryBackend {
         let mut inner = self.inner.lock();
         let Some((_, subs)) = inner.sessions.remove(id) else { return Ok(None) };
         inner.identities.remove(id);
-        inner.published.remove(id);
+        inner.published.remove(&Some(id.clone()));
         for p in &subs {
             if let Some(set) = inner.channels.get_mut(p) {
                 set.remove(id);
@@ -245,19 +279,16 @@ impl Backend for MemoryBackend {
         let recipients = {
             let mut inner = self.inner.lock();
             // Only a live session's publishes are remembered: the memory ends with it.
-            if inner.sessions.contains_key(key.client()) {
+            let cap = match key.client() {
+                Some(id) if inner.sessions.contains_key(id) => Some(REMEMBERED_PUBLISHES),
+                Some(_) => None,
+                None => Some(REMEMBERED_API_PUBLISHES),
+            };
+            if let Some(cap) = cap {
                 let until = now.saturating_add(window.as_millis().try_into().unwrap_or(u64::MAX));
-                let mine = inner.published.entry(key.client().clone()).or_default();
-                while mine.front().is_some_and(|(_, t)| *t <= now) {
-                    mine.pop_front();
-                }
-                if mine.iter().any(|(d, t)| *d == key.digest() && *t > now) {
+                if !inner.published.entry(key.client().cloned()).or_default().remember(key.digest(), now, until, cap) {
                     return Ok(false);
                 }
-                if mine.len() >= REMEMBERED_PUBLISHES {
-                    mine.pop_front();
-                }
-                mine.push_back((key.digest(), until));
             }
             inner.recipients(channel)
         };

@@ -5,18 +5,35 @@
 //! delivers it a second time. Crier remembers each accepted publish of a session for
 //! `engine.publish_retry_window_secs` under a [`RetryKey`]: the session, the message id,
 //! the channel and the content. A publish whose key is remembered is answered as a success
-//! and not delivered again.
+//! and not delivered again. The server API's publish takes an idempotency key from the
+//! app for the same purpose (as Centrifugo's and Ably's do).
 
 use crier_protocol::{ChannelName, ClientId, Message};
 
-/// What identifies one publish of one session: a digest of the client id, the message
+/// What identifies one publish: for a session's, a digest of the client id, the message
 /// `id`, the channel and the delivered content. The content is part of it so that a client
 /// that reuses message ids (the Bayeux spec asks for unique ones, not every client obeys)
-/// loses nothing: only an identical message counts as a retry.
+/// loses nothing: only an identical message counts as a retry. For the API's, a digest of
+/// the app's idempotency key and the channel: the app promises that one key is one message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RetryKey {
-    client: ClientId,
+    /// The publishing session; `None` for the server API.
+    client: Option<ClientId>,
     digest: [u8; 16],
+}
+
+/// The first 128 bits of SHA-1 over length-prefixed parts (so no two different tuples
+/// share an input).
+fn digest(parts: &[&str]) -> [u8; 16] {
+    let mut h = sha1_smol::Sha1::new();
+    for part in parts {
+        h.update(&(part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let full = h.digest().bytes();
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&full[..16]);
+    digest
 }
 
 impl RetryKey {
@@ -31,21 +48,18 @@ impl RetryKey {
     /// a re-sent copy reproduces.
     pub fn new(client: &str, id: &str, channel: &ChannelName, json: &str) -> Option<RetryKey> {
         let client = ClientId::parse(client)?;
-        let mut h = sha1_smol::Sha1::new();
-        // Each part is length-prefixed, so no two different tuples share an input.
-        for part in [client.as_str(), id, channel.as_str(), json] {
-            h.update(&(part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        let full = h.digest().bytes();
-        let mut digest = [0u8; 16];
-        digest.copy_from_slice(&full[..16]);
-        Some(RetryKey { client, digest })
+        let digest = digest(&["session", client.as_str(), id, channel.as_str(), json]);
+        Some(RetryKey { client: Some(client), digest })
     }
 
-    /// The publishing session.
-    pub fn client(&self) -> &ClientId {
-        &self.client
+    /// The key of a server API publish to `channel` with the app's idempotency key.
+    pub fn api(idempotency_key: &str, channel: &ChannelName) -> RetryKey {
+        RetryKey { client: None, digest: digest(&["api", idempotency_key, channel.as_str()]) }
+    }
+
+    /// The publishing session; `None` for the server API.
+    pub fn client(&self) -> Option<&ClientId> {
+        self.client.as_ref()
     }
 
     /// 128 bits identifying the publish (the client id included).
@@ -88,7 +102,7 @@ mod tests {
         assert!(of(json!({"channel":"/a","clientId":ID})).is_none());
         assert!(of(json!({"channel":"/a","clientId":"x y","id":"1"})).is_none());
         let k = of(json!({"channel":"/a","clientId":ID,"id":"1"})).expect("key");
-        assert_eq!(k.client().as_str(), ID);
+        assert_eq!(k.client().map(ClientId::as_str), Some(ID));
         assert_eq!(k.hex().len(), 32);
     }
 
@@ -111,5 +125,14 @@ mod tests {
         ] {
             assert_ne!(base.digest(), different.digest());
         }
+    }
+
+    #[test]
+    fn an_api_key_is_per_idempotency_key_and_channel() {
+        let k = RetryKey::api("order-1", &ch("/a"));
+        assert_eq!(k, RetryKey::api("order-1", &ch("/a")));
+        assert!(k.client().is_none());
+        assert_ne!(k, RetryKey::api("order-2", &ch("/a")));
+        assert_ne!(k, RetryKey::api("order-1", &ch("/b")));
     }
 }

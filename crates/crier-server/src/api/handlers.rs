@@ -52,7 +52,7 @@ pub(super) async fn openapi(State(state): State<Arc<AppState>>) -> Response {
 
 pub(super) async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Answer<PublishResponse> {
     let r: PublishRequest = parse(&state, body).await?;
-    let id = state.engine.api_publish(&r.channel, r.data, r.ext).await?;
+    let id = state.engine.api_publish(&r.channel, r.data, r.ext, r.idempotency_key.as_deref()).await?;
     Ok(Json(PublishResponse { id }))
 }
 

@@ -152,6 +152,12 @@ pub(crate) struct PublishRequest {
     /// The message's `ext`, passed to subscribers as is.
     #[serde(default)]
     pub ext: Option<Value>,
+    /// Makes a retried call safe: a publish to the same channel with the same key within
+    /// `engine.publish_retry_window_secs` (on any node) is not published again, and both
+    /// calls answer the same `id`. One key must name one message.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 256))]
+    pub idempotency_key: Option<String>,
 }
 
 /// `POST /broadcast`.
