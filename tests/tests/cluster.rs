@@ -101,6 +101,16 @@ async fn a_publish_re_sent_through_another_node_is_delivered_once() {
     assert_eq!(retries, 2.0);
 }
 
+/// The real Faye client re-sends a publish whose reply was lost; the copy goes to another
+/// node (a proxy drops the first reply and sends the rest elsewhere, as a balancer does when
+/// a node goes away). The subscriber, on a third node, gets the message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_faye_client_re_sends_to_another_node_is_delivered_once() {
+    let c = Cluster::start(redis(), 3, 10).await;
+    let (ok, out) = run_node("resend.js", &c.url(0), "websocket", &["--then", &c.url(1), "--sub", &c.url(2)]).await;
+    assert!(ok && out.contains("delivered once"), "{out}");
+}
+
 /// A connect held on one node returns at once when the session is disconnected through
 /// another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,18 @@ async fn run(script: &str, transport: &str) {
     server.stop().await.expect("clean stop");
 }
 
+/// The Faye client re-sends a publish whose reply a proxy dropped (same message id); the
+/// subscriber gets it once (Faye's server delivers it twice: faye-behaviour.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_faye_client_re_sends_is_delivered_once() {
+    let server = TestServer::start().await;
+    for transport in ["websocket", "long-polling"] {
+        let (ok, out) = run_node("resend.js", &server.url(), transport, &[]).await;
+        assert!(ok && out.contains("delivered once"), "subscriber over {transport}:\n{out}");
+    }
+    server.stop().await.expect("clean stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faye_client_over_websocket() {
     run("faye.js", "websocket").await;
