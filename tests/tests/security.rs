@@ -70,6 +70,43 @@ async fn subscribe_secret_lets_only_the_backend_subscribe() {
     assert_eq!(r["successful"], json!(true), "{r}");
 }
 
+/// `auth.secret_field` and `auth.token_field` name the `ext` keys the secrets and tokens
+/// come in; the default names then carry nothing, and the secret's key is removed before
+/// anyone receives the message.
+#[tokio::test]
+async fn the_ext_fields_of_secrets_and_tokens_are_configurable() {
+    let dir = std::env::temp_dir().join(format!("crier-fields-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("tokens.json");
+    std::fs::write(&file, r#"{"/private/room": "t1"}"#).expect("write");
+    let s = server(AuthConfig {
+        publish_secret: Some("s3cret".to_owned()),
+        secret_field: "api_key".to_owned(),
+        subscribe_tokens_file: Some(file),
+        token_field: "grant".to_owned(),
+        ..AuthConfig::default()
+    })
+    .await;
+    let id = connected_client(&s.url()).await;
+    let r = subscribe_reply(&s.url(), &id, "/private/room", json!({"token":"t1"})).await;
+    assert_eq!(r["error"], json!("403:/private/room:Subscription token required"), "{r}");
+    let r = subscribe_reply(&s.url(), &id, "/private/room", json!({"grant":"t1"})).await;
+    assert_eq!(r["successful"], json!(true), "{r}");
+    let publish = |ext: Value| json!({"channel":"/private/room","data":"x","ext":ext});
+    let (_, r) = post_json(&s.url(), &publish(json!({"password":"s3cret"}))).await;
+    assert_eq!(r[0]["error"], json!("403::Password required"), "{r}");
+    let (_, r) = post_json(&s.url(), &publish(json!({"api_key":"s3cret","note":1}))).await;
+    assert_eq!(r[0]["successful"], json!(true), "{r}");
+    let (_, got) = post_json(
+        &s.url(),
+        &json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","advice":{"timeout":0}}),
+    )
+    .await;
+    let delivered: Vec<&Value> = got.as_array().expect("array").iter().filter(|m| m["data"] == json!("x")).collect();
+    assert_eq!(delivered.len(), 1, "{got}");
+    assert_eq!(delivered[0]["ext"], json!({"note":1}), "the secret is removed: {got}");
+}
+
 #[tokio::test]
 async fn subscription_tokens_from_a_file_cover_patterns() {
     let dir = std::env::temp_dir().join(format!("crier-tokens-{}", std::process::id()));

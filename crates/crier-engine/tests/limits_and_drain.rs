@@ -271,3 +271,27 @@ async fn max_batch_bytes_zero_sends_everything_at_once() {
     }
     assert_eq!(h.poll(&a).await.len(), 50);
 }
+
+/// `engine.sweep_interval_secs` is how often the engine looks for expired sessions: one
+/// that expired is ended at the next sweep, not before. 0 means a quarter of the timeout,
+/// at least 1 s.
+#[tokio::test(start_paused = true)]
+async fn expired_sessions_end_at_the_next_sweep() {
+    use crier_engine::Backend;
+    use crier_protocol::ClientId;
+    // The session lives 4 s (2 × timeout) and expires then. Sweeps run at 0, I, 2I, ...:
+    // with I = 30 s it is still there at 29 s and gone at 31 s; with the default (1 s here)
+    // the sweep at 5 s ends it.
+    for (interval, still_there_ms, gone_ms) in [(30, 29_000, 31_000), (0, 4_500, 5_500)] {
+        let backend = Arc::new(MemoryBackend::new());
+        let config = EngineConfig { timeout_secs: 2, sweep_interval_secs: interval, ..EngineConfig::default() };
+        let h = Harness { engine: Engine::builder(config, backend.clone()).build() };
+        let start = tokio::time::Instant::now();
+        let id = ClientId::parse(&h.client().await).expect("id");
+        tokio::time::sleep_until(start + Duration::from_millis(still_there_ms)).await;
+        assert!(backend.session_exists(&id).await.expect("memory"), "interval {interval}: swept before its time");
+        tokio::time::sleep_until(start + Duration::from_millis(gone_ms)).await;
+        assert!(!backend.session_exists(&id).await.expect("memory"), "interval {interval}: not swept");
+        assert_eq!(h.engine.metrics().sessions_expired.load(Ordering::Relaxed), 1);
+    }
+}

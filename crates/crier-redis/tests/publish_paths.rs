@@ -81,3 +81,31 @@ async fn a_cluster_mode_server_behind_a_plain_url_still_gets_every_publish() {
     assert_eq!(both_subscribers_get_it(&h, &server).await, 3 * 4);
     a_retry_reaches_every_name_once(&h).await;
 }
+
+/// `redis.log_retention_secs` is how long a name's log keeps messages; once publishing
+/// stops, the log key itself goes after twice that. A value below the floor (the session
+/// lifetime plus 10 s: logs must outlive every session that may still read them) is raised
+/// to the floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_retention_is_configurable_and_never_below_the_session_lifetime() {
+    let server = RedisServer::start();
+    // The session lifetime is 4 s, so the floor is 14 s.
+    for (secs, retention_ms) in [(100, 100_000), (5, 14_000)] {
+        let prefix = unique_prefix("retention");
+        let config =
+            RedisConfig { url: server.url(), prefix: prefix.clone(), log_retention_secs: secs, ..RedisConfig::default() };
+        let backend = RedisBackend::connect(config, Duration::from_secs(4)).await.expect("redis backend connects");
+        let config = EngineConfig { timeout_secs: 2, ..EngineConfig::default() };
+        let h = Harness { engine: Engine::builder(config, Arc::new(backend)).build() };
+        let a = h.client().await;
+        h.subscribe(&a, "/kept").await;
+        h.publish("/kept", json!(1)).await;
+        let reply = server.cmd(&["PTTL", &format!("{prefix}:{{c:/kept}}:log")]).unwrap_or_default();
+        let ttl: u64 = reply.trim().trim_start_matches(':').parse().unwrap_or(0);
+        assert!(
+            (2 * retention_ms - 5_000..=2 * retention_ms).contains(&ttl),
+            "log_retention_secs {secs}: the log expires in {ttl} ms, want about {}",
+            2 * retention_ms
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! The real `crier` binary exports `handshake`, `publish` and `deliver` spans over
-//! OTLP/HTTP when `log.otlp_endpoint` is set, and flushes them on SIGTERM.
+//! OTLP/HTTP when `log.otlp_endpoint` is set, as the service `log.service_name`, and
+//! flushes them on SIGTERM.
 
 mod common;
 
@@ -81,7 +82,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test]
 async fn spans_are_exported_over_otlp_and_flushed_on_sigterm() {
     let (endpoint, mut requests) = receiver().await;
-    let mut server = serve_env(&[("CRIER_LOG__OTLP_ENDPOINT", endpoint.as_str())]);
+    let mut server = serve_env(&[
+        ("CRIER_LOG__OTLP_ENDPOINT", endpoint.as_str()),
+        ("CRIER_LOG__SERVICE_NAME", "crier-otlp-test-service"),
+    ]);
     let url = format!("http://{}/faye", server.addr);
 
     let hs =
@@ -103,7 +107,8 @@ async fn spans_are_exported_over_otlp_and_flushed_on_sigterm() {
     let pid = server.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
 
-    let mut missing: Vec<&str> = vec!["handshake", "publish", "deliver"];
+    // The service name is the resource's `service.name`, a string in the protobuf body.
+    let mut missing: Vec<&str> = vec!["handshake", "publish", "deliver", "crier-otlp-test-service"];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !missing.is_empty() {
         let (path, body) = tokio::time::timeout_at(deadline, requests.recv())
