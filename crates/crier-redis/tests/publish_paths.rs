@@ -92,8 +92,12 @@ async fn the_log_retention_is_configurable_and_never_below_the_session_lifetime(
     // The session lifetime is 4 s, so the floor is 14 s.
     for (secs, retention_ms) in [(100, 100_000), (5, 14_000)] {
         let prefix = unique_prefix("retention");
-        let config =
-            RedisConfig { url: server.url(), prefix: prefix.clone(), log_retention_secs: secs, ..RedisConfig::default() };
+        let config = RedisConfig {
+            url: server.url(),
+            prefix: prefix.clone(),
+            log_retention_secs: secs,
+            ..RedisConfig::default()
+        };
         let backend = RedisBackend::connect(config, Duration::from_secs(4)).await.expect("redis backend connects");
         let config = EngineConfig { timeout_secs: 2, ..EngineConfig::default() };
         let h = Harness { engine: Engine::builder(config, Arc::new(backend)).build() };
