@@ -50,9 +50,12 @@ pub struct EngineConfig {
     /// client (same `clientId`, `id`, channel and content: Faye's client re-sends a message
     /// whose reply it missed, 1.2 × timeout after sending it or after a failed request) is
     /// answered as a success and not delivered twice. On Redis every node recognises it
-    /// (one key with this expiry per publish, on the channel's shard); the memory backend
-    /// keeps each session's last 256. Publishes without a `clientId` or an `id` are never
-    /// taken for retries. 0: remember nothing.
+    /// (one key of about 160 bytes with this expiry per publish that reached a subscriber,
+    /// on the channel's shard); the memory backend keeps each session's last 64 and the
+    /// server API's last 100,000. Publishes without a `clientId` or an `id` are never taken
+    /// for retries. Also the window of the server API's `idempotency_key`. At most 86,400;
+    /// shorter than 1.2 × `timeout_secs` + 5 s misses the Faye client's re-send after a
+    /// reply that never came (a warning at startup). 0: remember nothing.
     pub publish_retry_window_secs: u64,
     /// Seconds between sweeps for expired sessions (0: a quarter of the timeout, at least 1 s).
     /// A sweep takes expired sessions 1,000 at a time and goes on at once while it finds
@@ -113,6 +116,22 @@ impl EngineConfig {
         self.timeout() * 2
     }
 
+    /// Why `publish_retry_window_secs` is too short to catch the Faye client's re-send of a
+    /// publish it got no reply to (it waits 1.2 × the advised timeout, then `retry`
+    /// seconds, 5 by default), if it is.
+    pub fn publish_retry_window_shortfall(&self) -> Option<String> {
+        let window = self.publish_retry_window()?;
+        let needed = self.timeout().mul_f64(1.2) + Duration::from_secs(5);
+        (window < needed).then(|| {
+            format!(
+                "engine.publish_retry_window_secs = {} is shorter than 1.2 × engine.timeout_secs + 5 s ({} s): a publish \
+                 the Faye client re-sends after getting no reply is delivered twice",
+                self.publish_retry_window_secs,
+                needed.as_secs_f64().ceil()
+            )
+        })
+    }
+
     /// How long a publish is remembered for recognising its retry; `None`: not at all.
     pub fn publish_retry_window(&self) -> Option<Duration> {
         (self.publish_retry_window_secs > 0).then(|| Duration::from_secs(self.publish_retry_window_secs))
@@ -130,5 +149,24 @@ impl EngineConfig {
         } else {
             (self.timeout() / 4).max(Duration::from_secs(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_window_shorter_than_the_faye_client_s_re_send_is_reported() {
+        let config = |window, timeout| EngineConfig {
+            publish_retry_window_secs: window,
+            timeout_secs: timeout,
+            ..EngineConfig::default()
+        };
+        assert_eq!(config(120, 25).publish_retry_window_shortfall(), None, "the defaults");
+        assert_eq!(config(35, 25).publish_retry_window_shortfall(), None, "1.2 × 25 + 5 = 35");
+        let short = config(34, 25).publish_retry_window_shortfall().unwrap_or_default();
+        assert!(short.contains("shorter than 1.2 × engine.timeout_secs + 5 s (35 s)"), "{short}");
+        assert_eq!(config(0, 25).publish_retry_window_shortfall(), None, "off is a choice, not a mistake");
     }
 }

@@ -21,12 +21,13 @@ const OFFLINE_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
 /// How many of a session's publishes are remembered for recognising retries (within
 /// `engine.publish_retry_window_secs`). A client re-sends only the messages it is still
 /// waiting for, so a session's last few are what matters; the cap bounds the memory a
-/// session can make this node spend (256 × 24 bytes).
-pub const REMEMBERED_PUBLISHES: usize = 256;
+/// session can make this node spend (64 × 24 bytes, looked through in order).
+pub const REMEMBERED_PUBLISHES: usize = 64;
 
 /// How many of the server API's publishes with an idempotency key are remembered (within
-/// the same window), all apps together: 10,000 × 24 bytes at most.
-pub const REMEMBERED_API_PUBLISHES: usize = 10_000;
+/// the same window), all apps together: about 5 MB at most, with an index. At the default
+/// window of 120 s that covers 833 such calls a second.
+pub const REMEMBERED_API_PUBLISHES: usize = 100_000;
 
 /// One user's sessions and presence timestamps.
 #[derive(Default)]
@@ -80,32 +81,48 @@ impl User {
 }
 
 /// Publishes remembered for recognising retries, in the order they are forgotten (every
-/// one is kept for the same window).
+/// one is kept for the same window). A session's few are looked through in order; the
+/// API's many have an index.
 #[derive(Default)]
 struct Remembered {
     order: VecDeque<([u8; 16], Millis)>,
-    digests: HashSet<[u8; 16]>,
+    index: Option<HashSet<[u8; 16]>>,
 }
 
 impl Remembered {
+    fn indexed() -> Self {
+        Remembered { order: VecDeque::new(), index: Some(HashSet::new()) }
+    }
+
     /// `false` if `digest` is remembered at `now`. Otherwise remembers it until `until`,
     /// forgetting the oldest beyond `cap`, and returns `true`.
     fn remember(&mut self, digest: [u8; 16], now: Millis, until: Millis, cap: usize) -> bool {
-        while let Some((d, _)) = self.order.front().filter(|(_, t)| *t <= now) {
-            self.digests.remove(d);
-            self.order.pop_front();
+        while self.order.front().is_some_and(|(_, t)| *t <= now) || self.order.len() > cap {
+            self.forget_oldest();
         }
-        if self.digests.contains(&digest) {
+        let known = match &self.index {
+            Some(index) => index.contains(&digest),
+            None => self.order.iter().any(|(d, _)| *d == digest),
+        };
+        if known {
             return false;
         }
-        if self.order.len() >= cap
-            && let Some((d, _)) = self.order.pop_front()
-        {
-            self.digests.remove(&d);
+        if self.order.len() >= cap {
+            self.forget_oldest();
         }
         self.order.push_back((digest, until));
-        self.digests.insert(digest);
+        if let Some(index) = &mut self.index {
+            index.insert(digest);
+        }
         true
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((d, _)) = self.order.pop_front()
+            && let Some(index) = &mut self.index
+        {
+            index.remove(&d);
+        }
     }
 }
 
@@ -286,7 +303,11 @@ impl Backend for MemoryBackend {
             };
             if let Some(cap) = cap {
                 let until = now.saturating_add(window.as_millis().try_into().unwrap_or(u64::MAX));
-                if !inner.published.entry(key.client().cloned()).or_default().remember(key.digest(), now, until, cap) {
+                let mine = inner.published.entry(key.client().cloned()).or_insert_with(|| match key.client() {
+                    Some(_) => Remembered::default(),
+                    None => Remembered::indexed(),
+                });
+                if !mine.remember(key.digest(), now, until, cap) {
                     return Ok(false);
                 }
             }

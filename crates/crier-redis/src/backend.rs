@@ -256,7 +256,7 @@ impl Shared {
     /// `json` is the delivery's encoding as a shared Redis string, made once per publish:
     /// each name's call holds a reference, not a copy (a message matches up to depth + 2
     /// names, a broadcast many more). With `retry` (a retry key of the name's tag and the
-    /// window in ms), only if that key is not set; `Ok(false)`: it was, nothing happened.
+    /// window in ms; the exact channel's call on Redis Cluster), see [`Scripts::publish`].
     pub(crate) async fn publish_one(
         &self,
         name: &ChannelPattern,
@@ -264,7 +264,7 @@ impl Shared {
         delivery: &Delivery,
         json: &fred::bytes_utils::Str,
         retry: Option<&(String, u64)>,
-    ) -> Result<bool, BackendError> {
+    ) -> Result<Answer, BackendError> {
         let mut args = self.publish_args(channel, delivery, json, 2);
         args.push(Value::from(self.keys.channel(name)));
         let mut keys = vec![self.keys.members(name), self.keys.log(name)];
@@ -274,7 +274,7 @@ impl Shared {
         }
         let answer: Value =
             self.scripts.publish.evalsha_with_reload(&self.client, keys, args).await.map_err(|e| self.fail(e))?;
-        Ok(!is_retry(&answer))
+        Ok(Answer::of(&answer))
     }
 
     /// The arguments PUBLISH and PUBLISH_MANY share (max_len, retention_ms, message id,
@@ -323,7 +323,7 @@ impl Shared {
             args.push(Value::from(window_ms.to_string()));
         }
         match self.scripts.publish_many.evalsha_with_reload::<Value, _, _>(&self.client, keys, args).await {
-            Ok(answer) => Ok(Some(!is_retry(&answer))),
+            Ok(answer) => Ok(Some(Answer::of(&answer) != Answer::Repeat)),
             // Redis checks the keys' slots before running anything.
             Err(e) if e.details().contains("CROSSSLOT") => {
                 if self.one_server.swap(false, AtomicOrdering::AcqRel) {
@@ -357,12 +357,14 @@ impl Shared {
         // Redis Cluster: one script call per matching name (at most depth + 2), each on its
         // name's slot, all in flight at once. Either way the cost does not depend on how
         // many sessions subscribe. A retry key sits on the exact channel's slot: that
-        // name's call checks it first, and the others follow only if it was not set.
+        // name's call checks and sets it first (`p`), the others follow unless it was done
+        // (`d`), and then it is marked done. A node that stops in between leaves `p`, and
+        // the client's retry publishes to the other names again: at least once, never lost.
         let mut rest = names;
         if let Some(retry) = retry {
             let exact = ChannelPattern::from(channel.clone());
             rest.retain(|n| *n != exact);
-            if !self.publish_one(&exact, channel, delivery, &json, Some(retry)).await? {
+            if self.publish_one(&exact, channel, delivery, &json, Some(retry)).await? == Answer::Repeat {
                 return Ok(false);
             }
         }
@@ -370,15 +372,24 @@ impl Shared {
             let json = &json;
             async move { self.publish_one(&name, channel, delivery, json, None).await }
         });
-        if let Err(e) = futures::future::try_join_all(calls).await {
-            // The message reached only some names: forget it, so the client's retry goes
-            // out again (a subscriber of a name that got it may then get it twice).
-            if let Some((key, _)) = retry
-                && let Err(e) = self.client.del::<i64, _>(key.as_str()).await
-            {
-                tracing::debug!(error = %e, "could not forget a failed publish");
+        futures::future::try_join_all(calls).await?;
+        if let Some((key, _)) = retry {
+            let done: Result<Value, _> = self
+                .client
+                // KEEPTTL: the key still goes when the window ends.
+                .set(
+                    key.as_str(),
+                    "d",
+                    Some(fred::types::Expiration::KEEPTTL),
+                    Some(fred::types::SetOptions::XX),
+                    false,
+                )
+                .await;
+            if let Err(e) = done {
+                // The retry of an acknowledged publish would then reach the other names
+                // twice; nothing is lost.
+                tracing::debug!(error = %e, "could not mark a publish done");
             }
-            return Err(e);
         }
         Ok(true)
     }
@@ -1186,7 +1197,23 @@ impl Backend for RedisBackend {
     }
 }
 
-/// Whether a publish script answered that its retry key was set (nothing published).
-fn is_retry(answer: &Value) -> bool {
-    matches!(answer, Value::Integer(-1))
+/// What a publish script with a retry key answered (see `Scripts::publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Published (or no subscribers).
+    Published,
+    /// A repeat of a publish that was done: nothing published.
+    Repeat,
+    /// This name had it; the node that published it stopped before the other names.
+    HadIt,
+}
+
+impl Answer {
+    fn of(answer: &Value) -> Answer {
+        match answer {
+            Value::Integer(-1) => Answer::Repeat,
+            Value::Integer(-2) => Answer::HadIt,
+            _ => Answer::Published,
+        }
+    }
 }

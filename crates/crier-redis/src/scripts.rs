@@ -12,15 +12,23 @@ use fred::types::scripts::Script;
 /// session whose own entry was trimmed away lost messages only if that is not its position
 /// (a quiet name's last entry is trimmed by age with nothing after it lost).
 ///
-/// With a third key, the publish is a session's that its client may re-send (see
-/// `crier_engine::RetryKey`): if that key exists, nothing is published and -1 comes back;
-/// otherwise it is set to expire after the window.
+/// With a third key, the publish may be re-sent by its client (see
+/// `crier_engine::RetryKey`), and this is the call for the exact channel, which goes first
+/// on Redis Cluster. The key is `p` while the other names are being published and `d` once
+/// they all were (set by the node afterwards). `d`: a retry, nothing is published, -1.
+/// `p`: this name had it but the node stopped before the others were done; nothing is
+/// published here, -2, and the node publishes to the other names again (some may get it
+/// twice; none loses it). Unset: it is set to `p`, expiring after the window.
 ///
 /// KEYS: members, log, optionally the retry key. ARGV: max_len, retention_ms, message id,
 /// channel, json, shard channel, then the retry window in ms with the retry key.
-/// Returns the log offset, nil if the name has no subscribers, or -1 for a retry.
+/// Returns the log offset, nil if the name has no subscribers, -1 or -2 as above.
 const PUBLISH: &str = r#"
-if #KEYS > 2 and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[7]) then return -1 end
+if #KEYS > 2 then
+  local seen = redis.call('SET', KEYS[3], 'p', 'NX', 'GET', 'PX', ARGV[7])
+  if seen == 'd' then return -1 end
+  if seen then return -2 end
+end
 if redis.call('SCARD', KEYS[1]) == 0 then return false end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local before = '0-0'
@@ -41,13 +49,24 @@ return id
 /// per publish for four names in a 200-publisher run, docs/benchmarks.md "Other modes").
 /// Redis Cluster keeps one call per name, each on its name's slot.
 ///
-/// KEYS: members and log of each name, in pairs, then optionally the retry key (as in
-/// [`PUBLISH`]). ARGV: max_len, retention_ms, message id, channel, json, the shard channel
-/// of each name, then the retry window in ms with the retry key. Returns how many names
-/// had subscribers, or -1 for a retry (nothing published).
+/// With a retry key (see [`PUBLISH`]), one step does it all: the key is set to `d`, and if
+/// it already was, nothing is published (-1). A key left at `p` by a node on Redis Cluster
+/// publishes to every name again. A publish that reached no subscriber does not keep its
+/// key: nothing was delivered to repeat, and publishes nobody receives cost no memory.
+///
+/// KEYS: members and log of each name, in pairs, then optionally the retry key. ARGV:
+/// max_len, retention_ms, message id, channel, json, the shard channel of each name, then
+/// the retry window in ms with the retry key. Returns how many names had subscribers, or
+/// -1 for a retry (nothing published).
 const PUBLISH_MANY: &str = r#"
 local names = math.floor(#KEYS / 2)
-if #KEYS % 2 == 1 and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[6 + names]) then return -1 end
+local retry = false
+if #KEYS % 2 == 1 then
+  retry = KEYS[#KEYS]
+  local seen = redis.call('SET', retry, 'd', 'NX', 'GET', 'PX', ARGV[6 + names])
+  if seen == 'd' then return -1 end
+  if seen then redis.call('SET', retry, 'd', 'XX', 'KEEPTTL') end
+end
 local keep = tonumber(ARGV[2])
 local sent = 0
 for i = 1, names do
@@ -64,6 +83,7 @@ for i = 1, names do
     sent = sent + 1
   end
 end
+if retry and sent == 0 then redis.call('DEL', retry) end
 return sent
 "#;
 

@@ -65,6 +65,42 @@ async fn one_server_publishes_to_every_name() {
     // One script call per publish for the four matching names (/a/b, /a/*, /a/**, /**).
     assert_eq!(both_subscribers_get_it(&h, &server).await, 3);
     a_retry_reaches_every_name_once(&h).await;
+    // A publish that reached nobody keeps no retry key (it costs no memory).
+    let publisher = h.client().await;
+    let r = h.send(vec![json!({"channel":"/nobody/here","clientId":publisher,"id":"1","data":1})]).await;
+    assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    assert_eq!(server.cmd(&["KEYS", "*:r:*"]).unwrap_or_default().lines().filter(|l| l.contains("/nobody")).count(), 0);
+    assert!(server.cmd(&["KEYS", "*:r:*"]).unwrap_or_default().contains("{c:/r/b}:r:"), "a delivered one does");
+}
+
+/// On Redis Cluster the exact name's call sets the retry key to `p`, and it becomes `d`
+/// once the other names are done. A node that stopped in between leaves `p` (made here by
+/// hand): the client's retry then goes to the other names again, so the wildcard
+/// subscriber gets it (twice: at least once, never lost), the exact one does not get it
+/// again, and the key is done after that.
+async fn a_retry_after_a_half_done_publish_reaches_the_other_names(h: &Harness, server: &RedisServer) {
+    let exact = h.client().await;
+    let wildcard = h.client().await;
+    let publisher = h.client().await;
+    h.subscribe(&exact, "/h/b").await;
+    h.subscribe(&wildcard, "/h/*").await;
+    let m = json!({"channel":"/h/b","clientId":publisher,"id":"1","data":"a"});
+    assert_eq!(h.send(vec![m.clone()]).await[0].successful(), Some(true));
+    let keys = server.cmd(&["KEYS", "*{c:/h/b}:r:*"]).unwrap_or_default();
+    let key = keys.lines().find(|l| l.contains(":r:")).expect("the retry key").to_owned();
+    assert_eq!(server.cmd(&["GET", &key]).unwrap_or_default().lines().nth(1), Some("d"), "done");
+    let ttl: i64 = server.cmd(&["PTTL", &key]).unwrap_or_default().trim().trim_start_matches(':').parse().unwrap_or(0);
+    assert!(ttl > 100_000, "still expiring with the window after it was marked done: {ttl}");
+    server.cmd(&["SET", &key, "p", "KEEPTTL"]).expect("left half done");
+    assert_eq!(h.send(vec![m.clone()]).await[0].successful(), Some(true));
+    assert_eq!(server.cmd(&["GET", &key]).unwrap_or_default().lines().nth(1), Some("d"), "done again");
+    assert_eq!(h.send(vec![m]).await[0].successful(), Some(true));
+    let data = |id: &String| {
+        let id = id.clone();
+        async move { h.poll(&id).await.iter().filter_map(|m| m.data().cloned()).collect::<Vec<_>>() }
+    };
+    assert_eq!(data(&exact).await, vec![json!("a")]);
+    assert_eq!(data(&wildcard).await, vec![json!("a"), json!("a")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,6 +116,7 @@ async fn a_cluster_mode_server_behind_a_plain_url_still_gets_every_publish() {
     // Refused once (not counted as a call), then one call per name.
     assert_eq!(both_subscribers_get_it(&h, &server).await, 3 * 4);
     a_retry_reaches_every_name_once(&h).await;
+    a_retry_after_a_half_done_publish_reaches_the_other_names(&h, &server).await;
 }
 
 /// `redis.log_retention_secs` is how long a name's log keeps messages; once publishing

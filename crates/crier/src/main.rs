@@ -112,6 +112,9 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     if let Some(why) = open_files::shortfall(files.limit, s.limits.max_connections) {
         tracing::warn!("{why}");
     }
+    if let Some(why) = s.engine.publish_retry_window_shortfall() {
+        tracing::warn!("{why}");
+    }
     let listener = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| format!("binding {}", s.listen))?;
     let addr = listener.local_addr()?;
     let (backend, kind): (Arc<dyn Backend>, &str) = if s.redis.enabled() {

@@ -204,6 +204,9 @@ impl Settings {
         if self.engine.max_subscriptions == 0 {
             return Err("engine.max_subscriptions: must be at least 1".to_owned());
         }
+        if self.engine.publish_retry_window_secs > 86_400 {
+            return Err("engine.publish_retry_window_secs: must be at most 86400 (one day)".to_owned());
+        }
         self.redis.validate()?;
         // Reads key and token files, so a bad one stops startup naming the key.
         crier_auth::policies(&self.auth).map_err(|e| e.to_string())?;
@@ -343,6 +346,11 @@ mod tests {
                 ("CRIER_LOG__OTLP_ENDPOINT", "https://collector:4318", "log.otlp_endpoint: only http://"),
                 ("CRIER_REDIS__URL", "rediss://redis:6380", "redis.url: TLS (rediss://) is not supported"),
                 ("CRIER_AUTH__WEBHOOK__URL", "https://app/authorize", "auth.webhook.url: https is not supported"),
+                (
+                    "CRIER_ENGINE__PUBLISH_RETRY_WINDOW_SECS",
+                    "86401",
+                    "engine.publish_retry_window_secs: must be at most",
+                ),
             ] {
                 jail.set_env(key, value);
                 let e = load(figment(None, env(), &Overrides::default())).err().unwrap_or_default();
