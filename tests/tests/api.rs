@@ -221,6 +221,13 @@ async fn an_api_publish_retried_with_its_idempotency_key_reaches_a_faye_client_o
     let (status, body) = api(&c.nodes[0], "POST", "/publish", Some(call(3, &"k".repeat(257)))).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("idempotency_key"), "{body}");
+    // A broadcast too, retried through the other node.
+    let broadcast = json!({"channels": ["/idem", "/idem2"], "data": {"n": 4}, "idempotency_key": "order-7"});
+    let first = ok(&c.nodes[0], "POST", "/broadcast", Some(broadcast.clone())).await;
+    assert_eq!(ok(&c.nodes[1], "POST", "/broadcast", Some(broadcast)).await, first);
+    ok(&c.nodes[0], "POST", "/publish", Some(call(5, "order-10"))).await;
+    assert!(tab.wait(WAIT, |l| l == r#"MSG /idem {"n":5}"#).await, "{:?}", tab.log());
+    assert_eq!(tab.messages("/idem"), [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":4}"#, r#"{"n":5}"#], "{:?}", tab.log());
 }
 
 /// While a node of the cluster asks publishers to wait (announced here on the pressure

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use crier_protocol::{ChannelKind, ChannelName, ChannelPattern, ClientId, Message};
 use serde_json::{Map, Value};
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Claim};
 use crate::delivery::Delivery;
 use crate::engine::{Engine, Inner};
 use crate::events::Event;
@@ -123,6 +123,29 @@ fn subscribe_pattern(inner: &Inner, s: &str) -> Result<ChannelPattern, ApiError>
     Ok(p)
 }
 
+/// Checks an idempotency key's length.
+fn checked_idempotency_key(k: Option<&str>) -> Result<Option<&str>, ApiError> {
+    match k {
+        Some(k) if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY_LEN => {
+            Err(invalid(format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters")))
+        }
+        k => Ok(k),
+    }
+}
+
+/// What [`Inner::claim_call`] decided.
+enum Call {
+    /// Go ahead: the message id, and the retry key to finish.
+    Go(String, Option<RetryKey>),
+    /// A repeat of a call that was done, with its id: do nothing.
+    Repeat(String),
+}
+
+/// The id of an API message published with an idempotency key: the same on every retry.
+fn keyed_id(key: &RetryKey) -> String {
+    format!("api-{}", &key.hex()[..16])
+}
+
 /// Longest idempotency key the API's publish takes, in characters (as JSON Schema's
 /// `maxLength` counts).
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
@@ -153,14 +176,11 @@ impl Engine {
     ) -> Result<String, ApiError> {
         let inner = &self.inner;
         let channel = publish_channel(inner, channel)?;
-        if idempotency_key.is_some_and(|k| k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY_LEN) {
-            return Err(invalid(format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters")));
-        }
-        let once = idempotency_key
+        let once = checked_idempotency_key(idempotency_key)?
             .zip(inner.config.publish_retry_window())
             .map(|(k, window)| (RetryKey::api(k, &channel), window));
         let id = match &once {
-            Some((key, _)) => format!("api-{}", &key.hex()[..16]),
+            Some((key, _)) => keyed_id(key),
             None => inner.api_message_id(),
         };
         inner.admit().await;
@@ -183,19 +203,26 @@ impl Engine {
     /// Publishes one message to several channels. With `dedupe`, a session subscribed to
     /// several of them (or through several matching names) receives it once, on the first
     /// of the channels (in the order given) that reaches it; without, once per channel.
+    ///
+    /// With an `idempotency_key`, a broadcast with the same key within
+    /// `engine.publish_retry_window_secs` is not made again; both calls return the same id.
     pub async fn api_broadcast(
         &self,
         channels: &[String],
         data: Value,
         ext: Option<Value>,
         dedupe: bool,
+        idempotency_key: Option<&str>,
     ) -> Result<String, ApiError> {
         let inner = &self.inner;
         if channels.is_empty() {
             return Err(invalid("channels must not be empty"));
         }
         let parsed: Vec<ChannelName> = channels.iter().map(|c| publish_channel(inner, c)).collect::<Result<_, _>>()?;
-        let id = inner.api_message_id();
+        let (id, key) = match inner.claim_call(idempotency_key, "broadcast").await? {
+            Call::Go(id, key) => (id, key),
+            Call::Repeat(id) => return Ok(id),
+        };
         // Once for the whole broadcast, however many channels it goes to.
         inner.admit().await;
         let now = inner.clock.now();
@@ -225,6 +252,7 @@ impl Engine {
                 inner.backend.publish(c, d.clone()).await?;
             }
         }
+        inner.finish_call(key.as_ref()).await;
         inner.metrics.published.fetch_add(parsed.len() as u64, Ordering::Relaxed);
         for (c, d) in parsed.into_iter().zip(deliveries) {
             inner.emit(Event::Publish(None, c, d));
@@ -234,13 +262,15 @@ impl Engine {
 
     /// Sends a message on `channel` to every session of the users named, on any node,
     /// whatever they subscribe to (a Faye client hands it to its subscription to `channel`).
-    /// A session of two of the users receives it once.
+    /// A session of two of the users receives it once. With an `idempotency_key`, as
+    /// [`Engine::api_broadcast`].
     pub async fn api_send_to_users(
         &self,
         users: &[String],
         channel: &str,
         data: Value,
         ext: Option<Value>,
+        idempotency_key: Option<&str>,
     ) -> Result<String, ApiError> {
         let inner = &self.inner;
         if users.is_empty() {
@@ -254,12 +284,16 @@ impl Engine {
         }
         names.sort();
         names.dedup();
-        let id = inner.api_message_id();
+        let (id, key) = match inner.claim_call(idempotency_key, "send").await? {
+            Call::Go(id, key) => (id, key),
+            Call::Repeat(id) => return Ok(id),
+        };
         inner.admit().await;
         let d =
             Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), inner.clock.now());
         let targets: Vec<_> = names.into_iter().map(|n| (n, d.clone())).collect();
         inner.backend.publish_to(&targets).await?;
+        inner.finish_call(key.as_ref()).await;
         inner.metrics.published.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
@@ -462,6 +496,33 @@ impl Inner {
 
     /// An id for an API publish, returned to the caller for its logs (deliveries carry no
     /// `id`); unique in practice cluster-wide, as `seq` starts at random on each node.
+    /// Whether an API call that publishes in several steps goes ahead, with its message id
+    /// and, if it has an idempotency key (checked) and the window is on, its retry key.
+    async fn claim_call(&self, idempotency_key: Option<&str>, call: &str) -> Result<Call, ApiError> {
+        let (Some(k), Some(window)) = (checked_idempotency_key(idempotency_key)?, self.config.publish_retry_window())
+        else {
+            return Ok(Call::Go(self.api_message_id(), None));
+        };
+        let key = RetryKey::api_call(k, call);
+        Ok(match self.backend.claim(&key, window, self.clock.now()).await? {
+            Claim::Done => {
+                Metrics::inc(&self.metrics.publish_retries);
+                Call::Repeat(keyed_id(&key))
+            }
+            Claim::New | Claim::Unfinished => Call::Go(keyed_id(&key), Some(key)),
+        })
+    }
+
+    /// Marks a claimed call done. If that fails, a retry repeats the call (some recipients
+    /// get it twice), so it is logged, not returned.
+    async fn finish_call(&self, key: Option<&RetryKey>) {
+        if let Some(key) = key
+            && let Err(e) = self.backend.finish(key).await
+        {
+            tracing::warn!(error = %e, "could not mark an API call with an idempotency key done");
+        }
+    }
+
     fn api_message_id(&self) -> String {
         format!("api-{:x}", self.next_seq())
     }

@@ -12,6 +12,18 @@ use crate::delivery::Delivery;
 use crate::retry::RetryKey;
 use crate::users::{NodeStats, Presence, PresenceChange};
 
+/// What [`Backend::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Not seen within the window: go ahead, then [`Backend::finish`].
+    New,
+    /// Claimed, but the call that claimed it did not finish (it failed, or its node
+    /// stopped): go ahead again; some recipients may get it twice, none loses it.
+    Unfinished,
+    /// Done within the window: a repeat, do nothing.
+    Done,
+}
+
 /// How many expired sessions a backend may return from one `expired_sessions` call; a
 /// sweep that gets this many asks again at once (up to `SWEEP_ROUNDS` times).
 pub const SWEEP_BATCH: usize = 1000;
@@ -143,6 +155,15 @@ pub trait Backend: Send + Sync + 'static {
         window: Duration,
         now: Millis,
     ) -> Result<bool, BackendError>;
+
+    /// Claims `key` for `window` from `now`, for a server API call that publishes in
+    /// several steps (a broadcast, a send to users), where the check cannot be part of one
+    /// publish as in [`Backend::publish_once`].
+    async fn claim(&self, key: &RetryKey, window: Duration, now: Millis) -> Result<Claim, BackendError>;
+
+    /// Marks a claimed call done: a later [`Backend::claim`] of `key` within the window
+    /// finds [`Claim::Done`].
+    async fn finish(&self, key: &RetryKey) -> Result<(), BackendError>;
 
     /// Logs each delivery under exactly the given subscription name (no channel
     /// expansion) and fans it out to that name's sessions. The deliveries of one call share

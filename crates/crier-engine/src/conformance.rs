@@ -418,6 +418,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@api $make, ($($attr)?), cluster_stats_count_what_exists);
         $crate::conformance_suite!(@api $make, ($($attr)?), presence_heals_sessions_ended_without_an_update);
         $crate::conformance_suite!(@api $make, ($($attr)?), api_publish_with_an_idempotency_key_is_published_once);
+        $crate::conformance_suite!(@api $make, ($($attr)?), api_broadcasts_and_sends_with_an_idempotency_key_happen_once);
     };
     (@api $make:expr, ($($attr:tt)?), $case:ident) => {
         #[tokio::test $($attr)?]

@@ -80,8 +80,11 @@ pub async fn users_presence_and_targeted_sends(b: Arc<dyn Backend>) {
     assert!(p[0].online_since.is_some() && p[0].last_online.is_some() && p[0].away_since.is_none(), "{p:?}");
     assert_eq!((p[1].online_since, p[1].last_online), (None, None), "{p:?}");
 
-    h.engine.api_send_to_users(&users(&["alice"]), "/inbox", json!({"n":1}), None).await.expect("send");
-    h.engine.api_send_to_users(&users(&["alice", "bob", "alice"]), "/inbox", json!({"n":2}), None).await.expect("send");
+    h.engine.api_send_to_users(&users(&["alice"]), "/inbox", json!({"n":1}), None, None).await.expect("send");
+    h.engine
+        .api_send_to_users(&users(&["alice", "bob", "alice"]), "/inbox", json!({"n":2}), None, None)
+        .await
+        .expect("send");
     assert_eq!(data(&h.poll(&a1).await), [json!({"n":1}), json!({"n":2})]);
     assert_eq!(data(&h.poll(&a2).await), [json!({"n":1}), json!({"n":2})]);
     assert_eq!(data(&h.poll(&b1).await), [json!({"n":2})]);
@@ -139,12 +142,12 @@ pub async fn broadcast_delivers_once_per_session(b: Arc<dyn Backend>) {
     }
     h.subscribe(&t, "/b").await;
     let channels = users(&["/a", "/b", "/c/x"]);
-    h.engine.api_broadcast(&channels, json!("once"), None, true).await.expect("broadcast");
+    h.engine.api_broadcast(&channels, json!("once"), None, true, None).await.expect("broadcast");
     let got = h.poll(&s).await;
     assert_eq!(data(&got), [json!("once")]);
     assert_eq!(got[0].channel(), Some("/a"), "the first channel given that reaches the session");
     assert_eq!(data(&h.poll(&t).await), [json!("once")]);
-    h.engine.api_broadcast(&channels, json!("each"), None, false).await.expect("broadcast");
+    h.engine.api_broadcast(&channels, json!("each"), None, false, None).await.expect("broadcast");
     assert_eq!(data(&h.poll(&s).await).len(), 3);
     assert_eq!(data(&h.poll(&t).await), [json!("each")]);
     let id = h.engine.api_publish("/b", json!("one"), Some(json!({"k":1})), None).await.expect("publish");
@@ -183,6 +186,29 @@ pub async fn api_publish_with_an_idempotency_key_is_published_once(b: Arc<dyn Ba
         assert!(matches!(r, Err(ApiError::Invalid(_))), "{r:?}");
     }
     assert!(h.poll(&s).await.is_empty(), "nothing published for a refused key");
+}
+
+/// A broadcast and a send to users with an idempotency key happen once per key, however
+/// often the app calls, each call answering the same id; the two kinds of call do not
+/// share keys.
+pub async fn api_broadcasts_and_sends_with_an_idempotency_key_happen_once(b: Arc<dyn Backend>) {
+    let h = harness(b);
+    let s = user_client(&h, "alice").await;
+    h.subscribe(&s, "/k/a").await;
+    h.subscribe(&s, "/inbox").await;
+    let channels = users(&["/k/a", "/k/b"]);
+    let broadcast = |data: Value| h.engine.api_broadcast(&channels, data, None, true, Some("call-1"));
+    let first = broadcast(json!("b")).await.expect("broadcast");
+    assert_eq!(broadcast(json!("b")).await.expect("broadcast"), first);
+    let alice = users(&["alice"]);
+    let send = |data: Value| h.engine.api_send_to_users(&alice, "/inbox", data, None, Some("call-1"));
+    let sent = send(json!("s")).await.expect("send");
+    assert_ne!(sent, first, "a send's key is not a broadcast's");
+    assert_eq!(send(json!("s")).await.expect("send"), sent);
+    assert_eq!(data(&h.poll(&s).await), [json!("b"), json!("s")]);
+    assert_eq!(h.engine.metrics().publish_retries.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let r = h.engine.api_broadcast(&channels, json!(1), None, true, Some("")).await;
+    assert!(matches!(r, Err(ApiError::Invalid(_))), "{r:?}");
 }
 
 /// Sessions are subscribed and unsubscribed by user, by client id and by their current
@@ -239,7 +265,7 @@ pub async fn server_side_subscriptions_and_listings(b: Arc<dyn Backend>) {
     assert!(h.engine.api_session(&other).await.expect("session").expect("exists").subscriptions == ["/q/**"]);
     assert!(matches!(h.engine.api_publish("/a/*", json!(1), None, None).await, Err(ApiError::Invalid(_))));
     assert!(matches!(h.engine.api_publish("/service/x", json!(1), None, None).await, Err(ApiError::Invalid(_))));
-    assert!(matches!(h.engine.api_send_to_users(&[], "/x", json!(1), None).await, Err(ApiError::Invalid(_))));
+    assert!(matches!(h.engine.api_send_to_users(&[], "/x", json!(1), None, None).await, Err(ApiError::Invalid(_))));
     let unknown = ClientId::from_random([7; 20]).as_str().to_owned();
     assert_eq!(h.engine.api_session(&unknown).await.expect("session"), None);
 }

@@ -36,7 +36,7 @@ pub mod conformance;
 pub mod conformance_api;
 
 pub use admin::{ApiError, ChannelInfo, ClusterStats, MAX_IDEMPOTENCY_KEY_LEN, Selector, SessionInfo};
-pub use backend::{Backend, BackendError, DeliverySink, LogPosition, Millis, SWEEP_BATCH, Touched};
+pub use backend::{Backend, BackendError, Claim, DeliverySink, LogPosition, Millis, SWEEP_BATCH, Touched};
 pub use clock::Clock;
 pub use config::{EngineConfig, OverflowPolicy};
 pub use context::{Identity, RequestContext, RequestInfo, Transport};

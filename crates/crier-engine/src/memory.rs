@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, BackendError, DeliverySink, Millis, Touched};
+use crate::backend::{Backend, BackendError, Claim, DeliverySink, Millis, Touched};
 use crate::context::Identity;
 use crate::delivery::Delivery;
 use crate::retry::RetryKey;
@@ -317,6 +317,19 @@ impl Backend for MemoryBackend {
             sink.deliver(&recipients, &delivery);
         }
         Ok(true)
+    }
+
+    /// One process cannot stop half-way through a call and still remember its claim, so
+    /// a claim is done at once ([`Backend::finish`] has nothing to do).
+    async fn claim(&self, key: &RetryKey, window: Duration, now: Millis) -> Result<Claim, BackendError> {
+        let until = now.saturating_add(window.as_millis().try_into().unwrap_or(u64::MAX));
+        let mut inner = self.inner.lock();
+        let api = inner.published.entry(None).or_insert_with(Remembered::indexed);
+        Ok(if api.remember(key.digest(), now, until, REMEMBERED_API_PUBLISHES) { Claim::New } else { Claim::Done })
+    }
+
+    async fn finish(&self, _key: &RetryKey) -> Result<(), BackendError> {
+        Ok(())
     }
 
     async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {

@@ -57,6 +57,12 @@ impl RetryKey {
         RetryKey { client: None, digest: digest(&["api", idempotency_key, channel.as_str()]) }
     }
 
+    /// The key of a server API call that publishes in several steps (`call` is `broadcast`
+    /// or `send`; not a channel name, which starts with `/`) with the app's idempotency key.
+    pub fn api_call(idempotency_key: &str, call: &str) -> RetryKey {
+        RetryKey { client: None, digest: digest(&["api", idempotency_key, call]) }
+    }
+
     /// The publishing session; `None` for the server API.
     pub fn client(&self) -> Option<&ClientId> {
         self.client.as_ref()
@@ -134,5 +140,6 @@ mod tests {
         assert!(k.client().is_none());
         assert_ne!(k, RetryKey::api("order-2", &ch("/a")));
         assert_ne!(k, RetryKey::api("order-1", &ch("/b")));
+        assert_ne!(RetryKey::api_call("order-1", "broadcast"), RetryKey::api_call("order-1", "send"));
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crier_engine::{
-    Backend, BackendError, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange, RetryKey,
-    SWEEP_BATCH, SessionGuard, SessionLocks, Touched,
+    Backend, BackendError, Claim, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange,
+    RetryKey, SWEEP_BATCH, SessionGuard, SessionLocks, Touched,
 };
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use fred::clients::SubscriberClient;
@@ -999,6 +999,32 @@ impl Backend for RedisBackend {
         let s = &self.shared;
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         s.publish_names(channel, &delivery, Some(&(s.keys.retry(channel, key), window_ms))).await
+    }
+
+    async fn claim(&self, key: &RetryKey, window: Duration, _now: Millis) -> Result<Claim, BackendError> {
+        let s = &self.shared;
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let seen: Option<String> = s
+            .client
+            .set(s.keys.claim(key), "p", Some(Expiration::PX(window_ms)), Some(SetOptions::NX), true)
+            .await
+            .map_err(|e| s.fail(e))?;
+        Ok(match seen.as_deref() {
+            None => Claim::New,
+            Some("d") => Claim::Done,
+            Some(_) => Claim::Unfinished,
+        })
+    }
+
+    async fn finish(&self, key: &RetryKey) -> Result<(), BackendError> {
+        let s = &self.shared;
+        // KEEPTTL: the key still goes when the window ends.
+        let _: Value = s
+            .client
+            .set(s.keys.claim(key), "d", Some(Expiration::KEEPTTL), Some(SetOptions::XX), false)
+            .await
+            .map_err(|e| s.fail(e))?;
+        Ok(())
     }
 
     async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {

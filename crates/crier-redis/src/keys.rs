@@ -64,6 +64,12 @@ impl Keys {
         format!("{}:{{c:{}}}:r:{}", self.prefix, channel.as_str(), key.hex())
     }
 
+    /// String with a TTL: a server API call (broadcast, send) claimed with an idempotency
+    /// key, `p` while it runs and `d` once done. A tag of its own.
+    pub(crate) fn claim(&self, key: &RetryKey) -> String {
+        format!("{}:{{r:{}}}", self.prefix, key.hex())
+    }
+
     /// Sharded pub/sub channel carrying the name's messages live.
     pub(crate) fn channel(&self, name: &ChannelPattern) -> String {
         format!("{}:{{c:{}}}", self.prefix, name.as_str())

@@ -58,6 +58,30 @@ async fn a_retry_reaches_every_name_once(h: &Harness) {
     }
 }
 
+/// An API broadcast with an idempotency key claims it (`p`) and marks it done (`d`) once
+/// every channel is published. A claim left at `p` (the node stopped half-way; made here
+/// by hand) makes the app's retry broadcast again: at least once, never lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_call_left_half_done_is_made_again_on_retry() {
+    let server = RedisServer::start();
+    let h = harness(&server, "claims").await;
+    let s = h.client().await;
+    h.subscribe(&s, "/c/a").await;
+    let channels = vec!["/c/a".to_owned(), "/c/b".to_owned()];
+    let call = || h.engine.api_broadcast(&channels, json!("x"), None, true, Some("order-9"));
+    let id = call().await.expect("broadcast");
+    let hex = crier_engine::RetryKey::api_call("order-9", "broadcast").hex();
+    let key = server.cmd(&["KEYS", &format!("*{{r:{hex}}}")]).unwrap_or_default();
+    let key = key.lines().find(|l| l.contains(&hex)).expect("the claim").to_owned();
+    assert_eq!(server.cmd(&["GET", &key]).unwrap_or_default().lines().nth(1), Some("d"));
+    assert_eq!(call().await.expect("broadcast"), id, "a repeat");
+    server.cmd(&["SET", &key, "p", "KEEPTTL"]).expect("left half done");
+    assert_eq!(call().await.expect("broadcast"), id, "made again, same id");
+    assert_eq!(server.cmd(&["GET", &key]).unwrap_or_default().lines().nth(1), Some("d"));
+    let got: Vec<_> = h.poll(&s).await.iter().filter_map(|m| m.data().cloned()).collect();
+    assert_eq!(got, vec![json!("x"), json!("x")]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_server_publishes_to_every_name() {
     let server = RedisServer::start();

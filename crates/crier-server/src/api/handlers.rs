@@ -59,14 +59,14 @@ pub(super) async fn publish(State(state): State<Arc<AppState>>, body: Body) -> A
 pub(super) async fn broadcast(State(state): State<Arc<AppState>>, body: Body) -> Answer<PublishResponse> {
     let r: BroadcastRequest = parse(&state, body).await?;
     limit(&state, &[("channels", r.channels.len())])?;
-    let id = state.engine.api_broadcast(&r.channels, r.data, r.ext, r.dedupe).await?;
+    let id = state.engine.api_broadcast(&r.channels, r.data, r.ext, r.dedupe, r.idempotency_key.as_deref()).await?;
     Ok(Json(PublishResponse { id }))
 }
 
 pub(super) async fn send(State(state): State<Arc<AppState>>, body: Body) -> Answer<PublishResponse> {
     let r: SendRequest = parse(&state, body).await?;
     limit(&state, &[("users", r.users.len())])?;
-    let id = state.engine.api_send_to_users(&r.users, &r.channel, r.data, r.ext).await?;
+    let id = state.engine.api_send_to_users(&r.users, &r.channel, r.data, r.ext, r.idempotency_key.as_deref()).await?;
     Ok(Json(PublishResponse { id }))
 }
 

@@ -176,6 +176,12 @@ pub(crate) struct BroadcastRequest {
     /// (default). `false`: once per channel.
     #[serde(default = "yes")]
     pub dedupe: bool,
+    /// Makes a retried call safe: a broadcast with the same key within
+    /// `engine.publish_retry_window_secs` (on any node) is not made again, and both calls
+    /// answer the same `id`.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 256))]
+    pub idempotency_key: Option<String>,
 }
 
 fn yes() -> bool {
@@ -198,6 +204,12 @@ pub(crate) struct SendRequest {
     /// The message's `ext`.
     #[serde(default)]
     pub ext: Option<Value>,
+    /// Makes a retried call safe: a send with the same key within
+    /// `engine.publish_retry_window_secs` (on any node) is not made again, and both calls
+    /// answer the same `id`.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 256))]
+    pub idempotency_key: Option<String>,
 }
 
 /// Which sessions: the union of those named, those of the users named, and the current
