@@ -219,12 +219,14 @@ impl Engine {
             return Err(invalid("channels must not be empty"));
         }
         let parsed: Vec<ChannelName> = channels.iter().map(|c| publish_channel(inner, c)).collect::<Result<_, _>>()?;
+        checked_idempotency_key(idempotency_key)?;
+        // Once for the whole broadcast, however many channels it goes to. Before the claim:
+        // a call dropped while it waits (the app gave up) must not leave its key claimed.
+        inner.admit().await;
         let (id, key) = match inner.claim_call(idempotency_key, "broadcast").await? {
             Call::Go(id, key) => (id, key),
             Call::Repeat(id) => return Ok(id),
         };
-        // Once for the whole broadcast, however many channels it goes to.
-        inner.admit().await;
         let now = inner.clock.now();
         // With dedupe, every channel's delivery shares one seq: a session reached through
         // several names takes the first (see `Backend::publish_to`).
@@ -284,11 +286,13 @@ impl Engine {
         }
         names.sort();
         names.dedup();
+        checked_idempotency_key(idempotency_key)?;
+        // Before the claim, as in `api_broadcast`.
+        inner.admit().await;
         let (id, key) = match inner.claim_call(idempotency_key, "send").await? {
             Call::Go(id, key) => (id, key),
             Call::Repeat(id) => return Ok(id),
         };
-        inner.admit().await;
         let d =
             Delivery::new(inner.next_seq(), channel.clone(), api_message(&channel, data, ext, &id), inner.clock.now());
         let targets: Vec<_> = names.into_iter().map(|n| (n, d.clone())).collect();
@@ -494,8 +498,6 @@ impl Inner {
         Ok(())
     }
 
-    /// An id for an API publish, returned to the caller for its logs (deliveries carry no
-    /// `id`); unique in practice cluster-wide, as `seq` starts at random on each node.
     /// Whether an API call that publishes in several steps goes ahead, with its message id
     /// and, if it has an idempotency key (checked) and the window is on, its retry key.
     async fn claim_call(&self, idempotency_key: Option<&str>, call: &str) -> Result<Call, ApiError> {
@@ -523,6 +525,8 @@ impl Inner {
         }
     }
 
+    /// An id for an API publish, returned to the caller for its logs (deliveries carry no
+    /// `id`); unique in practice cluster-wide, as `seq` starts at random on each node.
     fn api_message_id(&self) -> String {
         format!("api-{:x}", self.next_seq())
     }

@@ -50,8 +50,8 @@ pub struct EngineConfig {
     /// client (same `clientId`, `id`, channel and content: Faye's client re-sends a message
     /// whose reply it missed, 1.2 × timeout after sending it or after a failed request) is
     /// answered as a success and not delivered twice. On Redis every node recognises it
-    /// (one key of about 160 bytes with this expiry per publish that reached a subscriber,
-    /// on the channel's shard); the memory backend keeps each session's last 64 and the
+    /// (one key of about 160 bytes with this expiry per publish, on the channel's shard; on
+    /// one server only for a publish that reached a subscriber); the memory backend keeps each session's last 64 and the
     /// server API's last 100,000. Publishes without a `clientId` or an `id` are never taken
     /// for retries. Also the window of the server API's `idempotency_key`. At most 86,400;
     /// shorter than 1.2 × `timeout_secs` + 5 s misses the Faye client's re-send after a

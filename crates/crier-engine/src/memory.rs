@@ -319,8 +319,9 @@ impl Backend for MemoryBackend {
         Ok(true)
     }
 
-    /// One process cannot stop half-way through a call and still remember its claim, so
-    /// a claim is done at once ([`Backend::finish`] has nothing to do).
+    /// A claim is done at once ([`Backend::finish`] has nothing to do): the engine claims
+    /// only after its last wait, and this backend's publishes never wait, so a call cannot
+    /// stop between its claim and its publishes and still leave the claim behind.
     async fn claim(&self, key: &RetryKey, window: Duration, now: Millis) -> Result<Claim, BackendError> {
         let until = now.saturating_add(window.as_millis().try_into().unwrap_or(u64::MAX));
         let mut inner = self.inner.lock();

@@ -1011,8 +1011,8 @@ impl Backend for RedisBackend {
             .map_err(|e| s.fail(e))?;
         Ok(match seen.as_deref() {
             None => Claim::New,
-            Some("d") => Claim::Done,
-            Some(_) => Claim::Unfinished,
+            Some("p") => Claim::Unfinished,
+            Some(_) => Claim::Done,
         })
     }
 

@@ -18,7 +18,8 @@ use fred::types::scripts::Script;
 /// they all were (set by the node afterwards). `d`: a retry, nothing is published, -1.
 /// `p`: this name had it but the node stopped before the others were done; nothing is
 /// published here, -2, and the node publishes to the other names again (some may get it
-/// twice; none loses it). Unset: it is set to `p`, expiring after the window.
+/// twice; none loses it). Unset: it is set to `p`, expiring after the window. Any other
+/// value counts as done.
 ///
 /// KEYS: members, log, optionally the retry key. ARGV: max_len, retention_ms, message id,
 /// channel, json, shard channel, then the retry window in ms with the retry key.
@@ -26,8 +27,8 @@ use fred::types::scripts::Script;
 const PUBLISH: &str = r#"
 if #KEYS > 2 then
   local seen = redis.call('SET', KEYS[3], 'p', 'NX', 'GET', 'PX', ARGV[7])
-  if seen == 'd' then return -1 end
-  if seen then return -2 end
+  if seen == 'p' then return -2 end
+  if seen then return -1 end
 end
 if redis.call('SCARD', KEYS[1]) == 0 then return false end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
@@ -64,8 +65,11 @@ local retry = false
 if #KEYS % 2 == 1 then
   retry = KEYS[#KEYS]
   local seen = redis.call('SET', retry, 'd', 'NX', 'GET', 'PX', ARGV[6 + names])
-  if seen == 'd' then return -1 end
-  if seen then redis.call('SET', retry, 'd', 'XX', 'KEEPTTL') end
+  if seen == 'p' then
+    redis.call('SET', retry, 'd', 'XX', 'KEEPTTL')
+  elseif seen then
+    return -1
+  end
 end
 local keep = tonumber(ARGV[2])
 local sent = 0
