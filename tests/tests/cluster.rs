@@ -356,6 +356,14 @@ async fn redis_restart_fails_publishes_then_restores_subscriptions() {
     assert!(r[0]["error"].as_str().unwrap_or_default().starts_with("407:"), "{r}");
     let ready = http().get(c.nodes[1].at("/readyz")).send().await.expect("readyz").status().as_u16();
     assert_eq!(ready, 503);
+    // A connect meanwhile fails, but tells the client to keep its session and connect again
+    // (a handshake would start a new session and lose what is published for the old one
+    // until the client has subscribed again).
+    let (_, reply) = poll(&c.url(0), &id, 500).await;
+    assert_eq!(reply["successful"], json!(false), "{reply}");
+    assert_eq!(reply["error"], json!("500::Backend unavailable"), "{reply}");
+    assert_eq!(reply["advice"]["reconnect"], json!("retry"), "{reply}");
+    assert_eq!(reply["clientId"], json!(id), "{reply}");
 
     redis.restart();
     for n in &c.nodes {

@@ -134,6 +134,41 @@ pub(crate) fn start(shared: &Arc<Shared>) {
             }
         }
     });
+
+    // Probe the command connection too. fred's unresponsive check measures from the last
+    // write, and commands from many tasks (marks, connects, publishes) keep writing, so a
+    // connection that answers nothing at all (a network path gone silent, both ends still
+    // open) would never be replaced: every command would time out until the kernel gave up
+    // on it, a quarter of an hour later. A PING unanswered for three probe intervals (or
+    // within `redis.command_timeout_ms`, if shorter) replaces it; its reconnect handler
+    // above then recovers the sessions.
+    let this = shared.clone();
+    shared.tasks.spawn(async move {
+        let every = Duration::from_secs(this.config.ping_interval_secs);
+        loop {
+            tokio::select! {
+                _ = this.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {
+                    if !this.client.is_connected() {
+                        continue;
+                    }
+                    let answer = tokio::time::timeout(every * 3, this.client.ping::<Value>(None)).await;
+                    let silent = match answer {
+                        Ok(Ok(_)) => false,
+                        Ok(Err(e)) => *e.kind() == fred::error::ErrorKind::Timeout,
+                        Err(_) => true,
+                    };
+                    if silent && !this.shutdown.is_cancelled() {
+                        RedisMetrics::inc(&this.metrics.silent_reconnects);
+                        tracing::warn!("redis command connection answers nothing; reconnecting");
+                        if let Err(e) = this.client.force_reconnection().await {
+                            tracing::warn!(error = %e, "reconnecting to redis failed");
+                        }
+                    }
+                }
+            }
+        }
+    });
 }
 
 impl Shared {

@@ -15,6 +15,7 @@ pub(crate) struct RedisMetrics {
     pub(crate) bridged: AtomicU64,
     pub(crate) log_gaps: AtomicU64,
     pub(crate) recoveries: AtomicU64,
+    pub(crate) silent_reconnects: AtomicU64,
     pub(crate) sessions_restored: AtomicU64,
     pub(crate) control_messages: AtomicU64,
     pub(crate) mark_writes: AtomicU64,
@@ -68,6 +69,11 @@ impl RedisMetrics {
                 g(&self.log_gaps),
             ),
             ("crier_redis_recoveries_total", "Recoveries after a pub/sub reconnect or lag.", g(&self.recoveries)),
+            (
+                "crier_redis_silent_reconnects_total",
+                "Command connections replaced because a PING got no answer (a silent network path).",
+                g(&self.silent_reconnects),
+            ),
             (
                 "crier_redis_sessions_restored_total",
                 "Sessions re-created in Redis after it lost them.",

@@ -105,7 +105,7 @@ impl Inner {
             Ok(false) => return None,
             Err(e) => {
                 Metrics::inc(&self.metrics.backend_errors);
-                return Some(fail(m.response(), super::backend_error(&e).to_string()));
+                return Some(unavailable(m.response(), &e, self.config.timeout()));
             }
         }
         // Failed by an extension (e.g. an expired token): answered here, without moving the
@@ -203,7 +203,7 @@ impl Inner {
             }
             Err(e) => {
                 Metrics::inc(&self.metrics.backend_errors);
-                return Err(fail(m.response(), super::backend_error(&e).to_string()));
+                return Err(unavailable(m.response(), &e, self.config.timeout()));
             }
         };
 
@@ -317,6 +317,21 @@ impl Inner {
             }
         }
     }
+}
+
+/// How long a client waits before connecting again when the backend failed.
+pub(crate) const BACKEND_RETRY_MS: u64 = 1000;
+
+/// A connect that failed because the backend did (Redis unreachable or silent): the
+/// session is not known to be gone, so the client keeps it and connects again after
+/// [`BACKEND_RETRY_MS`] (`reconnect: retry`). Faye advises a handshake on any failed
+/// connect; after a Redis blip that would make every client start a new session at once,
+/// and lose what was published for its old one meanwhile. The advice keeps the usual
+/// `timeout`: the Faye client derives its request timeout from it.
+fn unavailable(mut r: Message, e: &crate::BackendError, timeout: Duration) -> Message {
+    r.fail(super::backend_error(e).to_string());
+    r.set_advice(&Advice::retry(BACKEND_RETRY_MS, timeout.as_millis() as u64));
+    r
 }
 
 /// A failed connect reply: no `clientId`, and `reconnect: handshake` advice.
