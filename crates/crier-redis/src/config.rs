@@ -25,8 +25,10 @@ pub struct RedisConfig {
     /// socket session attached to the node was sent (one write per node, however many
     /// sessions). A session that moves after a node crash may get up to this much again.
     pub cursor_flush_ms: u64,
-    /// Seconds between liveness probes (PING) of the pub/sub connection; a probe that gets
-    /// no answer within three intervals makes the node reconnect and resubscribe.
+    /// Seconds between liveness probes (PING) of the pub/sub and the command connections; a
+    /// probe that gets no answer within three intervals (or `command_timeout_ms`, if
+    /// shorter, for the command connection) makes the node reconnect (and resubscribe), so
+    /// a network path that goes silent costs seconds, not the kernel's quarter of an hour.
     pub ping_interval_secs: u64,
     /// Pub/sub messages buffered between the Redis connection and the node's fan-out. If
     /// the fan-out falls behind by more, the node re-reads what it missed from the logs.
