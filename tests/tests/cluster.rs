@@ -359,11 +359,14 @@ async fn redis_restart_fails_publishes_then_restores_subscriptions() {
     // A connect meanwhile fails, but tells the client to keep its session and connect again
     // (a handshake would start a new session and lose what is published for the old one
     // until the client has subscribed again).
-    let (_, reply) = poll(&c.url(0), &id, 500).await;
-    assert_eq!(reply["successful"], json!(false), "{reply}");
-    assert_eq!(reply["error"], json!("500::Backend unavailable"), "{reply}");
-    assert_eq!(reply["advice"]["reconnect"], json!("retry"), "{reply}");
-    assert_eq!(reply["clientId"], json!(id), "{reply}");
+    // On the node that holds the session and on one that would have to look it up.
+    for node in [0, 1] {
+        let (_, reply) = poll(&c.url(node), &id, 500).await;
+        assert_eq!(reply["successful"], json!(false), "node {node}: {reply}");
+        assert_eq!(reply["error"], json!("500::Backend unavailable"), "node {node}: {reply}");
+        assert_eq!(reply["advice"]["reconnect"], json!("retry"), "node {node}: {reply}");
+        assert_eq!(reply["clientId"], json!(id), "node {node}: {reply}");
+    }
 
     redis.restart();
     for n in &c.nodes {

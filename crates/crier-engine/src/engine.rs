@@ -435,15 +435,6 @@ impl Inner {
         self.backend.detach(id);
     }
 
-    /// The session named by a message's `clientId`, attaching it here (connects). `Ok(None)`
-    /// when the id is missing, malformed (not one this server could have issued) or unknown;
-    /// no state is created for it. A backend failure is counted and mapped to the Bayeux
-    /// error the client sees.
-    pub(crate) async fn session_of(&self, m: &Message) -> Result<Option<Arc<Session>>, BayeuxError> {
-        let Some(id) = m.client_id().and_then(ClientId::parse) else { return Ok(None) };
-        self.session(&id).await.map_err(|e| self.backend_failure(&e))
-    }
-
     /// The known session named by a message's `clientId`, without attaching it here:
     /// subscribe, unsubscribe and disconnect may reach any node, and must not move the
     /// session away from the node that holds its connect.

@@ -139,36 +139,43 @@ pub(crate) fn start(shared: &Arc<Shared>) {
     // write, and commands from many tasks (marks, connects, publishes) keep writing, so a
     // connection that answers nothing at all (a network path gone silent, both ends still
     // open) would never be replaced: every command would time out until the kernel gave up
-    // on it, a quarter of an hour later. A PING unanswered for three probe intervals (or
-    // within `redis.command_timeout_ms`, if shorter) replaces it; its reconnect handler
-    // above then recovers the sessions.
-    let this = shared.clone();
-    shared.tasks.spawn(async move {
-        let every = Duration::from_secs(this.config.ping_interval_secs);
-        loop {
-            tokio::select! {
-                _ = this.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {
-                    if !this.client.is_connected() {
-                        continue;
-                    }
-                    let answer = tokio::time::timeout(every * 3, this.client.ping::<Value>(None)).await;
-                    let silent = match answer {
-                        Ok(Ok(_)) => false,
-                        Ok(Err(e)) => *e.kind() == fred::error::ErrorKind::Timeout,
-                        Err(_) => true,
-                    };
-                    if silent && !this.shutdown.is_cancelled() {
-                        RedisMetrics::inc(&this.metrics.silent_reconnects);
-                        tracing::warn!("redis command connection answers nothing; reconnecting");
-                        if let Err(e) = this.client.force_reconnection().await {
-                            tracing::warn!(error = %e, "reconnecting to redis failed");
+    // on it, a quarter of an hour later. Two PINGs in a row unanswered for three probe
+    // intervals each (a Redis that is only slow answers within that) replace it; its
+    // reconnect handler above then recovers the sessions. Not on Redis Cluster: there
+    // fred's reconnect keeps every connection without a read error, so it would mend
+    // nothing (a silent shard connection is left to fred's own check and the kernel).
+    if !shared.client.is_clustered() {
+        let this = shared.clone();
+        shared.tasks.spawn(async move {
+            let every = Duration::from_secs(this.config.ping_interval_secs);
+            let probe = Options { timeout: Some(every * 3), max_attempts: Some(1), ..Options::default() };
+            let mut unanswered = 0;
+            loop {
+                tokio::select! {
+                    _ = this.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {
+                        if !this.client.is_connected() {
+                            unanswered = 0;
+                            continue;
+                        }
+                        let answer = this.client.with_options(&probe).ping::<Value>(None).await;
+                        match answer {
+                            Err(e) if *e.kind() == fred::error::ErrorKind::Timeout => unanswered += 1,
+                            _ => unanswered = 0,
+                        }
+                        if unanswered >= 2 && !this.shutdown.is_cancelled() {
+                            unanswered = 0;
+                            RedisMetrics::inc(&this.metrics.silent_reconnects);
+                            tracing::warn!("redis command connection answers nothing; reconnecting");
+                            if let Err(e) = this.client.force_reconnection().await {
+                                tracing::warn!(error = %e, "reconnecting to redis failed");
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
 impl Shared {

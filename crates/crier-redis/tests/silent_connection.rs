@@ -57,11 +57,16 @@ async fn pump(
     }
 }
 
-async fn harness(url: String, prefix: &str) -> Harness {
+async fn harness(url: String, prefix: &str) -> (Harness, Arc<RedisBackend>) {
     let config = RedisConfig { url, prefix: prefix.to_owned(), ping_interval_secs: 1, ..RedisConfig::default() };
-    let backend = RedisBackend::connect(config, Duration::from_secs(20)).await.expect("redis backend connects");
+    let backend =
+        Arc::new(RedisBackend::connect(config, Duration::from_secs(20)).await.expect("redis backend connects"));
     let config = EngineConfig { timeout_secs: 10, ..EngineConfig::default() };
-    Harness { engine: Engine::builder(config, Arc::new(backend) as Arc<dyn Backend>).build() }
+    (Harness { engine: Engine::builder(config, backend.clone() as Arc<dyn Backend>).build() }, backend)
+}
+
+fn silent_reconnects(b: &RedisBackend) -> i64 {
+    b.metrics().into_iter().find(|(name, _, _)| *name == "crier_redis_silent_reconnects_total").map_or(0, |m| m.2)
 }
 
 /// Polls the session on `h` until it has `want` messages, for at most `within`. A connect
@@ -95,8 +100,8 @@ async fn a_silent_connection_is_replaced_and_nothing_published_meanwhile_is_lost
     let (proxy_port, generation) = proxy(port).await;
     let prefix = unique_prefix("silent");
     // The subscriber's node reaches Redis through the proxy; the publisher's directly.
-    let sub_node = harness(format!("redis://127.0.0.1:{proxy_port}"), &prefix).await;
-    let pub_node = harness(server.url(), &prefix).await;
+    let (sub_node, sub_backend) = harness(format!("redis://127.0.0.1:{proxy_port}"), &prefix).await;
+    let (pub_node, _) = harness(server.url(), &prefix).await;
     let id = sub_node.client().await;
     sub_node.subscribe(&id, "/live").await;
     pub_node.publish("/live", json!(1)).await;
@@ -107,7 +112,7 @@ async fn a_silent_connection_is_replaced_and_nothing_published_meanwhile_is_lost
     for n in 2..=3 {
         pub_node.publish("/live", json!(n)).await;
     }
-    // Three probe intervals (3 s) without an answer, then a new connection, a new
+    // Two probes unanswered for three intervals (3 s) each, then a new connection, a new
     // subscription and a catch-up from the logs.
     // Meanwhile this node's commands time out too (`redis.command_timeout_ms`), so the
     // session's connects may fail, with retry advice.
@@ -115,4 +120,5 @@ async fn a_silent_connection_is_replaced_and_nothing_published_meanwhile_is_lost
     assert_eq!(got, vec![json!(2), json!(3)], "what was published while the connection was silent ({failed} failed)");
     pub_node.publish("/live", json!(4)).await;
     assert_eq!(data_within(&sub_node, &id, 1, Duration::from_secs(5)).await, (vec![json!(4)], 0), "live again");
+    assert_eq!(silent_reconnects(&sub_backend), 1, "the command connection was replaced by the probe");
 }

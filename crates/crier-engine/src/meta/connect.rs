@@ -167,9 +167,15 @@ impl Inner {
     async fn begin_connect(&self, m: Message, batched: bool, socket: bool) -> Result<Begun, Message> {
         let conntype = m.connection_type();
         let raw_id = m.client_id();
-        let session = match self.session_of(&m).await {
-            Ok(s) => s,
-            Err(e) => return Err(fail(m.response(), e.to_string())),
+        let session = match m.client_id().and_then(ClientId::parse) {
+            None => None,
+            Some(id) => match self.session(&id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    Metrics::inc(&self.metrics.backend_errors);
+                    return Err(unavailable(m.response(), &e, self.config.timeout()));
+                }
+            },
         };
         let error = if conntype.is_none() {
             Some(BayeuxError::missing("connectionType").to_string())
@@ -328,7 +334,11 @@ pub(crate) const BACKEND_RETRY_MS: u64 = 1000;
 /// connect; after a Redis blip that would make every client start a new session at once,
 /// and lose what was published for its old one meanwhile. The advice keeps the usual
 /// `timeout`: the Faye client derives its request timeout from it.
+/// A failure that retrying cannot mend advises a handshake, as Faye does.
 fn unavailable(mut r: Message, e: &crate::BackendError, timeout: Duration) -> Message {
+    if !e.retryable {
+        return fail(r, super::backend_error(e).to_string());
+    }
     r.fail(super::backend_error(e).to_string());
     r.set_advice(&Advice::retry(BACKEND_RETRY_MS, timeout.as_millis() as u64));
     r
