@@ -25,10 +25,12 @@ pub struct RedisConfig {
     /// socket session attached to the node was sent (one write per node, however many
     /// sessions). A session that moves after a node crash may get up to this much again.
     pub cursor_flush_ms: u64,
-    /// Seconds between liveness probes (PING) of the pub/sub and the command connections; a
-    /// probe that gets no answer within three intervals (or `command_timeout_ms`, if
-    /// shorter, for the command connection) makes the node reconnect (and resubscribe), so
-    /// a network path that goes silent costs seconds, not the kernel's quarter of an hour.
+    /// Seconds between liveness probes (PING) of the pub/sub and the command connections. The
+    /// pub/sub connection is replaced (and resubscribed) when a probe gets no answer within
+    /// three intervals; the command connection when two probes in a row get none within
+    /// three intervals each (not on Redis Cluster, where a shard connection is left to the
+    /// client's own check). A network path that goes silent then costs seconds, not the
+    /// kernel's quarter of an hour.
     pub ping_interval_secs: u64,
     /// Pub/sub messages buffered between the Redis connection and the node's fan-out. If
     /// the fan-out falls behind by more, the node re-reads what it missed from the logs.
