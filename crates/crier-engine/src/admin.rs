@@ -219,7 +219,7 @@ impl Engine {
             return Err(invalid("channels must not be empty"));
         }
         let parsed: Vec<ChannelName> = channels.iter().map(|c| publish_channel(inner, c)).collect::<Result<_, _>>()?;
-        checked_idempotency_key(idempotency_key)?;
+        let idempotency_key = checked_idempotency_key(idempotency_key)?;
         // Once for the whole broadcast, however many channels it goes to. Before the claim:
         // a call dropped while it waits (the app gave up) must not leave its key claimed.
         inner.admit().await;
@@ -286,7 +286,7 @@ impl Engine {
         }
         names.sort();
         names.dedup();
-        checked_idempotency_key(idempotency_key)?;
+        let idempotency_key = checked_idempotency_key(idempotency_key)?;
         // Before the claim, as in `api_broadcast`.
         inner.admit().await;
         let (id, key) = match inner.claim_call(idempotency_key, "send").await? {
@@ -499,10 +499,10 @@ impl Inner {
     }
 
     /// Whether an API call that publishes in several steps goes ahead, with its message id
-    /// and, if it has an idempotency key (checked) and the window is on, its retry key.
+    /// and, if it has an idempotency key (already checked) and the window is on, its retry
+    /// key.
     async fn claim_call(&self, idempotency_key: Option<&str>, call: &str) -> Result<Call, ApiError> {
-        let (Some(k), Some(window)) = (checked_idempotency_key(idempotency_key)?, self.config.publish_retry_window())
-        else {
+        let (Some(k), Some(window)) = (idempotency_key, self.config.publish_retry_window()) else {
             return Ok(Call::Go(self.api_message_id(), None));
         };
         let key = RetryKey::api_call(k, call);

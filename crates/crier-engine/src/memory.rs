@@ -97,7 +97,7 @@ impl Remembered {
     /// `false` if `digest` is remembered at `now`. Otherwise remembers it until `until`,
     /// forgetting the oldest beyond `cap`, and returns `true`.
     fn remember(&mut self, digest: [u8; 16], now: Millis, until: Millis, cap: usize) -> bool {
-        while self.order.front().is_some_and(|(_, t)| *t <= now) || self.order.len() > cap {
+        while self.order.front().is_some_and(|(_, t)| *t <= now) {
             self.forget_oldest();
         }
         let known = match &self.index {
@@ -124,6 +124,11 @@ impl Remembered {
             index.remove(&d);
         }
     }
+}
+
+/// When something remembered at `now` for `window` is forgotten.
+fn remembered_until(now: Millis, window: Duration) -> Millis {
+    now.saturating_add(window.as_millis().try_into().unwrap_or(u64::MAX))
 }
 
 #[derive(Default)]
@@ -302,7 +307,7 @@ impl Backend for MemoryBackend {
                 None => Some(REMEMBERED_API_PUBLISHES),
             };
             if let Some(cap) = cap {
-                let until = now.saturating_add(window.as_millis().try_into().unwrap_or(u64::MAX));
+                let until = remembered_until(now, window);
                 let mine = inner.published.entry(key.client().cloned()).or_insert_with(|| match key.client() {
                     Some(_) => Remembered::default(),
                     None => Remembered::indexed(),
@@ -323,7 +328,7 @@ impl Backend for MemoryBackend {
     /// only after its last wait, and this backend's publishes never wait, so a call cannot
     /// stop between its claim and its publishes and still leave the claim behind.
     async fn claim(&self, key: &RetryKey, window: Duration, now: Millis) -> Result<Claim, BackendError> {
-        let until = now.saturating_add(window.as_millis().try_into().unwrap_or(u64::MAX));
+        let until = remembered_until(now, window);
         let mut inner = self.inner.lock();
         let api = inner.published.entry(None).or_insert_with(Remembered::indexed);
         Ok(if api.remember(key.digest(), now, until, REMEMBERED_API_PUBLISHES) { Claim::New } else { Claim::Done })

@@ -373,25 +373,25 @@ impl Shared {
             async move { self.publish_one(&name, channel, delivery, json, None).await }
         });
         futures::future::try_join_all(calls).await?;
-        if let Some((key, _)) = retry {
-            let done: Result<Value, _> = self
-                .client
-                // KEEPTTL: the key still goes when the window ends.
-                .set(
-                    key.as_str(),
-                    "d",
-                    Some(fred::types::Expiration::KEEPTTL),
-                    Some(fred::types::SetOptions::XX),
-                    false,
-                )
-                .await;
-            if let Err(e) = done {
-                // The retry of an acknowledged publish would then reach the other names
-                // twice; nothing is lost.
-                tracing::debug!(error = %e, "could not mark a publish done");
-            }
+        if let Some((key, _)) = retry
+            && let Err(e) = self.mark_done(key).await
+        {
+            // The retry of an acknowledged publish would then reach the other names
+            // twice; nothing is lost.
+            tracing::debug!(error = %e, "could not mark a publish done");
         }
         Ok(true)
+    }
+
+    /// Marks a retry key or a claim done (`d`), if it still exists; KEEPTTL: it still goes
+    /// when the window ends.
+    async fn mark_done(&self, key: &str) -> Result<(), BackendError> {
+        let _: Value = self
+            .client
+            .set(key, "d", Some(Expiration::KEEPTTL), Some(SetOptions::XX), false)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     /// Waits while some node's fan-out is behind (see `pressure`), at most
@@ -1017,14 +1017,7 @@ impl Backend for RedisBackend {
     }
 
     async fn finish(&self, key: &RetryKey) -> Result<(), BackendError> {
-        let s = &self.shared;
-        // KEEPTTL: the key still goes when the window ends.
-        let _: Value = s
-            .client
-            .set(s.keys.claim(key), "d", Some(Expiration::KEEPTTL), Some(SetOptions::XX), false)
-            .await
-            .map_err(|e| s.fail(e))?;
-        Ok(())
+        self.shared.mark_done(&self.shared.keys.claim(key)).await
     }
 
     async fn publish_to(&self, targets: &[(ChannelPattern, Arc<Delivery>)]) -> Result<(), BackendError> {
