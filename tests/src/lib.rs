@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod proxy;
 mod tab;
 
+pub use proxy::delaying_proxy;
 pub use tab::Tab;
 
 use crier_engine::{Backend, Engine, EngineConfig, Extension, MemoryBackend};

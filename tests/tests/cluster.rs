@@ -583,3 +583,55 @@ async fn an_eventsource_connect_delivers_when_no_stream_is_open() {
     assert!(delivered, "what was queued after the stream went arrives by connect: {got:?}");
     assert_eq!(got, vec![4, 5, 6]);
 }
+
+/// The ids and outcomes of the publish replies to `channel` in `frames`, in order.
+fn publish_replies(frames: &[Value], channel: &str) -> Vec<(Value, Value)> {
+    frames
+        .iter()
+        .flat_map(|f| f.as_array().cloned().unwrap_or_else(|| vec![f.clone()]))
+        .filter(|m| m["channel"] == channel && m.get("data").is_none())
+        .map(|m| (m["id"].clone(), m["successful"].clone()))
+        .collect()
+}
+
+// A publisher with many publishes in flight is not held to one per Redis round trip: a
+// publish lets the socket's next frame, or its batch's next message, start once it is sent
+// to Redis, which runs commands in the order they were sent, so the order holds. Redis is
+// 25 ms away each way here (a round trip of 50 ms): one after the other, 20 publishes
+// would take a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_in_flight_share_redis_round_trips_and_keep_their_order() {
+    let proxy = crier_tests::delaying_proxy(redis().port, Duration::from_millis(25)).await;
+    let c = Cluster::start_url(&format!("redis://127.0.0.1:{proxy}"), 1, 10).await;
+    let (_, mut sub) = socket_subscriber(&c.nodes[0], "/ordered").await;
+    let id = connected_client(&c.url(0)).await;
+    let publish = |n: u32| json!({"channel":"/ordered","clientId":id,"data":n,"id":format!("p{n}")});
+    let want = |r: std::ops::Range<u32>| r.map(|n| (json!(format!("p{n}")), json!(true))).collect::<Vec<_>>();
+
+    // Over a WebSocket, a frame per publish, as Faye's client sends them.
+    let mut ws = RawWs::connect(&c.nodes[0].ws_url()).await;
+    let start = std::time::Instant::now();
+    for n in 0..20 {
+        ws.send(&publish(n)).await;
+    }
+    let mut frames = Vec::new();
+    while publish_replies(&frames, "/ordered").len() < 20 {
+        frames.push(ws.recv(Duration::from_secs(10)).await.expect("publish replies"));
+    }
+    let over_socket = start.elapsed();
+    let mut replies = publish_replies(&frames, "/ordered");
+    replies.sort_by_key(|(id, _)| id.as_str().and_then(|s| s[1..].parse::<u32>().ok()));
+    assert_eq!(replies, want(0..20));
+
+    // Over long-polling, one batch: its replies in the batch's order.
+    let start = std::time::Instant::now();
+    let (status, body) = post_json(&c.url(0), &Value::Array((20..40).map(publish).collect())).await;
+    let in_a_batch = start.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(publish_replies(&[body], "/ordered"), want(20..40));
+
+    assert_eq!(read_data(&mut sub, "/ordered", 40).await, (0..40).map(|n| json!(n)).collect::<Vec<_>>());
+    for (how, took) in [("frames on a socket", over_socket), ("a batch", in_a_batch)] {
+        assert!(took < Duration::from_millis(500), "20 publishes as {how} took {took:?}");
+    }
+}

@@ -295,3 +295,29 @@ async fn a_socket_s_publishes_keep_their_order_when_one_waits() {
     }
     assert_eq!(got, vec![json!("first"), json!("second"), json!("third")]);
 }
+
+// The messages of one long-polling batch start one after the other too (each once the one
+// before it was handed to the backend): the one that waits is not overtaken, and the
+// replies keep the batch's order.
+#[tokio::test]
+async fn a_batch_s_publishes_keep_their_order_when_one_waits() {
+    let s = TestServer::start_with(Options { extensions: vec![Arc::new(SlowFirst)], ..Options::default() }).await;
+    let (_, mut sub) = crier_tests::socket_subscriber(&s, "/ordered").await;
+    let id = connected_client(&s.url()).await;
+    let batch: Vec<Value> = ["first", "second", "third"]
+        .iter()
+        .enumerate()
+        .map(|(n, data)| json!({"channel":"/ordered","clientId":id,"data":data,"id":n.to_string()}))
+        .collect();
+    let replies = send(&s.url(), Value::Array(batch)).await;
+    let ids: Vec<Value> = replies.iter().map(|m| m["id"].clone()).collect();
+    assert_eq!(ids, vec![json!("0"), json!("1"), json!("2")], "{replies:?}");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let frame = sub.recv(Duration::from_secs(5)).await.expect("deliveries");
+        got.extend(
+            frame.as_array().into_iter().flatten().filter(|m| m["channel"] == "/ordered").map(|m| m["data"].clone()),
+        );
+    }
+    assert_eq!(got, vec![json!("first"), json!("second"), json!("third")]);
+}

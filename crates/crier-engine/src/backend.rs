@@ -156,6 +156,15 @@ pub trait Backend: Send + Sync + 'static {
         now: Millis,
     ) -> Result<bool, BackendError>;
 
+    /// Whether [`Backend::publish`] and [`Backend::publish_once`] send everything they write
+    /// on their future's first poll, so that a publish polled after that takes effect after
+    /// it. The engine then lets a client's next message start while a publish still waits
+    /// for its answer (see [`crate::Turn`]), and a publisher's messages keep their order. If
+    /// not, each publish is answered before the client's next message starts. Default: not.
+    fn publish_sends_at_once(&self) -> bool {
+        false
+    }
+
     /// Claims `key` for `window` from `now`, for a server API call that publishes in
     /// several steps (a broadcast, a send to users), where the check cannot be part of one
     /// publish as in [`Backend::publish_once`].

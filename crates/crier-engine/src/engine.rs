@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crier_protocol::{BayeuxError, ClientId, Message, meta};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +26,7 @@ use crate::meta::connect::{Connected, Held};
 use crate::metrics::Metrics;
 use crate::pump::Pump;
 use crate::session::Session;
+use crate::turn::{Passed, Turn};
 
 /// Sweeps one interval may run back to back while each finds a full batch of expired
 /// sessions ([`crate::backend::SWEEP_BATCH`]): up to 20,000 a node per interval.
@@ -113,19 +116,74 @@ impl Engine {
     /// A `/meta/connect` may be held (up to the timeout) until messages arrive, so the
     /// future may take that long. Messages other than connects are handled first, in order,
     /// so that a connect batched with a subscribe and a publish returns what they caused.
-    pub async fn process(&self, batch: Vec<Message>, ctx: &RequestContext) -> Vec<Outgoing> {
+    pub fn process<'a>(
+        &'a self,
+        batch: Vec<Message>,
+        ctx: &'a RequestContext,
+    ) -> impl Future<Output = Vec<Outgoing>> + Send + 'a {
+        // Not an async fn around the call: that would keep the arguments in a second
+        // future, and a held long-poll keeps this one.
+        self.process_in_turn(batch, ctx, Turn::none())
+    }
+
+    /// [`Engine::process`] for a batch that must take effect after the client's batches
+    /// before it and before the ones after it: `turn` passes once this batch's messages
+    /// are in order (see [`Turn`]). Within the batch the same rule holds: each message
+    /// starts once the one before it passed its turn, so a batch of publishes waits for
+    /// one backend round trip, not one per publish. The replies keep the batch's order.
+    pub async fn process_in_turn(&self, batch: Vec<Message>, ctx: &RequestContext, mut turn: Turn) -> Vec<Outgoing> {
         let batched = batch.len() > 1;
-        let mut out = Vec::with_capacity(batch.len());
-        let mut connects = Vec::new();
-        for m in batch {
-            if m.channel() == Some(meta::CONNECT) {
-                connects.push(m);
-                continue;
+        let has_connect = batch.iter().any(|m| m.channel() == Some(meta::CONNECT));
+        if !has_connect {
+            if batched {
+                // Boxed (batches are rare next to single messages): a held long-poll keeps
+                // this future.
+                return Box::pin(self.handle_in_turn(batch, ctx, turn)).await;
             }
-            out.extend(self.inner.handle(m, ctx, batched).await);
+            let Some(m) = batch.into_iter().next() else { return Vec::new() };
+            return self.inner.handle(m, ctx, false, &mut turn).await;
         }
+        // A connect is not ordered with later batches (it may be held): the turn passes now.
+        turn.pass();
+        let (connects, others): (Vec<Message>, Vec<Message>) =
+            batch.into_iter().partition(|m| m.channel() == Some(meta::CONNECT));
+        // A connect returns what the batch's other messages caused: they finish first.
+        let mut out = if others.is_empty() {
+            Vec::with_capacity(connects.len())
+        } else {
+            Box::pin(self.handle_in_turn(others, ctx, Turn::none())).await
+        };
         for m in connects {
-            out.extend(self.inner.handle(m, ctx, batched).await);
+            out.extend(self.inner.handle(m, ctx, batched, &mut turn).await);
+        }
+        out
+    }
+
+    /// Handles `batch` (no connects, part of a batch of several messages) message after
+    /// message, each starting once the one before passed its turn; the last one holds
+    /// `turn`. The replies come in the batch's order.
+    async fn handle_in_turn(&self, batch: Vec<Message>, ctx: &RequestContext, mut turn: Turn) -> Vec<Outgoing> {
+        let last = batch.len().saturating_sub(1);
+        let mut before: Option<Passed> = None;
+        let mut running = FuturesOrdered::new();
+        for (i, m) in batch.into_iter().enumerate() {
+            let (mut mine, passed) = if i == last {
+                (std::mem::take(&mut turn), None)
+            } else {
+                let (t, p) = Turn::pair();
+                (t, Some(p))
+            };
+            let wait = std::mem::replace(&mut before, passed);
+            running.push_back(async move {
+                if let Some(wait) = wait {
+                    wait.await;
+                }
+                self.inner.handle(m, ctx, true, &mut mine).await
+            });
+        }
+        let mut out = Vec::with_capacity(last + 1);
+        while let Some(replies) = running.next().await {
+            out.extend(replies);
         }
         out
     }
@@ -133,17 +191,18 @@ impl Engine {
     /// [`Engine::process`] for a socket: a lone `/meta/connect` that is to be held comes
     /// back as a [`HeldConnect`] instead of being held inside this future, so what a socket
     /// keeps for its whole hold is that data (and a small [`HeldConnect::interrupted`] future).
-    pub async fn process_socket(&self, mut batch: Vec<Message>, ctx: &RequestContext) -> SocketReplies {
+    /// `turn` as in [`Engine::process_in_turn`].
+    pub async fn process_socket(&self, mut batch: Vec<Message>, ctx: &RequestContext, turn: Turn) -> SocketReplies {
         if batch.len() == 1 && batch[0].channel() == Some(meta::CONNECT) {
             let m = batch.remove(0);
-            return match self.inner.handle_with(m, ctx, false, true).await {
+            return match self.inner.handle_with(m, ctx, false, true, &mut Turn::none()).await {
                 Handled::Replies(r) => SocketReplies::Now(r),
                 Handled::Held(held, identity) => {
                     SocketReplies::Held(Box::new(HeldConnect { inner: self.inner.clone(), held, identity }))
                 }
             };
         }
-        SocketReplies::Now(self.process(batch, ctx).await)
+        SocketReplies::Now(self.process_in_turn(batch, ctx, turn).await)
     }
 
     /// A pump that delivers a session's messages to a socket (WebSocket or EventSource), or
@@ -234,8 +293,8 @@ pub(crate) enum Handled {
 
 impl Inner {
     /// Handles one message: incoming extensions, the handler, outgoing extensions.
-    async fn handle(&self, m: Message, ctx: &RequestContext, batched: bool) -> Vec<Outgoing> {
-        match self.handle_with(m, ctx, batched, false).await {
+    async fn handle(&self, m: Message, ctx: &RequestContext, batched: bool, turn: &mut Turn) -> Vec<Outgoing> {
+        match self.handle_with(m, ctx, batched, false, turn).await {
             Handled::Replies(r) => r,
             // Not asked for; answered here all the same.
             Handled::Held(h, identity) => self.finish_connect(&h, identity, ctx).await,
@@ -243,13 +302,15 @@ impl Inner {
     }
 
     /// [`Inner::handle`], where a socket's connect that is to be held may come back as data
-    /// (`detach`), with the identity its outgoing extensions will see.
+    /// (`detach`), with the identity its outgoing extensions will see. A publish may pass
+    /// `turn` before it is answered (see [`Turn`]); anything else holds it to the end.
     pub(crate) async fn handle_with(
         &self,
         mut m: Message,
         ctx: &RequestContext,
         batched: bool,
         detach: bool,
+        turn: &mut Turn,
     ) -> Handled {
         let with_identity;
         let ctx = if self.pipeline.wants_identity() && m.channel() != Some(meta::HANDSHAKE) {
@@ -288,7 +349,9 @@ impl Inner {
             }
         } else {
             let span = tracing::info_span!("publish", channel = channel.as_str(), client_id = m.client_id());
-            vec![Outgoing::Message(self.publish(m, ctx).instrument(span).await)]
+            // Boxed: the largest handler's future, and every held long-poll's `process`
+            // future would otherwise be as large as it (one allocation per publish).
+            vec![Outgoing::Message(Box::pin(self.publish(m, ctx, turn)).instrument(span).await)]
         };
         Handled::Replies(self.outgoing_replies(replies, ctx).await)
     }

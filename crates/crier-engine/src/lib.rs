@@ -28,6 +28,7 @@ mod pump;
 mod retry;
 mod session;
 mod session_locks;
+mod turn;
 mod users;
 
 #[cfg(any(test, feature = "test-util"))]
@@ -51,6 +52,7 @@ pub use metrics::{Histogram, Metrics};
 pub use pump::{Batch, Pump};
 pub use retry::RetryKey;
 pub use session_locks::{SessionGuard, SessionLocks};
+pub use turn::{Passed, PassedFuture, Turn};
 pub use users::{
     EVENTS_PREFIX, MAX_USER_LEN, NodeStats, Presence, PresenceChange, PresenceStatus, RESERVED_PREFIX, USER_PREFIX,
     is_reserved, user_name, user_of_name,

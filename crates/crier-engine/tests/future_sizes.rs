@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crier_engine::conformance::Harness;
-use crier_engine::{Engine, EngineConfig, MemoryBackend, RequestContext, RequestInfo, SocketReplies, Transport};
+use crier_engine::{Engine, EngineConfig, MemoryBackend, RequestContext, RequestInfo, SocketReplies, Transport, Turn};
 use crier_protocol::Message;
 use serde_json::json;
 
@@ -26,7 +26,7 @@ async fn held_connect_and_pump_futures_stay_small() {
     let connect: Message =
         serde_json::from_value(json!({"channel":"/meta/connect","clientId":id,"connectionType":"websocket"}))
             .expect("message");
-    let SocketReplies::Held(held) = h.engine.process_socket(vec![connect], &ws).await else {
+    let SocketReplies::Held(held) = h.engine.process_socket(vec![connect], &ws, Turn::none()).await else {
         panic!("a socket's second connect is held");
     };
     // What a socket waits on, made again each turn of its loop, for the whole hold.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crier_engine::conformance::Harness;
 use crier_engine::{
-    Engine, EngineConfig, MemoryBackend, OverflowPolicy, RequestContext, RequestInfo, SocketReplies, Transport,
+    Engine, EngineConfig, MemoryBackend, OverflowPolicy, RequestContext, RequestInfo, SocketReplies, Transport, Turn,
 };
 use crier_protocol::Message;
 use serde_json::json;
@@ -144,7 +144,7 @@ async fn overflow_answers_a_held_socket_connect_at_once() {
     let started = tokio::time::Instant::now();
     let held = tokio::spawn(async move {
         let ws = RequestContext::new(Transport::WebSocket, RequestInfo::default());
-        match engine.process_socket(vec![connect], &ws).await {
+        match engine.process_socket(vec![connect], &ws, Turn::none()).await {
             SocketReplies::Held(held) => held.finish(&ws).await,
             SocketReplies::Now(r) => panic!("not held: {r:?}"),
         }

@@ -988,6 +988,14 @@ impl Backend for RedisBackend {
         self.shared.publish_names(channel, &delivery, None).await.map(|_| ())
     }
 
+    // On one server a publish is one script call, written to the command connection on
+    // the first poll (fred queues it at once; commands leave and run in the order queued).
+    // On Redis Cluster a publish with a retry key makes its calls in steps (the exact
+    // channel's first), so the next publish waits for the answer.
+    fn publish_sends_at_once(&self) -> bool {
+        self.shared.one_server.load(AtomicOrdering::Acquire)
+    }
+
     async fn publish_once(
         &self,
         channel: &ChannelName,

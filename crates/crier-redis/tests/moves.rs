@@ -7,7 +7,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crier_engine::conformance::Harness;
-use crier_engine::{Backend, Delivery, DeliverySink, Pump, RequestContext, RequestInfo, SocketReplies, Transport};
+use crier_engine::{
+    Backend, Delivery, DeliverySink, Pump, RequestContext, RequestInfo, SocketReplies, Transport, Turn,
+};
 use crier_protocol::{ClientId, Message};
 use crier_redis::testing::{RedisServer, unique_prefix};
 use crier_redis::{ControlHold, RedisBackend, RedisConfig};
@@ -210,7 +212,7 @@ async fn a_socket_on_a_node_that_missed_a_move_repeats_nothing() {
     b.harness.publish("/move", json!(4)).await;
     assert_eq!(b.poll_until(&id, 1).await, vec![4]);
     let started = Instant::now();
-    let replies = match a.harness.engine.process_socket(socket_connect(&id), &ws()).await {
+    let replies = match a.harness.engine.process_socket(socket_connect(&id), &ws(), Turn::none()).await {
         SocketReplies::Now(r) => r,
         SocketReplies::Held(_) => panic!("a connect for a session attached afresh is not held"),
     };

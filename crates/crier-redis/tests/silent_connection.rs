@@ -96,8 +96,7 @@ async fn data_within(h: &Harness, id: &str, want: usize, within: Duration) -> (V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_replaced_and_nothing_published_meanwhile_is_lost() {
     let server = RedisServer::start();
-    let port: u16 = server.url().rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).expect("port");
-    let (proxy_port, generation) = proxy(port).await;
+    let (proxy_port, generation) = proxy(server.port).await;
     let prefix = unique_prefix("silent");
     // The subscriber's node reaches Redis through the proxy; the publisher's directly.
     let (sub_node, sub_backend) = harness(format!("redis://127.0.0.1:{proxy_port}"), &prefix).await;

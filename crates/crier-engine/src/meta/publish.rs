@@ -14,13 +14,14 @@ use crate::engine::Inner;
 use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::retry::RetryKey;
+use crate::turn::{Turn, pass_after_first_poll};
 
 /// Where a session with a user says it is away (`{"status":"away"}`) or back
 /// (`{"status":"online"}`).
 pub const PRESENCE_CHANNEL: &str = "/service/presence";
 
 impl Inner {
-    pub(crate) async fn publish(&self, m: Message, ctx: &RequestContext) -> Message {
+    pub(crate) async fn publish(&self, m: Message, ctx: &RequestContext, turn: &mut Turn) -> Message {
         let mut r = m.response();
         let channel_label = match m.channel_raw() {
             Some(Value::String(s)) => s.clone(),
@@ -71,9 +72,15 @@ impl Inner {
         let now = self.clock.now();
         let delivery = Delivery::new(self.next_seq(), channel.clone(), m, now);
         let key = parts.and_then(|(client, id)| RetryKey::new(&client, &id, &channel, &delivery.json));
-        let published = match (key, window) {
-            (Some(key), Some(window)) => self.backend.publish_once(&channel, delivery.clone(), &key, window, now).await,
-            _ => self.backend.publish(&channel, delivery.clone()).await.map(|()| true),
+        // Once the backend has sent it, the client's next message may start (the order is
+        // fixed); this one's answer comes when the backend's does.
+        let turn = self.backend.publish_sends_at_once().then_some(turn);
+        let published = match (&key, window) {
+            (Some(key), Some(window)) => {
+                pass_after_first_poll(self.backend.publish_once(&channel, delivery.clone(), key, window, now), turn)
+                    .await
+            }
+            _ => pass_after_first_poll(self.backend.publish(&channel, delivery.clone()), turn).await.map(|()| true),
         };
         match published {
             Err(e) => {

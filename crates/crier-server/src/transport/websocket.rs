@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use crier_engine::{Batch, HeldConnect, Pump, RequestContext, SocketReplies, Transport, encode_outgoing};
+use crier_engine::{Batch, HeldConnect, Pump, RequestContext, SocketReplies, Transport, Turn, encode_outgoing};
 use crier_protocol::{Message, meta};
 use futures::future::Either;
 use futures::{Future, SinkExt};
@@ -257,9 +257,9 @@ fn run(state: Gauged<WebSockets>, mut ws: WebSocket, ctx: RequestContext) -> imp
                     let lone_connect = matches!(batch.as_slice(), [m] if m.channel() == Some(meta::CONNECT));
                     let engine = state.engine.clone();
                     let ctx = ctx.clone();
-                    let task = async move { (empty, engine.process_socket(batch, &ctx).await) };
+                    let task = move |turn| async move { (empty, engine.process_socket(batch, &ctx, turn).await) };
                     if lone_connect {
-                        inflight.push(task);
+                        inflight.push(task(Turn::none()));
                     } else {
                         inflight.push_in_order(task);
                     }
