@@ -11,7 +11,8 @@
 #
 # Settings (environment): CRIER, BENCH (binaries), FAYE_DIR (the installed faye-peer),
 # OUT (results file), PORT (first of the ports used, default 18000), DURATION (seconds
-# per run, default 10), SCENARIOS (any of: single cluster modes latency idle redis ceiling),
+# per run, default 10), SCENARIOS (any of: single cluster modes latency idle redis ceiling
+# one-publisher),
 # SERVERS (default "crier faye"), LABEL_CRIER; the rates and counts below. (No variable
 # of this script starts with CRIER_: crier reads those as configuration.)
 set -euo pipefail
@@ -22,7 +23,7 @@ FAYE_DIR=${FAYE_DIR:-/tmp/faye-peer}
 OUT=${OUT:-bench-results.jsonl}
 PORT=${PORT:-18000}
 DURATION=${DURATION:-10}
-SCENARIOS=${SCENARIOS:-single cluster modes latency idle redis ceiling}
+SCENARIOS=${SCENARIOS:-single cluster modes latency idle redis ceiling one-publisher}
 # Offered rates (messages/s over all publishers) for the zero-loss cluster sweep and the
 # latency runs; 1,000 subscribers each, so deliveries/s = 1,000 x rate (the small latency
 # runs: 100 subscribers).
@@ -241,6 +242,23 @@ modes() {
         bench "$server/cluster/fan-in" --mode fan-in --sub-url "$(url "$A")" --pub-url "$(url "$B")" -p 200 \
             --drain 15 --duration "$DURATION" --server-pid "$pa" --server-pid "$pb"
         restart
+    done
+}
+
+# One publisher keeping 1, 16 or 64 publishes unacknowledged, through a cluster (the
+# publisher on node B, one subscriber on node A): how far one client's publishing goes.
+# Faye acknowledges before Redis has the message; Crier once it is in Redis.
+one-publisher() {
+    [ -n "${REDIS_PID:-}" ] || { start_redis; REDIS_PID=$LAST; }
+    for server in $SERVERS; do
+        for inflight in 1 16 64; do
+            "start_$server" "$A" "$REDIS"; pa=$LAST
+            "start_$server" "$B" "$REDIS"; pb=$LAST
+            bench "$server/cluster/one-publisher-$inflight" --mode fan-in --sub-url "$(url "$A")" \
+                --pub-url "$(url "$B")" -p 1 --inflight "$inflight" --drain 15 --duration "$DURATION" \
+                --server-pid "$pa" --server-pid "$pb"
+            restart
+        done
     done
 }
 
