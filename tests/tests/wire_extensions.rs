@@ -269,9 +269,10 @@ async fn a_socket_s_publishes_keep_their_order_when_one_waits() {
     let mut publisher = crier_tests::RawWs::connect(&s.ws_url()).await;
     for (n, data) in ["first", "second", "third"].iter().enumerate() {
         let publish = json!({"channel":"/ordered","clientId":id,"data":data,"id":n.to_string()});
-        // The second batched with a connect, as Bayeux clients other than Faye's may send:
-        // answered at once, so it takes its turn too.
-        let frame = if n == 1 {
+        // The first two batched with a connect, as Bayeux clients other than Faye's may
+        // send: answered at once, so they take their turn too, and the one that waits
+        // ("first") is not overtaken because its frame also holds a connect.
+        let frame = if n < 2 {
             json!([publish, {"channel":"/meta/connect","clientId":id,"connectionType":"websocket"}])
         } else {
             publish

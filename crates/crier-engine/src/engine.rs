@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crier_protocol::{BayeuxError, ClientId, Message, meta};
 use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +30,10 @@ use crate::turn::{Passed, Turn};
 /// Sweeps one interval may run back to back while each finds a full batch of expired
 /// sessions ([`crate::backend::SWEEP_BATCH`]): up to 20,000 a node per interval.
 const SWEEP_ROUNDS: usize = 20;
+
+/// Messages of one batch handled at once (started and not yet answered). With a
+/// WebSocket's frames in flight (32), it bounds one socket's publishes in flight.
+const BATCH_IN_FLIGHT: usize = 32;
 
 /// Builds an [`Engine`].
 pub struct EngineBuilder {
@@ -143,15 +146,16 @@ impl Engine {
             let Some(m) = batch.into_iter().next() else { return Vec::new() };
             return self.inner.handle(m, ctx, false, &mut turn).await;
         }
-        // A connect is not ordered with later batches (it may be held): the turn passes now.
-        turn.pass();
         let (connects, others): (Vec<Message>, Vec<Message>) =
             batch.into_iter().partition(|m| m.channel() == Some(meta::CONNECT));
-        // A connect returns what the batch's other messages caused: they finish first.
+        // A connect returns what the batch's other messages caused: they finish first. The
+        // turn passes with theirs: the connect itself is not ordered with later batches
+        // (a lone one runs beside them).
         let mut out = if others.is_empty() {
+            turn.pass();
             Vec::with_capacity(connects.len())
         } else {
-            Box::pin(self.handle_in_turn(others, ctx, Turn::none())).await
+            Box::pin(self.handle_in_turn(others, ctx, std::mem::take(&mut turn))).await
         };
         for m in connects {
             out.extend(self.inner.handle(m, ctx, batched, &mut turn).await);
@@ -160,28 +164,34 @@ impl Engine {
     }
 
     /// Handles `batch` (no connects, part of a batch of several messages) message after
-    /// message, each starting once the one before passed its turn; the last one holds
-    /// `turn`. The replies come in the batch's order.
-    async fn handle_in_turn(&self, batch: Vec<Message>, ctx: &RequestContext, mut turn: Turn) -> Vec<Outgoing> {
+    /// message, each starting once the one before passed its turn, at most
+    /// [`BATCH_IN_FLIGHT`] at a time; the last one holds `turn`. The replies come in the
+    /// batch's order.
+    async fn handle_in_turn(&self, batch: Vec<Message>, ctx: &RequestContext, turn: Turn) -> Vec<Outgoing> {
         let last = batch.len().saturating_sub(1);
+        let mut turn = Some(turn);
         let mut before: Option<Passed> = None;
-        let mut running = FuturesOrdered::new();
-        for (i, m) in batch.into_iter().enumerate() {
-            let (mut mine, passed) = if i == last {
-                (std::mem::take(&mut turn), None)
-            } else {
-                let (t, p) = Turn::pair();
-                (t, Some(p))
-            };
-            let wait = std::mem::replace(&mut before, passed);
-            running.push_back(async move {
-                if let Some(wait) = wait {
-                    wait.await;
+        // Made as they are started (`buffered` asks for the next only when it has room), so
+        // a batch of `limits.max_batch` messages does not hold as many futures at once.
+        let running = futures::stream::iter(batch.into_iter().enumerate())
+            .map(|(i, m)| {
+                let (mut mine, passed) = if i == last {
+                    (turn.take().unwrap_or_default(), None)
+                } else {
+                    let (t, p) = Turn::pair();
+                    (t, Some(p))
+                };
+                let wait = std::mem::replace(&mut before, passed);
+                async move {
+                    if let Some(wait) = wait {
+                        wait.await;
+                    }
+                    self.inner.handle(m, ctx, true, &mut mine).await
                 }
-                self.inner.handle(m, ctx, true, &mut mine).await
-            });
-        }
+            })
+            .buffered(BATCH_IN_FLIGHT);
         let mut out = Vec::with_capacity(last + 1);
+        futures::pin_mut!(running);
         while let Some(replies) = running.next().await {
             out.extend(replies);
         }
