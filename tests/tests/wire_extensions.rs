@@ -322,3 +322,78 @@ async fn a_batch_s_publishes_keep_their_order_when_one_waits() {
     }
     assert_eq!(got, vec![json!("first"), json!("second"), json!("third")]);
 }
+
+/// Holds back a message whose data is "hold" for 300 ms, and says when it has begun:
+/// coming in (a publish) or going out (a delivery).
+struct Gate(Arc<tokio::sync::Notify>);
+
+impl Gate {
+    async fn hold(&self, m: &Message) {
+        if m.data() == Some(&json!("hold")) {
+            self.0.notify_one();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Extension for Gate {
+    async fn incoming(&self, m: &mut Message, _ctx: &RequestContext) -> Verdict {
+        if m.channel() != Some("/out") {
+            self.hold(m).await;
+        }
+        Verdict::Pass
+    }
+
+    async fn outgoing(&self, m: &mut Message, _ctx: &RequestContext) -> Verdict {
+        if m.channel() == Some("/out") {
+            self.hold(m).await;
+        }
+        Verdict::Pass
+    }
+}
+
+// A drain answers what a socket has in flight before its close frame: here a publish still
+// waiting in an extension when the drain began. Its client learns the outcome instead of
+// re-sending it to another node.
+#[tokio::test]
+async fn a_drain_answers_a_publish_in_flight_before_closing_the_socket() {
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let s = TestServer::start_with(Options { extensions: vec![Arc::new(Gate(entered.clone()))], ..Options::default() })
+        .await;
+    let id = connected_client(&s.url()).await;
+    let mut ws = crier_tests::RawWs::connect(&s.ws_url()).await;
+    ws.send(&json!({"channel":"/held","clientId":id,"data":"hold","id":"p1"})).await;
+    tokio::time::timeout(Duration::from_secs(5), entered.notified()).await.expect("the publish reached the extension");
+    s.begin_shutdown();
+    let reply = ws.recv(Duration::from_secs(5)).await.expect("the publish's reply before the close");
+    assert_eq!(reply[0]["id"], json!("p1"), "{reply}");
+    assert_eq!(reply[0]["successful"], json!(true), "{reply}");
+    assert_eq!(ws.close_code(Duration::from_secs(5)).await, Some(1001), "then the socket closes, going away");
+}
+
+// A drain sends what waits for a socket's session before the close frame: here a delivery
+// that was on its way out (in an outgoing extension) when the drain began. The session
+// ends with the drain, so this is its last chance to get it.
+#[tokio::test]
+async fn a_drain_sends_a_socket_s_queued_deliveries_before_closing_it() {
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let s = TestServer::start_with(Options { extensions: vec![Arc::new(Gate(entered.clone()))], ..Options::default() })
+        .await;
+    let (_, mut sub) = crier_tests::socket_subscriber(&s, "/out").await;
+    let (status, reply) = crier_tests::post_json(&s.url(), &json!({"channel":"/out","data":"hold"})).await;
+    assert_eq!(status, 200, "{reply}");
+    tokio::time::timeout(Duration::from_secs(5), entered.notified()).await.expect("the delivery reached the extension");
+    s.begin_shutdown();
+    let mut got = Vec::new();
+    while let Some(frame) = sub.recv(Duration::from_secs(5)).await {
+        got.extend(
+            frame.as_array().into_iter().flatten().filter(|m| m["channel"] == "/out").map(|m| m["data"].clone()),
+        );
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(got, vec![json!("hold")], "the delivery before the close");
+    assert_eq!(sub.close_code(Duration::from_secs(5)).await, Some(1001), "then the socket closes, going away");
+}
