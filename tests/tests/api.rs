@@ -321,6 +321,21 @@ async fn stats_cover_the_whole_cluster() {
     assert_eq!(s["online_users"], 1, "{s}");
     let list = ok(n0, "GET", "/channels", None).await;
     assert_eq!(list["channels"], json!([{"channel": "/s/1", "sessions": 2}, {"channel": "/s/2", "sessions": 1}]));
+    assert_eq!(list["next_cursor"], Value::Null, "one page: {list}");
+    // A prefix, and pages of one followed by their cursors.
+    let mut seen = Vec::new();
+    let mut path = "/channels?prefix=/s/&limit=1".to_owned();
+    for _ in 0..10 {
+        let page = ok(n0, "GET", &path, None).await;
+        seen.extend(page["channels"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_u64() {
+            Some(c) => path = format!("/channels?prefix=/s/&limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    seen.sort_by_key(|c| c["channel"].as_str().map(str::to_owned));
+    seen.dedup();
+    assert_eq!(seen, [json!({"channel": "/s/1", "sessions": 2}), json!({"channel": "/s/2", "sessions": 1})]);
 }
 
 fn msg(v: Value) -> Message {
@@ -425,6 +440,11 @@ async fn the_api_checks_keys_input_and_limits() {
     let big = json!({"channel": "/x", "data": "x".repeat(5000)});
     assert_eq!(api(&s, "POST", "/publish", Some(big)).await.0, 413);
     assert_eq!(api(&s, "GET", "/channels/subscribers", None).await.0, 400);
+    for query in ["limit=0", "limit=10001", "limit=x", "cursor=nope", "cursor=-1", "cursor=9007199254740992"] {
+        let (status, v) = api(&s, "GET", &format!("/channels?{query}"), None).await;
+        assert_eq!(status, 400, "{query}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{query}: {v}");
+    }
     let (status, v) = api(&s, "GET", "/nope", None).await;
     assert_eq!(status, 404, "{v}");
     assert!(v["error"].is_string());

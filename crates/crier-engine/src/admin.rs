@@ -150,6 +150,17 @@ fn keyed_id(key: &RetryKey) -> String {
 /// `maxLength` counts).
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 
+/// The most names a page of [`Engine::api_channels`] asks for.
+pub const MAX_CHANNELS_PAGE: usize = 10_000;
+
+/// The longest prefix [`Engine::api_channels`] takes, in characters (as JSON Schema's
+/// `maxLength` counts).
+pub const MAX_PREFIX_LEN: usize = 1024;
+
+/// The largest cursor [`Engine::api_channels`] takes: JSON's exact integers (a listing's
+/// cursors stay far below it).
+pub const MAX_CURSOR: u64 = (1 << 53) - 1;
+
 fn client_id(s: &str) -> Result<ClientId, ApiError> {
     ClientId::parse(s).ok_or_else(|| invalid(format!("not a client id: {s:?}")))
 }
@@ -426,10 +437,29 @@ impl Engine {
         })
     }
 
-    /// Every client-visible name with subscribers, with its number of sessions.
-    pub async fn api_channels(&self) -> Result<Vec<(String, u64)>, ApiError> {
-        let all = self.inner.backend.channels().await?;
-        Ok(all.into_iter().filter(|(p, _)| !is_reserved(p)).map(|(p, n)| (p.as_str().to_owned(), n)).collect())
+    /// A page of the client-visible names with subscribers, with their numbers of sessions:
+    /// those starting with `prefix`, from `cursor` (0 at first) on, about `limit` (1 to
+    /// [`MAX_CHANNELS_PAGE`]). Returns the page and the next page's cursor (`None` after
+    /// the last). A page may hold fewer than `limit`, even none, before the last.
+    pub async fn api_channels(
+        &self,
+        prefix: &str,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<(Vec<(String, u64)>, Option<u64>), ApiError> {
+        if !(1..=MAX_CHANNELS_PAGE).contains(&limit) {
+            return Err(invalid(format!("limit must be 1 to {MAX_CHANNELS_PAGE}")));
+        }
+        if prefix.chars().count() > MAX_PREFIX_LEN {
+            return Err(invalid(format!("prefix is at most {MAX_PREFIX_LEN} characters")));
+        }
+        if cursor > MAX_CURSOR {
+            return Err(invalid(format!("cursor is at most {MAX_CURSOR}")));
+        }
+        let page = self.inner.backend.channels_page(prefix, cursor, limit).await?;
+        let channels =
+            page.channels.into_iter().filter(|(p, _)| !is_reserved(p)).map(|(p, n)| (p.as_str().to_owned(), n));
+        Ok((channels.collect(), page.next))
     }
 
     /// The presence of each user named, in order.

@@ -45,6 +45,15 @@ impl BackendError {
     }
 }
 
+/// A page of the names with subscribers (see [`Backend::channels_page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelsPage {
+    /// The names and their numbers of sessions.
+    pub channels: Vec<(ChannelPattern, u64)>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<u64>,
+}
+
 /// Where a backend hands messages for sessions attached to this node.
 pub trait DeliverySink: Send + Sync + 'static {
     /// Queues `delivery` for each of `sessions` that is attached to this node.
@@ -193,6 +202,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Every subscription name with at least one session, with its number of sessions.
     async fn channels(&self) -> Result<Vec<(ChannelPattern, u64)>, BackendError>;
+
+    /// A page of [`Backend::channels`]: names starting with `prefix`, from `cursor` (0 for
+    /// the first page) on, about `limit` of them. A page may hold fewer, even none, before
+    /// the last; `next` is `None` on the last. A name that has subscribers during the whole
+    /// listing is listed (on Redis, possibly twice); any `cursor` is taken (one not handed
+    /// out lists from somewhere, or nothing).
+    async fn channels_page(&self, prefix: &str, cursor: u64, limit: usize) -> Result<ChannelsPage, BackendError>;
 
     /// Number of live sessions in the whole cluster.
     async fn session_count(&self) -> Result<u64, BackendError>;

@@ -416,6 +416,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@api $make, ($($attr)?), broadcast_delivers_once_per_session);
         $crate::conformance_suite!(@api $make, ($($attr)?), server_side_subscriptions_and_listings);
         $crate::conformance_suite!(@api $make, ($($attr)?), cluster_stats_count_what_exists);
+        $crate::conformance_suite!(@api $make, ($($attr)?), channels_are_listed_a_page_at_a_time);
         $crate::conformance_suite!(@api $make, ($($attr)?), presence_heals_sessions_ended_without_an_update);
         $crate::conformance_suite!(@api $make, ($($attr)?), api_publish_with_an_idempotency_key_is_published_once);
         $crate::conformance_suite!(@api $make, ($($attr)?), api_broadcasts_and_sends_with_an_idempotency_key_happen_once);

@@ -234,7 +234,8 @@ pub async fn server_side_subscriptions_and_listings(b: Arc<dyn Backend>) {
     both.sort();
     assert_eq!(info.sessions, both);
     assert_eq!(info.users, ["alice"]);
-    let list = h.engine.api_channels().await.expect("channels");
+    let (list, next) = h.engine.api_channels("", 0, crate::MAX_CHANNELS_PAGE).await.expect("channels");
+    assert_eq!(next, None, "one page");
     assert!(list.contains(&("/p/1".to_owned(), 2)), "{list:?}");
     assert!(list.iter().all(|(c, _)| !c.starts_with("/meta/")), "reserved names are not listed: {list:?}");
     let mine = h.engine.api_user_sessions("alice").await.expect("user");
@@ -268,6 +269,75 @@ pub async fn server_side_subscriptions_and_listings(b: Arc<dyn Backend>) {
     assert!(matches!(h.engine.api_send_to_users(&[], "/x", json!(1), None, None).await, Err(ApiError::Invalid(_))));
     let unknown = ClientId::from_random([7; 20]).as_str().to_owned();
     assert_eq!(h.engine.api_session(&unknown).await.expect("session"), None);
+}
+
+/// `/api/channels` a page at a time: following the cursors lists every name once (Redis may
+/// repeat one; none is missed), also while other names come and go, a prefix selects names
+/// (glob characters in it are plain), and the limits are checked.
+pub async fn channels_are_listed_a_page_at_a_time(b: Arc<dyn Backend>) {
+    let h = harness(b);
+    let id = h.client().await;
+    let mut want = Vec::new();
+    // More than Redis keeps in a compact set (128; SSCAN returns a compact set whole).
+    for n in 0..140 {
+        let name = format!("/page/{n:03}");
+        h.subscribe(&id, &name).await;
+        want.push(name);
+    }
+    h.subscribe(&id, "/page/*").await;
+    want.push("/page/*".to_owned());
+    h.subscribe(&id, "/other").await;
+    want.sort();
+
+    let list_all = |prefix: &'static str, limit: usize| {
+        let h = &h;
+        async move {
+            let (mut got, mut cursor, mut pages) = (std::collections::BTreeSet::new(), 0, 0);
+            loop {
+                let (page, next) = h.engine.api_channels(prefix, cursor, limit).await.expect("a page");
+                assert!(page.iter().all(|(c, n)| c.starts_with(prefix) && *n == 1), "{page:?}");
+                got.extend(page.into_iter().map(|(c, _)| c));
+                pages += 1;
+                assert!(pages <= 100, "the listing ends");
+                match next {
+                    Some(c) => cursor = c,
+                    None => return (got.into_iter().collect::<Vec<_>>(), pages),
+                }
+            }
+        }
+    };
+    let (got, pages) = list_all("/page/", 20).await;
+    assert_eq!(got, want, "every /page/ name once");
+    assert!(pages > 1, "more than one page of 20");
+    let (got, _) = list_all("/page/*", 20).await;
+    assert_eq!(got, ["/page/*"], "a * in the prefix is itself");
+    let (got, _) = list_all("", 1000).await;
+    assert!(got.contains(&"/other".to_owned()) && got.len() == want.len() + 1, "{got:?}");
+
+    // Names that come and go between pages: the ones there all along are still listed.
+    let (first, Some(cursor)) = h.engine.api_channels("/page/", 0, 20).await.expect("a page") else {
+        panic!("more than one page");
+    };
+    let r = h.send(vec![json!({"channel":"/meta/unsubscribe","clientId":id,"subscription":first[0].0})]).await;
+    assert_eq!(r[0].successful(), Some(true), "{r:?}");
+    h.subscribe(&id, "/page/new").await;
+    let (mut rest, mut next) = (Vec::new(), Some(cursor));
+    while let Some(c) = next {
+        let (page, n) = h.engine.api_channels("/page/", c, 20).await.expect("a page");
+        rest.extend(page.into_iter().map(|(c, _)| c));
+        next = n;
+    }
+    let listed: std::collections::BTreeSet<_> = first.into_iter().map(|(c, _)| c).chain(rest).collect();
+    assert!(want.iter().all(|w| listed.contains(w)), "every name there all along is listed");
+
+    assert!(matches!(h.engine.api_channels("", 0, 0).await, Err(ApiError::Invalid(_))));
+    let too_many = crate::MAX_CHANNELS_PAGE + 1;
+    assert!(matches!(h.engine.api_channels("", 0, too_many).await, Err(ApiError::Invalid(_))));
+    let long = "x".repeat(crate::MAX_PREFIX_LEN + 1);
+    assert!(matches!(h.engine.api_channels(&long, 0, 10).await, Err(ApiError::Invalid(_))));
+    assert!(matches!(h.engine.api_channels("", crate::MAX_CURSOR + 1, 10).await, Err(ApiError::Invalid(_))));
+    // Any cursor within bounds is taken (one never handed out lists something or nothing).
+    assert!(h.engine.api_channels("", 12_345, 10).await.is_ok());
 }
 
 /// The cluster figures count sessions, subscriptions and online users, and list this node.

@@ -36,8 +36,13 @@ pub mod conformance;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance_api;
 
-pub use admin::{ApiError, ChannelInfo, ClusterStats, MAX_IDEMPOTENCY_KEY_LEN, Selector, SessionInfo};
-pub use backend::{Backend, BackendError, Claim, DeliverySink, LogPosition, Millis, SWEEP_BATCH, Touched};
+pub use admin::{
+    ApiError, ChannelInfo, ClusterStats, MAX_CHANNELS_PAGE, MAX_CURSOR, MAX_IDEMPOTENCY_KEY_LEN, MAX_PREFIX_LEN,
+    Selector, SessionInfo,
+};
+pub use backend::{
+    Backend, BackendError, ChannelsPage, Claim, DeliverySink, LogPosition, Millis, SWEEP_BATCH, Touched,
+};
 pub use clock::Clock;
 pub use config::{EngineConfig, OverflowPolicy};
 pub use context::{Identity, RequestContext, RequestInfo, Transport};

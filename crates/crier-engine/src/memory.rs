@@ -1,6 +1,6 @@
 //! The in-memory backend: a complete single-node store and broker, the embedded default.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, BackendError, Claim, DeliverySink, Millis, Touched};
+use crate::backend::{Backend, BackendError, ChannelsPage, Claim, DeliverySink, Millis, Touched};
 use crate::context::Identity;
 use crate::delivery::Delivery;
 use crate::retry::RetryKey;
@@ -141,6 +141,11 @@ struct Inner {
     identities: HashMap<ClientId, Identity>,
     /// Subscription name or pattern → subscribed sessions.
     channels: HashMap<ChannelPattern, HashSet<ClientId>>,
+    /// Each name's place in listings ([`Backend::channels_page`]), numbered when it gets
+    /// its first session: a cursor (the last number listed) stays good while names come
+    /// and go, and a name that stays is listed once.
+    listed: BTreeMap<u64, ChannelPattern>,
+    listed_at: HashMap<ChannelPattern, u64>,
     /// User id → sessions and presence (kept after the last session ends, for `last_online`).
     users: HashMap<String, User>,
     /// This node's last heartbeat.
@@ -148,6 +153,29 @@ struct Inner {
 }
 
 impl Inner {
+    /// Adds `id` to `pattern`'s sessions.
+    fn join(&mut self, pattern: &ChannelPattern, id: &ClientId) {
+        let set = self.channels.entry(pattern.clone()).or_default();
+        if set.is_empty() {
+            let n = self.listed.last_key_value().map_or(1, |(n, _)| n + 1);
+            self.listed.insert(n, pattern.clone());
+            self.listed_at.insert(pattern.clone(), n);
+        }
+        set.insert(id.clone());
+    }
+
+    /// Takes `id` out of `pattern`'s sessions; the name goes with its last session.
+    fn leave(&mut self, pattern: &ChannelPattern, id: &ClientId) {
+        let Some(set) = self.channels.get_mut(pattern) else { return };
+        set.remove(id);
+        if set.is_empty() {
+            self.channels.remove(pattern);
+            if let Some(n) = self.listed_at.remove(pattern) {
+                self.listed.remove(&n);
+            }
+        }
+    }
+
     /// The sessions subscribed to a name matching `channel`, each once.
     fn recipients(&self, channel: &ChannelName) -> Vec<ClientId> {
         let sets: Vec<&HashSet<ClientId>> =
@@ -234,12 +262,7 @@ impl Backend for MemoryBackend {
         inner.identities.remove(id);
         inner.published.remove(&Some(id.clone()));
         for p in &subs {
-            if let Some(set) = inner.channels.get_mut(p) {
-                set.remove(id);
-                if set.is_empty() {
-                    inner.channels.remove(p);
-                }
-            }
+            inner.leave(p, id);
         }
         let mut subs: Vec<_> = subs.into_iter().collect();
         subs.sort();
@@ -256,7 +279,7 @@ impl Backend for MemoryBackend {
         if !subs.insert(pattern.clone()) {
             return Ok(false);
         }
-        inner.channels.entry(pattern.clone()).or_default().insert(id.clone());
+        inner.join(pattern, id);
         Ok(true)
     }
 
@@ -266,12 +289,7 @@ impl Backend for MemoryBackend {
         if !subs.remove(pattern) {
             return Ok(false);
         }
-        if let Some(set) = inner.channels.get_mut(pattern) {
-            set.remove(id);
-            if set.is_empty() {
-                inner.channels.remove(pattern);
-            }
-        }
+        inner.leave(pattern, id);
         Ok(true)
     }
 
@@ -385,6 +403,26 @@ impl Backend for MemoryBackend {
         let mut v: Vec<_> = inner.channels.iter().map(|(p, s)| (p.clone(), s.len() as u64)).collect();
         v.sort();
         Ok(v)
+    }
+
+    async fn channels_page(&self, prefix: &str, cursor: u64, limit: usize) -> Result<ChannelsPage, BackendError> {
+        let inner = self.inner.lock();
+        let mut channels = Vec::new();
+        let mut last = None;
+        for (n, p) in inner.listed.range(cursor.saturating_add(1)..) {
+            if channels.len() == limit {
+                break;
+            }
+            last = Some(*n);
+            if p.as_str().starts_with(prefix) {
+                let sessions = inner.channels.get(p).map_or(0, HashSet::len) as u64;
+                channels.push((p.clone(), sessions));
+            }
+        }
+        // More after the last one listed: the next page starts there.
+        let more = last.is_some_and(|l| inner.listed.range(l + 1..).next().is_some());
+        channels.sort();
+        Ok(ChannelsPage { channels, next: if more { last } else { None } })
     }
 
     async fn session_count(&self) -> Result<u64, BackendError> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crier_engine::{
-    Backend, BackendError, Claim, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence, PresenceChange,
-    RetryKey, SWEEP_BATCH, SessionGuard, SessionLocks, Touched,
+    Backend, BackendError, ChannelsPage, Claim, Delivery, DeliverySink, Identity, Millis, NodeStats, Presence,
+    PresenceChange, RetryKey, SWEEP_BATCH, SessionGuard, SessionLocks, Touched,
 };
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use fred::clients::SubscriberClient;
@@ -1042,6 +1042,10 @@ impl Backend for RedisBackend {
 
     async fn channels(&self) -> Result<Vec<(ChannelPattern, u64)>, BackendError> {
         self.shared.channels().await
+    }
+
+    async fn channels_page(&self, prefix: &str, cursor: u64, limit: usize) -> Result<ChannelsPage, BackendError> {
+        self.shared.channels_page(prefix, cursor, limit).await
     }
 
     async fn session_count(&self) -> Result<u64, BackendError> {

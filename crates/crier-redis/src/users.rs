@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crier_engine::{BackendError, Delivery, Millis, NodeStats, Presence, PresenceChange, PresenceStatus};
+use crier_engine::{BackendError, ChannelsPage, Delivery, Millis, NodeStats, Presence, PresenceChange, PresenceStatus};
 use crier_protocol::{ChannelName, ChannelPattern, ClientId};
 use fred::prelude::*;
-use fred::types::Value;
+use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::backend::Shared;
 use crate::keys::user_hex;
@@ -134,11 +134,54 @@ impl Shared {
         Ok(all.into_iter().collect())
     }
 
-    /// Every registered name with its member count. Names whose members are gone are
-    /// dropped from the registry, then checked again: a subscribe that re-registered the
-    /// name in between keeps it listed.
+    /// Every registered name with its member count (see [`Shared::counted`]).
     pub(crate) async fn channels(&self) -> Result<Vec<(ChannelPattern, u64)>, BackendError> {
         let names: Vec<String> = self.client.smembers(self.keys.names()).await.map_err(|e| self.fail(e))?;
+        let mut out = self.counted(names).await?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// A page of [`Shared::channels`] with SSCAN: the cursor is Redis's. Scans until the
+    /// page has `limit` names or the set ends, at most 16 calls (a `prefix` few names have
+    /// can leave a page short, even empty).
+    pub(crate) async fn channels_page(
+        &self,
+        prefix: &str,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<ChannelsPage, BackendError> {
+        let mut at = cursor;
+        let pattern = format!("{}*", glob_escape(prefix));
+        let count = limit.clamp(10, 1000).to_string();
+        let mut names = BTreeSet::new();
+        for _ in 0..16 {
+            let cmd = CustomCommand::new_static("SSCAN", ClusterHash::FirstKey, false);
+            let args =
+                vec![self.keys.names(), at.to_string(), "MATCH".into(), pattern.clone(), "COUNT".into(), count.clone()];
+            let reply: Value = self.client.custom(cmd, args).await.map_err(|e| self.fail(e))?;
+            let (next, found) = match array(reply).as_deref() {
+                Some([next, found]) => {
+                    (text(next).and_then(|t| t.parse().ok()), array(found.clone()).unwrap_or_default())
+                }
+                _ => (None, Vec::new()),
+            };
+            let Some(next) = next else { return Err(BackendError::unavailable("SSCAN gave an unexpected reply")) };
+            names.extend(found.iter().filter_map(text));
+            at = next;
+            if at == 0 || names.len() >= limit {
+                break;
+            }
+        }
+        let mut channels = self.counted(names.into_iter().collect()).await?;
+        channels.sort();
+        Ok(ChannelsPage { channels, next: (at != 0).then_some(at) })
+    }
+
+    /// `names` with their member counts; names whose members are gone are dropped from the
+    /// registry, then checked again: a subscribe that re-registered the name in between
+    /// keeps it listed.
+    async fn counted(&self, names: Vec<String>) -> Result<Vec<(ChannelPattern, u64)>, BackendError> {
         let names: Vec<ChannelPattern> = names.iter().filter_map(|n| ChannelPattern::parse(n).ok()).collect();
         let counts = futures::future::try_join_all(
             names.iter().map(|n| async move { self.client.scard::<i64, _>(self.keys.members(n)).await }),
@@ -158,7 +201,6 @@ impl Shared {
                 out.push((name, again as u64));
             }
         }
-        out.sort();
         Ok(out)
     }
 
@@ -200,4 +242,17 @@ impl Shared {
         out.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(out)
     }
+}
+
+/// `s` with Redis glob's special characters (`*`, `?`, `[`, `]`, `\`) escaped, to match
+/// itself in a MATCH pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -127,10 +127,31 @@ pub(super) async fn user(
     Ok(Json(UserResponse { user, presence, sessions, channels: channels.into_iter().collect() }))
 }
 
-pub(super) async fn channels(State(state): State<Arc<AppState>>) -> Answer<ChannelsResponse> {
-    let all = state.engine.api_channels().await?;
-    let channels = all.into_iter().map(|(channel, sessions)| ChannelCount { channel, sessions }).collect();
-    Ok(Json(ChannelsResponse { channels }))
+#[derive(serde::Deserialize)]
+pub(super) struct ChannelsQuery {
+    prefix: Option<String>,
+    cursor: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Names per page when the query gives no `limit`.
+pub(super) const DEFAULT_CHANNELS_PAGE: usize = 1000;
+
+pub(super) async fn channels(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ChannelsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Answer<ChannelsResponse> {
+    let Query(q) = query.map_err(|e| ApiFailure::Invalid(format!("invalid query: {}", e.body_text())))?;
+    let (page, next_cursor) = state
+        .engine
+        .api_channels(
+            q.prefix.as_deref().unwrap_or(""),
+            q.cursor.unwrap_or(0),
+            q.limit.unwrap_or(DEFAULT_CHANNELS_PAGE),
+        )
+        .await?;
+    let channels = page.into_iter().map(|(channel, sessions)| ChannelCount { channel, sessions }).collect();
+    Ok(Json(ChannelsResponse { channels, next_cursor }))
 }
 
 #[derive(serde::Deserialize)]

@@ -3,6 +3,7 @@
 //! what the handlers accept and return. `docs/openapi.json` is this document for the
 //! default path; a test fails when the two differ.
 
+use crier_engine::{MAX_CHANNELS_PAGE, MAX_CURSOR, MAX_PREFIX_LEN};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
@@ -196,11 +197,15 @@ pub(crate) fn document(base: &str) -> Value {
         method: "get",
         path: &p("/channels"),
         id: "channels",
-        summary: "Every channel or pattern with subscribers.",
+        summary: "The channels and patterns with subscribers, a page at a time.",
         request: None,
-        params: none.clone(),
+        params: json!([
+            {"name": "prefix", "in": "query", "required": false, "description": "Only names starting with it, e.g. /chat/.", "schema": {"type": "string", "maxLength": MAX_PREFIX_LEN}},
+            {"name": "cursor", "in": "query", "required": false, "description": "The next_cursor of the page before; 0 or none for the first page.", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR}},
+            {"name": "limit", "in": "query", "required": false, "description": "About how many names a page holds.", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CHANNELS_PAGE, "default": super::handlers::DEFAULT_CHANNELS_PAGE}}
+        ]),
         ok,
-        errors: &reads,
+        errors: &["400", "401", "503"],
     });
     let ok = d.schema::<Channel>();
     let q = json!([{"name": "channel", "in": "query", "required": true, "description": "A channel name, e.g. /chat/room1.", "schema": listed_channel()}]);

@@ -309,11 +309,14 @@ pub(crate) struct ChannelCount {
     pub sessions: u64,
 }
 
-/// `GET /channels`.
+/// `GET /channels`: a page.
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct ChannelsResponse {
-    /// Every name or pattern with at least one subscriber, sorted.
+    /// Names or patterns with at least one subscriber, sorted within the page.
     pub channels: Vec<ChannelCount>,
+    /// Pass it as `cursor` for the next page; `null` after the last. A page may hold fewer
+    /// than `limit` names, even none, before the last.
+    pub next_cursor: Option<u64>,
 }
 
 /// `POST /presence`.
