@@ -12,7 +12,7 @@ use crate::backend::{Backend, BackendError, ChannelsPage, Claim, DeliverySink, M
 use crate::context::Identity;
 use crate::delivery::Delivery;
 use crate::retry::RetryKey;
-use crate::users::{NodeStats, Presence, PresenceChange, PresenceStatus};
+use crate::users::{NodeStats, Presence, PresenceChange, PresenceStatus, is_reserved};
 
 /// How long an offline user's presence (its `last_online`) is kept: 30 days, as the Redis
 /// backend's default `presence_retention_secs`.
@@ -146,6 +146,8 @@ struct Inner {
     /// and go, and a name that stays is listed once.
     listed: BTreeMap<u64, ChannelPattern>,
     listed_at: HashMap<ChannelPattern, u64>,
+    /// The last number given (never reused: a name new since a cursor comes after it).
+    last_listed: u64,
     /// User id → sessions and presence (kept after the last session ends, for `last_online`).
     users: HashMap<String, User>,
     /// This node's last heartbeat.
@@ -157,7 +159,8 @@ impl Inner {
     fn join(&mut self, pattern: &ChannelPattern, id: &ClientId) {
         let set = self.channels.entry(pattern.clone()).or_default();
         if set.is_empty() {
-            let n = self.listed.last_key_value().map_or(1, |(n, _)| n + 1);
+            self.last_listed += 1;
+            let n = self.last_listed;
             self.listed.insert(n, pattern.clone());
             self.listed_at.insert(pattern.clone(), n);
         }
@@ -409,17 +412,21 @@ impl Backend for MemoryBackend {
         let inner = self.inner.lock();
         let mut channels = Vec::new();
         let mut last = None;
-        for (n, p) in inner.listed.range(cursor.saturating_add(1)..) {
+        // Bounded work under the lock every publish takes: a selective prefix gets short
+        // pages, not a walk over every name.
+        let look_at = limit.saturating_mul(16);
+        for (n, p) in inner.listed.range(cursor.saturating_add(1)..).take(look_at) {
             if channels.len() == limit {
                 break;
             }
             last = Some(*n);
-            if p.as_str().starts_with(prefix) {
+            // Server-internal names are not listed (and take no place in a page).
+            if p.as_str().starts_with(prefix) && !is_reserved(p) {
                 let sessions = inner.channels.get(p).map_or(0, HashSet::len) as u64;
                 channels.push((p.clone(), sessions));
             }
         }
-        // More after the last one listed: the next page starts there.
+        // More after the last one looked at: the next page starts there.
         let more = last.is_some_and(|l| inner.listed.range(l + 1..).next().is_some());
         channels.sort();
         Ok(ChannelsPage { channels, next: if more { last } else { None } })
@@ -547,6 +554,38 @@ mod tests {
             self.0.fetch_add(sessions.len(), Ordering::Relaxed);
         }
         fn close(&self, _: &ClientId) {}
+    }
+
+    /// Pages of the listing: each name once, at most `limit` a page, server-internal names
+    /// left out, and a page's work bounded when a prefix matches few names.
+    #[tokio::test]
+    async fn channels_are_paged_once_each_and_within_the_limit() {
+        let b = MemoryBackend::new();
+        let id = ClientId::from_random([3; 20]);
+        b.create_session(&id, 0).await.expect("session");
+        for n in 0..50 {
+            let p = ChannelPattern::parse(&format!("/c/{n:02}")).expect("valid");
+            assert!(b.subscribe(&id, &p).await.expect("subscribe"));
+        }
+        let private = ChannelPattern::parse("/meta/crier/users/6a6f").expect("valid");
+        assert!(b.subscribe(&id, &private).await.expect("subscribe"));
+        let (mut seen, mut cursor, mut pages) = (Vec::new(), 0, 0);
+        loop {
+            let page = b.channels_page("", cursor, 7).await.expect("page");
+            assert!(page.channels.len() <= 7, "{page:?}");
+            seen.extend(page.channels.into_iter().map(|(p, _)| p.as_str().to_owned()));
+            pages += 1;
+            match page.next {
+                Some(n) => cursor = n,
+                None => break,
+            }
+        }
+        let want: Vec<String> = (0..50).map(|n| format!("/c/{n:02}")).collect();
+        assert_eq!(seen, want, "each once, in order, no internal name");
+        assert_eq!(pages, 8);
+        // A prefix no name has: a page looks at 16 x limit names at most.
+        let page = b.channels_page("/none/", 0, 1).await.expect("page");
+        assert_eq!((page.channels.len(), page.next), (0, Some(16)));
     }
 
     /// A session's last `REMEMBERED_PUBLISHES` publishes are remembered, not more: the

@@ -153,7 +153,8 @@ impl Shared {
     ) -> Result<ChannelsPage, BackendError> {
         let mut at = cursor;
         let pattern = format!("{}*", glob_escape(prefix));
-        let count = limit.clamp(10, 1000).to_string();
+        // SSCAN's COUNT is a hint: a page may pass `limit` by about one call's worth.
+        let count = limit.clamp(1, 1000).to_string();
         let mut names = BTreeSet::new();
         for _ in 0..16 {
             let cmd = CustomCommand::new_static("SSCAN", ClusterHash::FirstKey, false);
