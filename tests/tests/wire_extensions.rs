@@ -240,6 +240,18 @@ async fn outgoing_extension_sees_the_recipients_request() {
     );
 }
 
+/// The data of the first `n` messages on `channel` that `ws` receives.
+async fn data_of(ws: &mut crier_tests::RawWs, channel: &str, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = ws.recv(Duration::from_secs(5)).await.expect("deliveries");
+        got.extend(
+            frame.as_array().into_iter().flatten().filter(|m| m["channel"] == channel).map(|m| m["data"].clone()),
+        );
+    }
+    got
+}
+
 /// Holds back the publish whose data is "first", as an authoriser that takes its time would.
 struct SlowFirst;
 
@@ -287,14 +299,7 @@ async fn a_socket_s_publishes_keep_their_order_when_one_waits() {
         );
     }
     assert_eq!(replies, vec![json!("0"), json!("1"), json!("2")]);
-    let mut got = Vec::new();
-    while got.len() < 3 {
-        let frame = sub.recv(Duration::from_secs(5)).await.expect("deliveries");
-        got.extend(
-            frame.as_array().into_iter().flatten().filter(|m| m["channel"] == "/ordered").map(|m| m["data"].clone()),
-        );
-    }
-    assert_eq!(got, vec![json!("first"), json!("second"), json!("third")]);
+    assert_eq!(data_of(&mut sub, "/ordered", 3).await, vec![json!("first"), json!("second"), json!("third")]);
 }
 
 // The messages of one long-polling batch start one after the other too (each once the one
@@ -313,14 +318,7 @@ async fn a_batch_s_publishes_keep_their_order_when_one_waits() {
     let replies = send(&s.url(), Value::Array(batch)).await;
     let ids: Vec<Value> = replies.iter().map(|m| m["id"].clone()).collect();
     assert_eq!(ids, vec![json!("0"), json!("1"), json!("2")], "{replies:?}");
-    let mut got = Vec::new();
-    while got.len() < 3 {
-        let frame = sub.recv(Duration::from_secs(5)).await.expect("deliveries");
-        got.extend(
-            frame.as_array().into_iter().flatten().filter(|m| m["channel"] == "/ordered").map(|m| m["data"].clone()),
-        );
-    }
-    assert_eq!(got, vec![json!("first"), json!("second"), json!("third")]);
+    assert_eq!(data_of(&mut sub, "/ordered", 3).await, vec![json!("first"), json!("second"), json!("third")]);
 }
 
 /// Holds back a message whose data is "hold" for 300 ms, and says when it has begun:
@@ -385,15 +383,6 @@ async fn a_drain_sends_a_socket_s_queued_deliveries_before_closing_it() {
     assert_eq!(status, 200, "{reply}");
     tokio::time::timeout(Duration::from_secs(5), entered.notified()).await.expect("the delivery reached the extension");
     s.begin_shutdown();
-    let mut got = Vec::new();
-    while let Some(frame) = sub.recv(Duration::from_secs(5)).await {
-        got.extend(
-            frame.as_array().into_iter().flatten().filter(|m| m["channel"] == "/out").map(|m| m["data"].clone()),
-        );
-        if !got.is_empty() {
-            break;
-        }
-    }
-    assert_eq!(got, vec![json!("hold")], "the delivery before the close");
+    assert_eq!(data_of(&mut sub, "/out", 1).await, vec![json!("hold")], "the delivery before the close");
     assert_eq!(sub.close_code(Duration::from_secs(5)).await, Some(1001), "then the socket closes, going away");
 }
