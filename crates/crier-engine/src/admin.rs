@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use crier_protocol::{ChannelKind, ChannelName, ChannelPattern, ClientId, Message};
 use serde_json::{Map, Value};
 
-use crate::backend::{BackendError, Claim};
+use crate::backend::{BackendError, Claim, Millis};
 use crate::delivery::Delivery;
 use crate::engine::{Engine, Inner};
 use crate::events::Event;
@@ -149,6 +149,14 @@ fn keyed_id(key: &RetryKey) -> String {
 /// Longest idempotency key the API's publish takes, in characters (as JSON Schema's
 /// `maxLength` counts).
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+
+/// The cluster-stats API's channel and subscription counts, taken at `at`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counted {
+    at: Millis,
+    channels: u64,
+    subscriptions: u64,
+}
 
 /// The most names a page of [`Engine::api_channels`] asks for.
 pub const MAX_CHANNELS_PAGE: usize = 10_000;
@@ -497,11 +505,28 @@ impl Engine {
         let now = inner.clock.now();
         let horizon = 3 * inner.config.stats_interval().as_millis() as u64;
         let nodes = inner.backend.nodes(now.saturating_sub(horizon)).await?;
-        let channels: Vec<_> = inner.backend.channels().await?.into_iter().filter(|(p, _)| !is_reserved(p)).collect();
+        let interval = inner.config.stats_interval().as_millis() as u64;
+        let fresh = *inner.counted.lock();
+        let counted = match fresh.filter(|c| now.saturating_sub(c.at) < interval) {
+            Some(c) => c,
+            None => {
+                // One read per channel (Redis: a SCARD each): at most once per interval on
+                // this node, however often the API is asked.
+                let channels = inner.backend.channels().await?;
+                let channels: Vec<_> = channels.into_iter().filter(|(p, _)| !is_reserved(p)).collect();
+                let c = Counted {
+                    at: now,
+                    channels: channels.len() as u64,
+                    subscriptions: channels.iter().map(|(_, n)| n).sum(),
+                };
+                *inner.counted.lock() = Some(c);
+                c
+            }
+        };
         Ok(ClusterStats {
             sessions: inner.backend.session_count().await?,
-            subscriptions: channels.iter().map(|(_, n)| n).sum(),
-            channels: channels.len() as u64,
+            subscriptions: counted.subscriptions,
+            channels: counted.channels,
             online_users: inner.backend.online_users().await?,
             published_per_sec: nodes.iter().map(|n| n.published_per_sec).sum(),
             delivered_per_sec: nodes.iter().map(|n| n.delivered_per_sec).sum(),

@@ -71,7 +71,9 @@ pub struct EngineConfig {
     /// backend publish per event, so it is off by default.
     pub event_channels: bool,
     /// Seconds between this node's heartbeats (its figures for the cluster-stats API),
-    /// 1 to 20; a node silent for three intervals is no longer listed.
+    /// 1 to 20; a node silent for three intervals is no longer listed. The API's channel
+    /// and subscription counts are also reused for this long (counting them reads every
+    /// channel).
     pub stats_interval_secs: u64,
 }
 

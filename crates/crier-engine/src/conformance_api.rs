@@ -342,7 +342,8 @@ pub async fn channels_are_listed_a_page_at_a_time(b: Arc<dyn Backend>) {
 
 /// The cluster figures count sessions, subscriptions and online users, and list this node.
 pub async fn cluster_stats_count_what_exists(b: Arc<dyn Backend>) {
-    let h = harness(b);
+    let config = EngineConfig { timeout_secs: 2, stats_interval_secs: 1, ..EngineConfig::default() };
+    let h = Harness { engine: Engine::builder(config, b).extension(Arc::new(UserFromExt)).build() };
     let a = user_client(&h, "alice").await;
     let anon = h.client().await;
     h.subscribe(&a, "/s/1").await;
@@ -358,6 +359,20 @@ pub async fn cluster_stats_count_what_exists(b: Arc<dyn Backend>) {
     }
     assert_eq!((stats.sessions, stats.subscriptions, stats.channels, stats.online_users), (2, 3, 2, 1), "{stats:?}");
     assert_eq!(stats.nodes.len(), 1, "{stats:?}");
+
+    // The channel and subscription counts (one read per channel) are taken at most once
+    // per stats interval (1 s here), however often the API is asked.
+    let interval = std::time::Duration::from_millis(1100);
+    tokio::time::sleep(interval).await;
+    let fresh = h.engine.api_stats().await.expect("stats");
+    h.subscribe(&anon, "/s/3").await;
+    let again = h.engine.api_stats().await.expect("stats");
+    assert_eq!((fresh.subscriptions, fresh.channels), (3, 2), "{fresh:?}");
+    assert_eq!((again.subscriptions, again.channels), (3, 2), "reused within the interval: {again:?}");
+    assert_eq!(again.sessions, 2, "the rest is read each time: {again:?}");
+    tokio::time::sleep(interval).await;
+    let later = h.engine.api_stats().await.expect("stats");
+    assert_eq!((later.subscriptions, later.channels), (4, 3), "taken again after it: {later:?}");
 }
 
 /// A session that ended without its presence update (a failed or interrupted disconnect,

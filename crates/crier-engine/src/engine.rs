@@ -71,6 +71,7 @@ impl EngineBuilder {
             draining: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
             session_locks: crate::session_locks::SessionLocks::default(),
+            counted: parking_lot::Mutex::new(None),
         });
         let sweeper = inner.clone();
         inner.tasks.spawn(async move { sweeper.sweep_loop().await });
@@ -105,6 +106,9 @@ pub(crate) struct Inner {
     pub(crate) tasks: TaskTracker,
     /// Serialises a session's subscribes and unsubscribes on this node (the limit check).
     pub(crate) session_locks: crate::session_locks::SessionLocks,
+    /// The cluster-stats API's channel and subscription counts, and when they were taken:
+    /// reused for a stats interval (counting reads every channel).
+    pub(crate) counted: parking_lot::Mutex<Option<crate::admin::Counted>>,
 }
 
 impl Engine {
