@@ -503,9 +503,8 @@ impl Engine {
     pub async fn api_stats(&self) -> Result<ClusterStats, ApiError> {
         let inner = &self.inner;
         let now = inner.clock.now();
-        let horizon = 3 * inner.config.stats_interval().as_millis() as u64;
-        let nodes = inner.backend.nodes(now.saturating_sub(horizon)).await?;
         let interval = inner.config.stats_interval().as_millis() as u64;
+        let nodes = inner.backend.nodes(now.saturating_sub(3 * interval)).await?;
         let fresh = *inner.counted.lock();
         let counted = match fresh.filter(|c| now.saturating_sub(c.at) < interval) {
             Some(c) => c,

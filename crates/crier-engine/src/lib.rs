@@ -57,7 +57,7 @@ pub use metrics::{Histogram, Metrics};
 pub use pump::{Batch, Pump};
 pub use retry::RetryKey;
 pub use session_locks::{SessionGuard, SessionLocks};
-pub use turn::{Passed, PassedFuture, Turn};
+pub use turn::{Passed, Turn};
 pub use users::{
     EVENTS_PREFIX, MAX_USER_LEN, NodeStats, Presence, PresenceChange, PresenceStatus, RESERVED_PREFIX, USER_PREFIX,
     is_reserved, user_name, user_of_name,

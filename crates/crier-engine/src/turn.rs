@@ -9,7 +9,7 @@
 //! one's effects are fixed in order, which for a publish is when the backend has sent it
 //! (see [`crate::Backend::publish_sends_at_once`]), and for anything else when it is done.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -44,20 +44,7 @@ impl Turn {
     }
 }
 
-impl IntoFuture for Passed {
-    type Output = ();
-    type IntoFuture = PassedFuture;
-
-    fn into_future(self) -> PassedFuture {
-        PassedFuture(self.0)
-    }
-}
-
-/// [`Passed`] awaited.
-#[derive(Debug)]
-pub struct PassedFuture(oneshot::Receiver<()>);
-
-impl Future for PassedFuture {
+impl Future for Passed {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -108,7 +95,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn passed_resolves_when_the_turn_is_passed_or_dropped() {
         let (mut turn, passed) = Turn::pair();
-        let waiting = tokio::spawn(passed.into_future());
+        let waiting = tokio::spawn(passed);
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "not before");
         turn.pass();
@@ -116,7 +103,7 @@ mod tests {
 
         let (turn, passed) = Turn::pair();
         drop(turn);
-        tokio::time::timeout(Duration::from_secs(1), passed.into_future()).await.expect("dropped counts as passed");
+        tokio::time::timeout(Duration::from_secs(1), passed).await.expect("dropped counts as passed");
     }
 
     #[tokio::test(start_paused = true)]
@@ -137,7 +124,7 @@ mod tests {
         // A future done on its first poll leaves the turn to its holder.
         let (mut turn, passed) = Turn::pair();
         assert_eq!(pass_after_first_poll(std::future::ready(8), Some(&mut turn)).await, 8);
-        let waiting = tokio::spawn(passed.into_future());
+        let waiting = tokio::spawn(passed);
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "still held");
         drop(turn);
